@@ -1,0 +1,120 @@
+"""Training batches: no duplicate positives (or queries) inside a batch, deterministic in (seed, epoch)."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from embedforge.generate.base import Pair
+
+
+class PairDataset(Dataset):
+    def __init__(self, pairs: list[Pair]):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> Pair:
+        return self.pairs[i]
+
+
+class UniqueBatchSampler(Sampler[list[int]]):
+    """Shuffled batches in which no positive (and no query) appears twice.
+
+    A duplicate positive in a batch would be a false in-batch negative for the other query. Items
+    that collide are deferred to the next batch, never dropped. Under DDP each rank takes its slice
+    of every global batch of ``batch_size`` (so ``batch_size`` is the global batch).
+
+    Args:
+        keys: for each item, the strings that must be unique in a batch (positive, query).
+        batch_size: global batch size.
+        seed: shuffle seed; epoch ``e`` uses ``seed + e`` (call ``set_epoch``).
+        drop_last: drop a final batch smaller than ``batch_size``.
+        num_replicas / rank: DDP layout.
+    """
+
+    def __init__(self, keys: list[tuple[str, ...]], batch_size: int, seed: int = 0, drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
+        self.keys = keys
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.epoch = 0
+        if self.batch_size % self.num_replicas:
+            raise ValueError(f"batch size {batch_size} is not divisible by {num_replicas} devices")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def global_batches(self) -> list[list[int]]:
+        order = list(range(len(self.keys)))
+        random.Random(self.seed + self.epoch).shuffle(order)
+        batches: list[list[int]] = []
+        pending: deque[int] = deque(order)
+        while pending:  # every round takes >= 1 item (the first never collides), so this ends
+            batch, used, deferred = [], set(), []
+            while pending and len(batch) < self.batch_size:
+                i = pending.popleft()
+                if any(k in used for k in self.keys[i]):
+                    deferred.append(i)
+                else:
+                    batch.append(i)
+                    used.update(self.keys[i])
+            pending.extendleft(reversed(deferred))  # deferred items lead the next batch
+            batches.append(batch)
+        if self.drop_last or self.num_replicas > 1:  # DDP ranks need equal shares
+            batches = [b for b in batches if len(b) == self.batch_size]
+        return [b for b in batches if len(b) >= 2]  # a single pair has no in-batch negative
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_rank = self.batch_size // self.num_replicas
+        for b in self.global_batches():
+            yield b[self.rank * per_rank : (self.rank + 1) * per_rank] if self.num_replicas > 1 else b
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+
+def collate_pairs(items: list[Pair]) -> dict[str, Any]:
+    """Lists of strings; negatives truncated to the smallest count in the batch (a dense (B, N) block)."""
+    batch: dict[str, Any] = {"query": [p["query"] for p in items], "positive": [p["positive"] for p in items]}
+    n_neg = min(len(p.get("negatives") or []) for p in items)
+    if n_neg:
+        batch["negatives"] = [list(p["negatives"][:n_neg]) for p in items]
+    return batch
+
+
+class PairDataModule(pl.LightningDataModule):
+    """Serves the training pairs (and a one-item validation loader that triggers IR validation)."""
+
+    def __init__(self, pairs: list[Pair], batch_size: int, seed: int = 0, num_workers: int = 0, has_val: bool = True, drop_last: bool = False):
+        super().__init__()
+        self.pairs = pairs
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.has_val = has_val
+        self.drop_last = drop_last
+
+    def _replicas(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self._replicas()
+        keys = [(("p", p["positive"]), ("q", p["query"])) for p in self.pairs]
+        sampler = UniqueBatchSampler(keys, self.batch_size, self.seed, self.drop_last, world, rank)
+        return DataLoader(PairDataset(self.pairs), batch_sampler=sampler, collate_fn=collate_pairs, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        # IR validation encodes its own corpus; the loader only tells Lightning when to run it
+        return DataLoader([0], batch_size=1) if self.has_val else []

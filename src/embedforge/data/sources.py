@@ -1,0 +1,333 @@
+"""Data sources: where training pairs, validation and evaluation sets come from.
+
+A source is built from ``conf/data/<name>.yaml`` (YAML keys = constructor arguments). The pipeline
+asks it for ``chunks()`` (documents a generator turns into pairs), ``real_pairs()`` (labelled
+pairs), ``val_set()`` (in-training validation) and ``eval_set()`` (the reported split).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from embedforge.data.beir import BeirDataset, doc_text, load_beir
+from embedforge.errors import EmbedforgeError
+from embedforge.eval.retrieval import RetrievalSet
+from embedforge.generate.base import Chunk, Pair
+from embedforge.io import iter_jsonl
+
+
+class DataSource:
+    """Base class: training-set assembly options shared by every source.
+
+    Args:
+        name: label for the run directory and reports.
+        batch_size: training pairs per optimizer step (global batch under DDP).
+        generate: turn ``chunks()`` into pairs with the configured generator.
+        mix_real: real pairs in the real:synthetic mix (default 1 : 3).
+        mix_synthetic: generated pairs per ``mix_real`` real pairs (caps the generated ones when real pairs exist).
+        max_train_pairs: cap on the final training set (seeded sample), null = all.
+        holdout: fraction of training pairs held out for validation when the source has no dev split.
+        val_max_queries / val_max_docs: size of the in-training validation set (queries sampled; the
+            corpus keeps their relevant documents plus seeded distractors).
+        hard_negatives: mining options (``num`` = 0 disables).
+        seed: sampling seed.
+    """
+
+    def __init__(
+        self,
+        name: str = "data",
+        batch_size: int = 32,
+        generate: bool = True,
+        mix_real: int = 1,
+        mix_synthetic: int = 3,
+        max_train_pairs: int | None = None,
+        holdout: float = 0.05,
+        val_max_queries: int | None = 200,
+        val_max_docs: int | None = 2000,
+        hard_negatives: dict | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        self.name = name
+        self.batch_size = int(batch_size)
+        self.generate = bool(generate)
+        self.mix_real = int(mix_real)
+        self.mix_synthetic = int(mix_synthetic)
+        self.max_train_pairs = max_train_pairs
+        self.holdout = float(holdout)
+        self.val_max_queries = val_max_queries
+        self.val_max_docs = val_max_docs
+        self.hard_negatives = dict(hard_negatives or {})
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+
+    def chunks(self) -> list[Chunk]:
+        return []
+
+    def real_pairs(self) -> list[Pair]:
+        return []
+
+    def val_set(self) -> RetrievalSet | None:
+        return None
+
+    def eval_set(self) -> RetrievalSet | None:
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+def subsample(
+    corpus: dict[str, str],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    max_queries: int | None,
+    max_docs: int | None,
+    seed: int,
+    name: str,
+    info: dict[str, Any] | None = None,
+) -> RetrievalSet:
+    """A RetrievalSet with at most ``max_queries`` judged queries and ``max_docs`` documents.
+
+    The sampled corpus always keeps every judged document of the kept queries (so no relevant
+    document is missing from the index) and fills up with seeded random distractors.
+    """
+    rng = random.Random(seed)
+    qids = sorted(q for q, rels in qrels.items() if q in queries)
+    if max_queries and len(qids) > max_queries:
+        qids = sorted(rng.sample(qids, int(max_queries)))
+    kept_qrels = {q: qrels[q] for q in qids}
+    doc_ids = sorted(corpus)
+    if max_docs and len(doc_ids) > max_docs:
+        needed = {d for rels in kept_qrels.values() for d in rels if d in corpus}
+        others = sorted(set(doc_ids) - needed)
+        extra = rng.sample(others, max(0, min(len(others), int(max_docs) - len(needed))))
+        doc_ids = sorted(needed | set(extra))
+    info = dict(info or {})
+    info.update(max_queries=max_queries, max_docs=max_docs)
+    return RetrievalSet(
+        corpus={d: corpus[d] for d in doc_ids},
+        queries={q: queries[q] for q in qids},
+        qrels=kept_qrels,
+        name=name,
+        info=info,
+    )
+
+
+class BeirSource(DataSource):
+    """A BEIR-layout dataset: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/{train,dev,test}.tsv``.
+
+    Args:
+        path: dataset directory.
+        eval_split: the reported split (``qrels/<eval_split>.tsv``).
+        val_split: in-training validation split; if the file is missing, a held-out slice of the
+            training pairs is used. Never equal to ``eval_split``.
+        train_split: split whose queries become real training pairs when ``train_queries``.
+        train_queries: add the real queries of ``train_split`` as training pairs.
+        pairs_path: extra labelled pairs JSONL (``{"query", "positive", "negatives"?}``).
+        eval_corpus: ``all`` = search the whole corpus; ``same_group`` = only documents whose group
+            (``group_pattern`` group 1 of the id, e.g. the contract of ``cuad_<contract>_<n>``) holds a
+            judged document of the split — a cheaper, per-document retrieval task.
+        group_pattern: regex whose group 1 is a document's group.
+        eval_max_queries / eval_max_docs: optional caps on the reported eval set (say so in reports).
+        gen_max_docs: cap on the documents handed to the generator (seeded sample).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        name: str | None = None,
+        eval_split: str = "test",
+        val_split: str | None = "dev",
+        train_split: str = "train",
+        train_queries: bool = False,
+        pairs_path: str | None = None,
+        eval_corpus: str = "all",
+        group_pattern: str = r"^(.*)_\d+$",
+        eval_max_queries: int | None = None,
+        eval_max_docs: int | None = None,
+        gen_max_docs: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(name=name or Path(str(path)).name, **kwargs)
+        self.path = Path(str(path)).expanduser()
+        self.eval_split = eval_split
+        self.val_split = val_split
+        self.train_split = train_split
+        self.train_queries = bool(train_queries)
+        self.pairs_path = pairs_path
+        if eval_corpus not in {"all", "same_group"}:
+            raise EmbedforgeError(f"data.eval_corpus must be 'all' or 'same_group', got {eval_corpus!r}")
+        if val_split and val_split == eval_split:
+            raise EmbedforgeError(
+                f"data.val_split equals data.eval_split ({eval_split!r}): validation must never see the reported split"
+            )
+        self.eval_corpus = eval_corpus
+        self.group_pattern = re.compile(group_pattern)
+        self.eval_max_queries = eval_max_queries
+        self.eval_max_docs = eval_max_docs
+        self.gen_max_docs = gen_max_docs
+        self._ds: BeirDataset | None = None
+        self._texts: dict[str, str] | None = None
+
+    @property
+    def dataset(self) -> BeirDataset:
+        if self._ds is None:
+            self._ds = load_beir(self.path)
+            if self.eval_split not in self._ds.qrels:
+                raise EmbedforgeError(
+                    f"{self.path}/qrels/{self.eval_split}.tsv not found (data.eval_split); available splits:"
+                    f" {self._ds.splits or 'none'}"
+                )
+        return self._ds
+
+    @property
+    def texts(self) -> dict[str, str]:
+        if self._texts is None:
+            self._texts = self.dataset.texts()
+        return self._texts
+
+    def _group(self, doc_id: str) -> str:
+        m = self.group_pattern.match(doc_id)
+        return m.group(1) if m else doc_id
+
+    def _split_set(self, split: str, max_queries, max_docs, name: str) -> RetrievalSet:
+        qrels = self.dataset.qrels[split]
+        corpus = self.texts
+        info: dict[str, Any] = {"split": split, "corpus": self.eval_corpus, "path": str(self.path)}
+        if self.eval_corpus == "same_group":
+            groups = {self._group(d) for rels in qrels.values() for d in rels}
+            corpus = {d: t for d, t in corpus.items() if self._group(d) in groups}
+            info["groups"] = len(groups)
+        info["corpus_docs_before_sampling"] = len(corpus)
+        return subsample(corpus, self.dataset.queries, qrels, max_queries, max_docs, self.seed, name, info)
+
+    def eval_set(self) -> RetrievalSet:
+        return self._split_set(self.eval_split, self.eval_max_queries, self.eval_max_docs, f"{self.name}/{self.eval_split}")
+
+    def val_set(self) -> RetrievalSet | None:
+        if not self.val_split or self.val_split not in self.dataset.qrels:
+            return None
+        return self._split_set(self.val_split, self.val_max_queries, self.val_max_docs, f"{self.name}/{self.val_split}")
+
+    def real_pairs(self) -> list[Pair]:
+        pairs: list[Pair] = []
+        if self.train_queries:
+            if self.train_split not in self.dataset.qrels:
+                raise EmbedforgeError(
+                    f"data.train_queries=true but {self.path}/qrels/{self.train_split}.tsv does not exist"
+                )
+            ds = self.dataset
+            for qid, rels in sorted(ds.qrels[self.train_split].items()):
+                for did, rel in sorted(rels.items()):
+                    if rel >= 1:
+                        pairs.append({"query": ds.queries[qid], "positive": self.texts[did], "source": "real", "doc_id": did, "query_id": qid})
+        if self.pairs_path:
+            pairs.extend(read_pairs(self.pairs_path))
+        return pairs
+
+    def chunks(self) -> list[Chunk]:
+        ids = sorted(self.dataset.corpus)
+        if self.gen_max_docs and len(ids) > self.gen_max_docs:
+            ids = sorted(random.Random(self.seed).sample(ids, int(self.gen_max_docs)))
+        return [{"id": i, "title": self.dataset.corpus[i]["title"], "text": self.dataset.corpus[i]["text"]} for i in ids]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "eval_split": self.eval_split,
+            "val_split": self.val_split if self.val_split in self.dataset.qrels else "held-out training pairs",
+            "train_queries": self.train_queries,
+            "corpus_docs": len(self.dataset.corpus),
+        }
+
+
+def read_pairs(path: str | Path, default_source: str = "real") -> list[Pair]:
+    """Read a pairs JSONL: ``{"query", "positive", "negatives"?: [str], "source"?}`` per line."""
+    pairs: list[Pair] = []
+    for lineno, row in enumerate(iter_jsonl(path), 1):
+        q, p = row.get("query"), row.get("positive")
+        if not isinstance(q, str) or not q.strip() or not isinstance(p, str) or not p.strip():
+            raise EmbedforgeError(f"{path}: record {lineno} needs non-empty string 'query' and 'positive'")
+        negs = row.get("negatives") or []
+        if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
+            raise EmbedforgeError(f"{path}: record {lineno}: 'negatives' must be a list of strings")
+        pair: Pair = {"query": q, "positive": p, "source": row.get("source", default_source)}
+        if negs:
+            pair["negatives"] = negs
+        if "doc_id" in row:
+            pair["doc_id"] = str(row["doc_id"])
+        pairs.append(pair)
+    if not pairs:
+        raise EmbedforgeError(f"{path} holds no pairs")
+    return pairs
+
+
+class PairsSource(DataSource):
+    """A plain pairs JSONL for training, optionally a BEIR dataset to evaluate on.
+
+    Args:
+        path: pairs JSONL (``{"query", "positive", "negatives"?}`` per line).
+        eval_path: BEIR directory for the reported evaluation (else a held-out slice of the pairs).
+        eval_split / val_split: as in :class:`BeirSource`.
+    """
+
+    def __init__(self, path: str, name: str | None = None, eval_path: str | None = None, eval_split: str = "test", val_split: str | None = "dev", eval_corpus: str = "all", eval_max_queries: int | None = None, eval_max_docs: int | None = None, **kwargs: Any):
+        super().__init__(name=name or Path(str(path)).stem, **kwargs)
+        self.path = path
+        self._beir = (
+            BeirSource(eval_path, name=self.name, eval_split=eval_split, val_split=val_split, eval_corpus=eval_corpus, eval_max_queries=eval_max_queries, eval_max_docs=eval_max_docs, val_max_queries=self.val_max_queries, val_max_docs=self.val_max_docs, seed=self.seed)
+            if eval_path
+            else None
+        )
+
+    def real_pairs(self) -> list[Pair]:
+        return read_pairs(self.path)
+
+    def eval_set(self) -> RetrievalSet | None:
+        return self._beir.eval_set() if self._beir else None
+
+    def val_set(self) -> RetrievalSet | None:
+        return self._beir.val_set() if self._beir else None
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "pairs_path": str(self.path), "eval": self._beir.summary() if self._beir else "held-out pairs"}
+
+
+def holdout_sets(
+    pairs: list[Pair], fraction: float, seed: int, max_docs: int | None, name: str, with_eval: bool = True
+) -> tuple[list[Pair], RetrievalSet, RetrievalSet | None]:
+    """Split pairs into (train, val, eval) when a source has no judged splits.
+
+    Held-out pairs become queries whose relevant document is their positive; every positive of the
+    whole pair set is in the searched corpus (distractors). Pairs sharing a query or positive with a
+    held-out pair are removed from training so nothing leaks.
+    """
+    rng = random.Random(seed)
+    positives = sorted({p["positive"] for p in pairs})
+    if len(positives) < 10:
+        raise EmbedforgeError(f"only {len(positives)} distinct positives: too few to hold out validation/eval pairs")
+    rng.shuffle(positives)
+    n = max(2, int(len(positives) * fraction))
+    val_pos, eval_pos = set(positives[:n]), set(positives[n : 2 * n] if with_eval else [])
+    doc_id = {t: f"d{i}" for i, t in enumerate(sorted({p["positive"] for p in pairs}))}
+    corpus = {i: t for t, i in doc_id.items()}
+
+    def make(pos: set[str], split: str) -> RetrievalSet:
+        queries, qrels = {}, {}
+        for k, p in enumerate(x for x in pairs if x["positive"] in pos):
+            qid = f"{split}{k}"
+            queries[qid] = p["query"]
+            qrels[qid] = {doc_id[p["positive"]]: 1}
+        return subsample(corpus, queries, qrels, None, max_docs, seed, f"{name}/{split}", {"split": f"held-out {split}"})
+
+    held_q = {p["query"] for p in pairs if p["positive"] in val_pos | eval_pos}
+    train = [p for p in pairs if p["positive"] not in val_pos | eval_pos and p["query"] not in held_q]
+    return train, make(val_pos, "val"), make(eval_pos, "eval") if with_eval else None
+
+
+__all__ = ["DataSource", "BeirSource", "PairsSource", "read_pairs", "holdout_sets", "subsample", "doc_text"]
