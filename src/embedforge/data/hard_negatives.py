@@ -1,0 +1,124 @@
+"""Hard-negative mining with the base model: passages that look relevant but are not.
+
+For each query, retrieve from the corpus with the base model (exact search, corpus embedded once),
+take candidates from a rank window (the very top is skipped: it is dense with unlabelled
+positives), drop anything known to be relevant, drop likely false negatives (a score within
+``margin`` of the positive's), then sample ``num_negatives`` with a seed. Reference: the
+"denoised" hard negatives of RocketQA and the rank-window sampling of Tevatron / NV-Retriever
+(positive-aware margin).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedforge.errors import EmbedforgeError
+from embedforge.generate.base import Pair
+from embedforge.io import stable_hash, write_jsonl
+
+
+def mine_hard_negatives(
+    pairs: list[Pair],
+    corpus_texts: list[str] | dict[str, str],
+    encoder: Any,
+    num_negatives: int = 4,
+    rank_window: tuple[int, int] | list[int] = (10, 100),
+    margin: float = 0.05,
+    seed: int = 0,
+    qrels: dict[str, dict[str, int]] | None = None,
+    batch_size: int = 64,
+    out_path: str | Path | None = None,
+    stats: dict[str, Any] | None = None,
+) -> list[Pair]:
+    """Return copies of ``pairs`` with ``"negatives"`` (replacing any existing ones).
+
+    Args:
+        pairs: ``{"query", "positive", "doc_id"?, "query_id"?}``.
+        corpus_texts: candidate passages; a dict ``id -> text`` also lets ``doc_id`` and ``qrels``
+            exclude positives by id.
+        encoder: anything with ``encode(texts, kind, batch_size) -> (N, D)`` normalized.
+        num_negatives: negatives per pair (fewer when the window runs out).
+        rank_window: ``(lo, hi)``: candidates are the retrieved ranks ``lo .. hi-1`` (0-based).
+        margin: drop a candidate scoring above ``(1 - margin) * positive score`` (likely an
+            unlabelled positive). ``None`` disables.
+        seed: sampling seed; the result is a deterministic function of inputs and seed.
+        qrels: ``query id or query text -> {doc id: relevance}``: every judged-relevant document of
+            the query is excluded too.
+        batch_size: encoding batch size.
+        out_path: write the mined pairs there atomically as JSONL.
+        stats: filled with counts of excluded candidates, when given.
+    """
+    lo, hi = int(rank_window[0]), int(rank_window[1])
+    if not 0 <= lo < hi:
+        raise EmbedforgeError(f"rank_window must satisfy 0 <= lo < hi, got {list(rank_window)}")
+    if isinstance(corpus_texts, dict):
+        ids = [str(i) for i in corpus_texts]
+        texts = [corpus_texts[i] for i in corpus_texts]
+    else:
+        ids, texts = None, list(corpus_texts)
+    if not texts:
+        raise EmbedforgeError("hard-negative mining needs a non-empty corpus")
+    qrels = qrels or {}
+
+    # every positive of a query (a query can have several pairs), by text and by id
+    pos_texts: dict[str, set[str]] = defaultdict(set)
+    pos_ids: dict[str, set[str]] = defaultdict(set)
+    for p in pairs:
+        q = p["query"]
+        pos_texts[q].add(p["positive"])
+        if p.get("doc_id") is not None:
+            pos_ids[q].add(str(p["doc_id"]))
+        for key in (p.get("query_id"), q):
+            if key is not None and str(key) in qrels:
+                pos_ids[q].update(d for d, rel in qrels[str(key)].items() if rel > 0)
+
+    d_emb = encoder.encode(texts, "doc", batch_size)  # (N, D), once
+    queries = list(dict.fromkeys(p["query"] for p in pairs))
+    q_emb = encoder.encode(queries, "query", batch_size)  # (Q, D)
+    text_index = {t: i for i, t in enumerate(texts)}
+    missing = list(dict.fromkeys(p["positive"] for p in pairs if p["positive"] not in text_index))
+    m_emb = encoder.encode(missing, "doc", batch_size) if missing else np.zeros((0, d_emb.shape[1]), np.float32)
+    missing_index = {t: i for i, t in enumerate(missing)}
+
+    from embedforge.eval.retrieval import search
+
+    top, scores = search(q_emb, d_emb, hi)  # (Q, hi)
+    qrow = {q: i for i, q in enumerate(queries)}
+    counts = {"positive": 0, "false_negative": 0, "pairs_short": 0}
+    out: list[Pair] = []
+    for p in pairs:
+        q = p["query"]
+        row = qrow[q]
+        pi = text_index.get(p["positive"])
+        pvec = d_emb[pi] if pi is not None else m_emb[missing_index[p["positive"]]]
+        pos_score = float(q_emb[row] @ pvec)
+        threshold = None if margin is None else (1.0 - float(margin)) * pos_score
+        candidates: list[str] = []
+        seen: set[str] = set()
+        for idx, score in zip(top[row, lo:hi].tolist(), scores[row, lo:hi].tolist()):
+            text = texts[idx]
+            if text in seen:
+                continue
+            seen.add(text)
+            if text in pos_texts[q] or (ids is not None and ids[idx] in pos_ids[q]):
+                counts["positive"] += 1
+                continue
+            if threshold is not None and score > threshold:
+                counts["false_negative"] += 1
+                continue
+            candidates.append(text)
+        rng = random.Random(stable_hash(seed, q, p["positive"]))
+        chosen = rng.sample(candidates, min(int(num_negatives), len(candidates)))
+        if len(chosen) < num_negatives:
+            counts["pairs_short"] += 1
+        out.append({**p, "negatives": chosen})
+    if stats is not None:
+        stats.update(counts, pairs=len(out), corpus=len(texts))
+    if out_path is not None:
+        write_jsonl(out_path, out)
+    return out
