@@ -1,0 +1,68 @@
+"""Dynamic int8 quantization of an exported graph, with the knobs that decide its accuracy."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedforge.export.onnx_export import MODEL_FILE
+
+
+@dataclass
+class Int8Recipe:
+    """How to quantize: dynamic (activations scaled per batch at run time), weights to int8.
+
+    Args:
+        per_channel: one scale per output channel of each weight matrix instead of one per tensor.
+        reduce_range: 7-bit weights. On AVX2 without VNNI the u8 x s8 kernel (VPMADDUBSW) sums
+            pairs into int16 and can saturate; 7 bits rule that out.
+        weight_type: ``qint8`` or ``quint8``.
+        op_types: op types to quantize (MatMul covers every linear layer; Gather = embeddings).
+        exclude: regexes on node names left in fp32 (e.g. the last layer's FFN, the pooler).
+        name: a label for reports.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool = True
+    weight_type: str = "qint8"
+    op_types: list[str] = field(default_factory=lambda: ["MatMul"])
+    exclude: list[str] = field(default_factory=list)
+    name: str = "int8"
+
+
+def excluded_nodes(model_path: str | Path, patterns: list[str]) -> list[str]:
+    """Names of the graph's nodes matching any of ``patterns`` (regex search)."""
+    import onnx
+
+    if not patterns:
+        return []
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    regex = [re.compile(p) for p in patterns]
+    return [n.name for n in graph.node if any(r.search(n.name) for r in regex)]
+
+
+def quantize_int8(
+    fp32_dir: str | Path, out_dir: str | Path, recipe: Int8Recipe | None = None
+) -> Path:
+    """Write ``out_dir/model.onnx`` (int8) plus the tokenizer/config files of ``fp32_dir``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    recipe = recipe or Int8Recipe()
+    fp32_dir, out_dir = Path(fp32_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in fp32_dir.iterdir():
+        if f.is_file() and f.suffix != ".onnx" and not f.name.endswith(".onnx_data"):
+            shutil.copy2(f, out_dir / f.name)
+    src = fp32_dir / MODEL_FILE
+    quantize_dynamic(
+        str(src),
+        str(out_dir / MODEL_FILE),
+        op_types_to_quantize=list(recipe.op_types),
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        weight_type=QuantType.QInt8 if recipe.weight_type == "qint8" else QuantType.QUInt8,
+        nodes_to_exclude=excluded_nodes(src, list(recipe.exclude)),
+    )
+    return out_dir

@@ -1,0 +1,182 @@
+"""``export_model``: run dir or model dir -> fp32 + int8 ONNX dirs and ``export_report.json``."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedforge.errors import EmbedforgeError
+from embedforge.eval.retrieval import RetrievalSet, evaluate
+from embedforge.export.checks import Bounds, dir_size_mb, judge, measure_speed, onnx_size_mb, parity
+from embedforge.export.eval_set import beir_eval_set, load_run, run_eval_set, subset
+from embedforge.export.gate import check_quality_gate
+from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
+from embedforge.export.onnx_export import export_onnx
+from embedforge.export.quantize import Int8Recipe, quantize_int8
+from embedforge.io import write_json
+
+log = logging.getLogger(__name__)
+REPORT = "export_report.json"
+METRICS = ("ndcg@10", "recall@5", "mrr@10", "recall@100")
+
+
+@dataclass
+class ExportSettings:
+    """Everything ``export_model`` does besides choosing the model.
+
+    Args:
+        bounds: limits a variant must meet to be marked good.
+        recipe: the int8 recipe.
+        min_gain: ship gate for a run dir when its config has no ``ship.min_gain``.
+        force: export even when the ship gate fails.
+        beir: a BEIR dir to evaluate on (else the run's eval set; required for a bare model dir).
+        split: the BEIR qrels split.
+        max_queries: subset size for the retrieval check (None = all).
+        max_docs: corpus subset size (None = all).
+        parity_texts: how many docs and how many queries (each) to compare embeddings on.
+        speed: measure latency/throughput at batch 1 and 32 with 1 and 2 threads.
+    """
+
+    bounds: Bounds = field(default_factory=Bounds)
+    recipe: Int8Recipe = field(default_factory=Int8Recipe)
+    min_gain: float = 0.01
+    force: bool = False
+    beir: str | None = None
+    split: str = "test"
+    max_queries: int | None = 200
+    max_docs: int | None = 500
+    parity_texts: int = 64
+    speed: bool = True
+
+
+def resolve_source(source: str | Path) -> tuple[Path, Path | None]:
+    """``(model_dir, run_dir or None)`` for a run dir (has ``model/``) or a model dir."""
+    p = Path(source).expanduser()
+    if (p / "model" / "modules.json").is_file():
+        return p / "model", p
+    if (p / "modules.json").is_file():
+        return p, None
+    raise EmbedforgeError(
+        f"{p} is neither a run dir (with model/) nor a SentenceTransformer dir (with modules.json)"
+    )
+
+
+def _torch_encoder(model_dir: Path):
+    from embedforge.models.encoder import Encoder
+
+    prompts = read_prompts(model_dir)
+    return Encoder.from_pretrained(
+        str(model_dir), prompts.get("query", ""), prompts.get("document", ""), max_seq_length=None
+    )
+
+
+def _speed_torch(model_dir: Path, texts: list[str]) -> dict:
+    enc = _torch_encoder(model_dir)
+    before = torch.get_num_threads()
+
+    def make(threads: int):
+        torch.set_num_threads(threads)
+        return lambda batch: enc.encode(batch, "doc", batch_size=len(batch))
+
+    try:
+        return measure_speed(make, texts)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _speed_onnx(onnx_dir: Path, texts: list[str]) -> dict:
+    return measure_speed(lambda t: OnnxEncoder(onnx_dir, threads=t).embed_raw, texts)
+
+
+def export_model(
+    source: str | Path, out: str | Path | None = None, settings: ExportSettings | None = None
+) -> dict[str, Any]:
+    """Export, quantize, check and report.
+
+    Args:
+        source: a run dir (``model/``, ``metrics.json``, ``.hydra/config.yaml``) or a model dir.
+        out: output dir (default ``<run>/onnx`` or ``<model_dir>-onnx``); gets ``fp32/``,
+            ``int8/`` and ``export_report.json``.
+        settings: see ``ExportSettings``.
+
+    Returns:
+        The report (also written to ``out/export_report.json``).
+    """
+    s = settings or ExportSettings()
+    model_dir, run_dir = resolve_source(source)
+    out = (
+        Path(out)
+        if out
+        else (run_dir / "onnx" if run_dir else model_dir.with_name(model_dir.name + "-onnx"))
+    )
+    report: dict[str, Any] = {"source": str(source), "model_dir": str(model_dir), "out": str(out)}
+
+    rset: RetrievalSet | None = None
+    if run_dir is not None:
+        cfg, metrics = load_run(run_dir)
+        min_gain = s.min_gain
+        if cfg is not None and cfg.get("ship") is not None and "min_gain" in cfg.ship:
+            min_gain = float(cfg.ship.min_gain)
+        report["gate"] = check_quality_gate(metrics, min_gain, s.force, where=str(run_dir))
+        if not s.beir:
+            rset = run_eval_set(cfg)
+    if s.beir:
+        rset = beir_eval_set(s.beir, s.split)
+    if rset is None:
+        raise EmbedforgeError(f"{model_dir} is a bare model dir; pass --beir DIR for the eval set")
+    rset = subset(rset, s.max_queries, s.max_docs)
+    report["eval_set"] = rset.summary()
+    report["bounds"] = asdict(s.bounds)
+
+    t0 = time.perf_counter()
+    for sub in ("fp32", "int8"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    fp32_dir = export_onnx(model_dir, out / "fp32")
+    t1 = time.perf_counter()
+    int8_dir = quantize_int8(fp32_dir, out / "int8", s.recipe)
+    report["seconds"] = {
+        "export": round(t1 - t0, 2),
+        "quantize": round(time.perf_counter() - t1, 2),
+    }
+
+    docs = list(rset.corpus.values())[: s.parity_texts]
+    queries = list(rset.queries.values())[: s.parity_texts]
+    enc = _torch_encoder(model_dir)
+    ref = {"doc": enc.encode(docs, "doc"), "query": enc.encode(queries, "query")}
+    torch_metrics = evaluate(enc, rset, METRICS).metrics
+    report["torch"] = {"size_mb": dir_size_mb(model_dir), "metrics": torch_metrics}
+    speed_texts = docs[:32]
+    if s.speed:
+        report["torch"]["speed"] = _speed_torch(model_dir, speed_texts)
+    del enc
+
+    report["variants"] = {}
+    for name, vdir in (("fp32", fp32_dir), ("int8", int8_dir)):
+        onnx = OnnxEncoder(vdir)
+        emb = np.concatenate([onnx.encode(docs, "doc"), onnx.encode(queries, "query")])
+        v: dict[str, Any] = {
+            "path": str(vdir),
+            "size_mb": onnx_size_mb(vdir),
+            "parity": parity(np.concatenate([ref["doc"], ref["query"]]), emb),
+            "metrics": evaluate(onnx, rset, METRICS).metrics,
+        }
+        if name == "int8":
+            v["recipe"] = asdict(s.recipe)
+        v["delta_vs_torch"] = {
+            k: round(v["metrics"][k] - torch_metrics[k], 6) for k in torch_metrics
+        }
+        if s.speed:
+            v["speed"] = _speed_onnx(vdir, speed_texts)
+        v["failed"] = judge(v, torch_metrics, s.bounds)
+        v["good"] = not v["failed"]
+        report["variants"][name] = v
+    report["seconds"]["total"] = round(time.perf_counter() - t0, 2)
+    write_json(out / "export_report.json", report)
+    return report

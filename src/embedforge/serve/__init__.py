@@ -1,0 +1,1 @@
+"""Serve embeddings: OpenAI-compatible HTTP API over a micro-batching queue."""

@@ -1,0 +1,155 @@
+"""Micro-batching: concurrent requests share one model call, run in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedforge.serve.prom import Metrics
+
+EmbedFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
+
+
+class QueueFull(Exception):
+    """More texts are waiting than ``max_queue`` allows."""
+
+
+class ShuttingDown(Exception):
+    """The batcher is draining and accepts no new work."""
+
+
+@dataclass
+class _Item:
+    texts: list[str]
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Groups submitted texts into batches of at most ``max_batch_size`` texts.
+
+    The first waiting request waits at most ``max_wait_ms`` for others; a request with more texts
+    than ``max_batch_size`` runs alone, in chunks. Requests are never split across batches, so
+    each one's embeddings come back in order from a single call. ``close()`` drains the queue.
+
+    Args:
+        fn: ``texts -> (embeddings (N, D), token counts (N,))``; runs in one worker thread.
+        max_batch_size: most texts per model call (1 disables batching).
+        max_wait_ms: batching window.
+        max_queue: most texts waiting; ``submit`` raises ``QueueFull`` beyond it.
+        metrics: where batch sizes, durations and queue depth are recorded.
+    """
+
+    def __init__(
+        self,
+        fn: EmbedFn,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 1024,
+        metrics: Metrics | None = None,
+    ):
+        self.fn = fn
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.max_wait = max(0.0, max_wait_ms) / 1000
+        self.max_queue = int(max_queue)
+        self.metrics = metrics or Metrics()
+        self._items: deque[_Item] = deque()
+        self._pending = 0
+        self._closing = False
+        self._event: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._closing
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def start(self) -> None:
+        self._event = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._task = asyncio.create_task(self._run())
+
+    async def submit(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Queue ``texts`` and wait for their embeddings and token counts."""
+        if self._closing or self._task is None:
+            raise ShuttingDown("server is shutting down")
+        if self._pending + len(texts) > self.max_queue:
+            raise QueueFull(f"queue full ({self._pending} texts waiting, max {self.max_queue})")
+        item = _Item(list(texts), asyncio.get_running_loop().create_future())
+        self._items.append(item)
+        self._pending += len(item.texts)
+        self.metrics.queue_depth = self._pending
+        self._event.set()
+        return await item.future
+
+    async def close(self) -> None:
+        """Stop accepting work, finish everything queued, stop the worker."""
+        self._closing = True
+        if self._task is not None:
+            self._event.set()
+            await self._task
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    def _call(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        embs, toks = [], []
+        for s in range(0, len(texts), self.max_batch_size):
+            t0 = time.perf_counter()
+            e, t = self.fn(texts[s : s + self.max_batch_size])
+            self.metrics.batch(len(e), time.perf_counter() - t0)
+            embs.append(e)
+            toks.append(np.asarray(t))
+        return np.concatenate(embs), np.concatenate(toks)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._items:
+                if self._closing:
+                    return
+                self._event.clear()
+                await self._event.wait()
+                continue
+            deadline = loop.time() + self.max_wait
+            while self._pending < self.max_batch_size and not self._closing:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._event.clear()
+                try:
+                    await asyncio.wait_for(self._event.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch: list[_Item] = []
+            n = 0
+            while self._items and (
+                not batch or n + len(self._items[0].texts) <= self.max_batch_size
+            ):
+                item = self._items.popleft()
+                batch.append(item)
+                n += len(item.texts)
+            self._pending -= n
+            self.metrics.queue_depth = self._pending
+            texts = [t for item in batch for t in item.texts]
+            try:
+                emb, tok = await loop.run_in_executor(self._executor, self._call, texts)
+            except Exception as e:  # the model failed: every request of the batch gets the error
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                continue
+            s = 0
+            for item in batch:
+                k = len(item.texts)
+                if not item.future.done():
+                    item.future.set_result((emb[s : s + k], tok[s : s + k]))
+                s += k

@@ -1,0 +1,111 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from embedforge.export import runner
+from embedforge.export.checks import Bounds, judge
+from embedforge.export.quantize import quantize_int8
+from embedforge.export.runner import ExportSettings, export_model
+
+ROOT = Path(__file__).resolve().parents[2]
+LEGAL = ROOT / ".." / "shared" / "data" / "legal-summarization"
+_spec = importlib.util.spec_from_file_location("export_script", ROOT / "scripts" / "export.py")
+export_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(export_script)
+
+FAST = dict(beir=str(LEGAL), max_queries=40, max_docs=120, parity_texts=24, speed=False)
+
+
+def _noised(fp32_dir: Path, out_dir: Path, recipe=None) -> Path:
+    """A deliberately broken 'int8' variant: every weight matrix gets large Gaussian noise."""
+    quantize_int8(fp32_dir, out_dir, recipe)  # copy tokenizer/configs
+    model = onnx.load(str(fp32_dir / "model.onnx"))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.dtype == np.float32 and w.ndim == 2:
+            noisy = w + rng.normal(0, 2 * float(w.std()), w.shape).astype(np.float32)
+            init.CopyFrom(numpy_helper.from_array(noisy, init.name))
+    onnx.save(model, str(out_dir / "model.onnx"))
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def report(tiny_dir, tmp_path_factory):
+    return export_model(tiny_dir, tmp_path_factory.mktemp("exp") / "out", ExportSettings(**FAST))
+
+
+def test_report_fields_and_both_variants_good(report):
+    out = Path(report["out"])
+    assert json.loads((out / "export_report.json").read_text())["variants"].keys() == {
+        "fp32",
+        "int8",
+    }
+    assert "subset" in report["eval_set"] and report["eval_set"]["n_queries"] == 40
+    fp32, int8 = report["variants"]["fp32"], report["variants"]["int8"]
+    assert fp32["parity"]["min_cosine"] >= 0.999
+    assert int8["size_mb"] < fp32["size_mb"]
+    for v in (fp32, int8):  # the bounds export enforces: NDCG@10 / Recall@5 drop, mean cosine
+        assert v["good"], v["failed"]
+        assert v["parity"]["mean_cosine"] >= report["bounds"]["min_mean_cosine"]
+        for k, bound in (("ndcg@10", "max_ndcg_drop"), ("recall@5", "max_recall_drop")):
+            assert report["torch"]["metrics"][k] - v["metrics"][k] <= report["bounds"][bound] + 1e-9
+
+
+def test_broken_variant_is_not_marked_good(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "quantize_int8", _noised)
+    rep = export_model(tiny_dir, tmp_path / "out", ExportSettings(**FAST))
+    bad = rep["variants"]["int8"]
+    assert not bad["good"]
+    assert any("mean cosine" in f for f in bad["failed"]), bad["failed"]
+    assert rep["variants"]["fp32"]["good"]
+    on_disk = json.loads((tmp_path / "out" / "export_report.json").read_text())
+    assert on_disk["variants"]["int8"]["failed"] == bad["failed"]
+
+
+def test_judge_names_each_failed_bound():
+    ref = {"ndcg@10": 0.60, "recall@5": 0.60}
+    v = {
+        "parity": {"mean_cosine": 0.95, "min_cosine": 0.9},
+        "metrics": {"ndcg@10": 0.58, "recall@5": 0.595},
+    }
+    failed = judge(v, ref, Bounds())
+    assert len(failed) == 2 and failed[0].startswith("mean cosine") and "ndcg@10 drop" in failed[1]
+    assert judge(v, ref, Bounds(max_ndcg_drop=0.05, min_mean_cosine=0.9)) == []
+
+
+def _run_dir(tmp_path: Path, tiny_dir: Path, base: float, tuned: float) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_dir, run / "model")
+    metrics = {"baseline": {"ndcg@10": base}, "finetuned": {"ndcg@10": tuned}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("ship:\n  min_gain: 0.01\n")
+    return run
+
+
+def test_gate_refuses_a_run_that_does_not_beat_baseline(tmp_path, tiny_dir, capsys):
+    run = _run_dir(tmp_path, tiny_dir, base=0.50, tuned=0.505)
+    rc = export_script.main([str(run), "--beir", str(LEGAL), "--no-speed"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error:") and "ship.min_gain=0.01" in err and "--force" in err
+    assert not (run / "onnx").exists()
+
+
+def test_gate_force_and_passing_run_export(tmp_path, tiny_dir, capsys):
+    run = _run_dir(tmp_path, tiny_dir, base=0.50, tuned=0.505)
+    args = ["--beir", str(LEGAL), "--max-queries", "20", "--max-docs", "60", "--no-speed"]
+    assert export_script.main([str(run), "--force", *args]) == 0
+    rep = json.loads((run / "onnx" / "export_report.json").read_text())
+    assert rep["gate"]["forced"] and not rep["gate"]["passed"]
+    good = _run_dir(tmp_path / "g", tiny_dir, base=0.50, tuned=0.53)
+    assert export_script.main([str(good), *args]) == 0
+    assert json.loads((good / "onnx" / "export_report.json").read_text())["gate"]["passed"]

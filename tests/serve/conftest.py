@@ -1,0 +1,50 @@
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from embedforge.models.encoder import Encoder
+from embedforge.serve.app import create_app
+from embedforge.serve.backends import TorchBackend
+from embedforge.serve.config import ServeConfig
+
+LEGAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "legal-summarization"
+
+
+@pytest.fixture(scope="session")
+def backend(tmp_path_factory):
+    enc = Encoder.tiny(query_prefix="query: ", doc_prefix="", dropout=0.0)
+    return TorchBackend(enc.save(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="session")
+def texts() -> list[str]:
+    from embedforge.io import read_jsonl
+
+    return [r["text"] for r in read_jsonl(LEGAL / "queries.jsonl")[:64] if r["text"].strip()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def live_server(backend):
+    """A real uvicorn on 127.0.0.1:<free port> in a thread; yields its base URL."""
+    port = free_port()
+    app = create_app(backend, ServeConfig(max_batch_size=16, max_wait_ms=20, model_name="tiny"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}", app
+    server.should_exit = True
+    thread.join(timeout=30)

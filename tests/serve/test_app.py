@@ -1,0 +1,141 @@
+"""The server in-process (TestClient / ASGI transport) with the tiny model."""
+
+import asyncio
+import base64
+import threading
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from embedforge.serve.app import create_app
+from embedforge.serve.config import ServeConfig
+
+
+def single(backend, texts, prefix=""):
+    return np.stack([backend.embed([prefix + t])[0][0] for t in texts])
+
+
+@pytest.fixture()
+def client(backend):
+    cfg = ServeConfig(max_inputs=8, max_chars=500, model_name="tiny")
+    with TestClient(create_app(backend, cfg)) as c:
+        yield c
+
+
+def test_embeddings_shape_order_and_prefix(client, backend, texts):
+    r = client.post("/v1/embeddings", json={"input": texts[:5], "input_type": "query"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "list" and body["model"] == "tiny"
+    assert [d["index"] for d in body["data"]] == list(range(5))
+    got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+    assert got.shape == (5, backend.dim)
+    np.testing.assert_allclose(got, single(backend, texts[:5], "query: "), atol=1e-5)
+    assert not np.allclose(got, single(backend, texts[:5]), atol=1e-4)  # prefix really applied
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 5
+
+
+def test_base64_and_single_string(client, backend, texts):
+    r = client.post("/v1/embeddings", json={"input": texts[0], "encoding_format": "base64"})
+    emb = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(emb, single(backend, texts[:1])[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "needle"),
+    [
+        (b'{"input": ["a",', 400, "malformed JSON"),
+        ({"input": []}, 422, "non-empty"),
+        ({"input": ""}, 422, "non-empty"),
+        ({"input": [1, 2]}, 422, "input"),
+        ({"input": ["x"] * 9}, 413, "too many inputs: 9 > 8"),
+        ({"input": ["ok", "y" * 501]}, 413, "input[1] has 501 characters > 500"),
+        ({"input": "x", "input_type": "passage"}, 422, "input_type"),
+    ],
+)
+def test_bad_requests_get_4xx_with_a_message(client, payload, status, needle):
+    if isinstance(payload, bytes):
+        r = client.post(
+            "/v1/embeddings", content=payload, headers={"content-type": "application/json"}
+        )
+    else:
+        r = client.post("/v1/embeddings", json=payload)
+    assert r.status_code == status
+    assert needle in r.json()["error"]["message"]
+
+
+def test_probes_and_metrics(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    client.post("/v1/embeddings", json={"input": ["a b c"]})
+    client.post("/v1/embeddings", json={"input": []})
+    text = client.get("/metrics").text
+    for line in [
+        'embedforge_requests_total{code="200"} 1',
+        'embedforge_requests_total{code="422"} 1',
+        "embedforge_queue_depth 0",
+        "embedforge_batch_size_count",
+        "embedforge_request_latency_seconds_bucket",
+    ]:
+        assert line in text
+
+
+async def _concurrent(app, bodies):
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await asyncio.gather(*(c.post("/v1/embeddings", json=b) for b in bodies))
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(backend, texts):
+    app = create_app(backend, ServeConfig(max_batch_size=16, max_wait_ms=50))
+    bodies = [{"input": texts[i : i + 1 + i % 3]} for i in range(24)]
+    rs = asyncio.run(_concurrent(app, bodies))
+    for b, r in zip(bodies, rs):
+        got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+        np.testing.assert_allclose(got, single(backend, b["input"]), atol=1e-5)
+    m = app.state.metrics
+    assert m.batch_size.count < 24 + 1  # 24 requests (+ warm-up) shared fewer model calls
+    assert m.batch_size.sum == sum(len(b["input"]) for b in bodies) + 1
+
+
+class Blocking:
+    """A backend whose model call waits on an event: fills the queue deterministically."""
+
+    def __init__(self, inner):
+        self.inner, self.prompts, self.dim = inner, inner.prompts, inner.dim
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def embed(self, texts):
+        self.gate.wait(timeout=30)
+        return self.inner.embed(texts)
+
+
+def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
+    slow = Blocking(backend)
+    app = create_app(slow, ServeConfig(max_batch_size=2, max_wait_ms=0, max_queue=4))
+
+    async def go():
+        async with app.router.lifespan_context(app):
+            slow.gate.clear()
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                tasks = [
+                    asyncio.create_task(c.post("/v1/embeddings", json={"input": f"t {i}"}))
+                    for i in range(12)
+                ]
+                await asyncio.sleep(0.5)
+                slow.gate.set()
+                return await asyncio.gather(*tasks)
+
+    rs = asyncio.run(go())
+    codes = [r.status_code for r in rs]
+    assert 503 in codes and 200 in codes
+    for r in rs:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "1" and "queue full" in r.json()["error"]["message"]
+        else:
+            assert len(r.json()["data"]) == 1
