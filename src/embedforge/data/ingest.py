@@ -1,0 +1,560 @@
+"""Ingestion: a folder (or file) of documents -> deduplicated, token-aware chunks.
+
+``ingest(path, tokenizer)`` extracts text (:mod:`embedforge.data.extract_text`), packs paragraphs
+into windows of at most ``chunk_tokens`` tokens of the model's tokenizer (no special tokens) with
+``overlap_tokens`` of overlap, removes exact and near duplicates, and returns ``(chunks, report)``.
+With ``out_dir`` it writes ``chunks.jsonl`` and ``ingest_report.json`` atomically, keyed by a hash
+of (file content hashes, chunking config, tokenizer), so a rerun on unchanged inputs only reads
+the cached files.
+
+Chunking: a chunk never crosses a heading (section) change unless the section so far is shorter
+than ``min_tokens``; paragraphs are packed whole, over-long ones are split at sentence ends, then
+at word boundaries. When a window fills up it ends at the last paragraph boundary that keeps it at
+least half full, else at a sentence. The next window starts with the trailing units of the
+previous one that fit in ``overlap_tokens`` (none when a single unit is larger).
+
+Near duplicates: chunks whose word 5-shingle sets have Jaccard similarity >= ``near_dup_threshold``
+(default 0.9) with an earlier chunk are dropped. Candidates come from MinHash LSH (128 hashes, 16
+bands of 8 rows: a pair at Jaccard 0.9 is a candidate with probability > 0.999) and are confirmed
+with the exact Jaccard, so no pair below the threshold is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedforge.data.extract_text import READERS, Document, Unusable, extract
+from embedforge.errors import EmbedforgeError
+from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
+
+INGEST_VERSION = 1  # bump when chunking or extraction changes output, to invalidate caches
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass
+class _Unit:
+    """A span of a document's text that is never split further: a paragraph, sentence or words."""
+
+    start: int
+    end: int
+    n: int  # tokens
+    para: int
+    section: int
+    title: str
+    page: int | None
+
+
+# ---------------------------------------------------------------------------- tokens
+def tokenizer_name(tokenizer: Any) -> str:
+    """A stable label for the cache key: class, name/path and vocabulary size."""
+    name = getattr(tokenizer, "name_or_path", "") or ""
+    return f"{type(tokenizer).__name__}:{name}:{len(tokenizer)}"
+
+
+def _count(tokenizer: Any, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    ids = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    return [len(x) for x in ids]
+
+
+class _SpanCounter:
+    """Token counts of spans of one text.
+
+    With a fast tokenizer the text is tokenized once and a span's count is the number of tokens
+    that start inside it (exact for WordPiece at whitespace boundaries, close for BPE; every chunk
+    is verified afterwards). Otherwise every span is tokenized.
+    """
+
+    def __init__(self, tokenizer: Any, text: str, offsets: list[tuple[int, int]] | None = None):
+        self.tokenizer, self.text = tokenizer, text
+        self.starts = None if offsets is None else np.array([o[0] for o in offsets], dtype=np.int64)
+
+    def __call__(self, spans: list[tuple[int, int]]) -> list[int]:
+        if self.starts is None:
+            return _count(self.tokenizer, [self.text[a:b] for a, b in spans])
+        if not spans:
+            return []
+        x = np.asarray(spans, dtype=np.int64)
+        return (
+            np.searchsorted(self.starts, x[:, 1]) - np.searchsorted(self.starts, x[:, 0])
+        ).tolist()
+
+
+def span_counters(tokenizer: Any, docs: list[Document]) -> list[_SpanCounter]:
+    """One counter per document; a fast tokenizer encodes all documents in one batch."""
+    if not getattr(tokenizer, "is_fast", False):
+        return [_SpanCounter(tokenizer, d.text) for d in docs]
+    enc = tokenizer(
+        [d.text for d in docs], add_special_tokens=False, truncation=False, verbose=False,
+        return_offsets_mapping=True,
+    )  # fmt: skip
+    return [_SpanCounter(tokenizer, d.text, offs) for d, offs in zip(docs, enc["offset_mapping"])]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------- chunking
+def _split_words(
+    text: str, s: int, e: int, count: _SpanCounter, limit: int
+) -> list[tuple[int, int, int]]:
+    """Greedy windows of whole words with <= ``limit`` tokens; a single huge word is cut by chars."""
+    words = [(m.start() + s, m.end() + s) for m in _WORD.finditer(text[s:e])]
+    pieces: list[tuple[int, int, int]] = []
+    for (a, b), n in zip(words, count(words)):
+        if n > limit:  # e.g. a base64 blob: cut into pieces of ~limit/4 characters
+            step = max(1, limit // 4)
+            cuts = [(x, min(b, x + step)) for x in range(a, b, step)]
+            pieces.extend((x, y, k) for (x, y), k in zip(cuts, count(cuts)))
+        else:
+            pieces.append((a, b, n))
+    out, cur_s, cur_e, cur_n = [], None, 0, 0
+    for a, b, n in pieces:
+        if cur_s is not None and cur_n + n > limit:
+            out.append((cur_s, cur_e, cur_n))
+            cur_s = None
+        if cur_s is None:
+            cur_s, cur_n = a, 0
+        cur_e, cur_n = b, cur_n + n
+    if cur_s is not None:
+        out.append((cur_s, cur_e, cur_n))
+    return out
+
+
+def _units(doc: Document, count: _SpanCounter, limit: int) -> list[_Unit]:
+    """Paragraphs of <= ``limit`` tokens; longer ones as sentences, then word windows."""
+    counts = count([(b.start, b.end) for b in doc.blocks])
+    units: list[_Unit] = []
+    section, prev_title = 0, None
+    for para, (block, n) in enumerate(zip(doc.blocks, counts)):
+        if prev_title is not None and block.title != prev_title:
+            section += 1
+        prev_title = block.title
+        title = block.title or doc.title
+
+        def add(a: int, b: int, k: int, para=para, section=section, title=title, block=block):
+            units.append(_Unit(a, b, k, para, section, title, block.page))
+
+        if n <= limit:
+            add(block.start, block.end, n)
+            continue
+        sents, pos = [], block.start
+        for m in _SENTENCE_END.finditer(doc.text, block.start, block.end):
+            sents.append((pos, m.start()))
+            pos = m.end()
+        sents.append((pos, block.end))
+        sents = [(a, b) for a, b in sents if doc.text[a:b].strip()]
+        for (a, b), k in zip(sents, count(sents)):
+            if k <= limit:
+                add(a, b, k)
+            else:
+                for x, y, j in _split_words(doc.text, a, b, count, limit):
+                    add(x, y, j)
+    return units
+
+
+def _chunk_text(doc: Document, units: list[_Unit]) -> str:
+    parts: list[str] = []
+    for i, u in enumerate(units):
+        if i:
+            parts.append(" " if u.para == units[i - 1].para else "\n\n")
+        parts.append(_norm(doc.text[u.start : u.end]))
+    return "".join(parts)
+
+
+def _sections(units: list[_Unit], min_tokens: int) -> list[list[_Unit]]:
+    """Group units by heading; a section shorter than ``min_tokens`` joins the next one."""
+    groups: list[list[_Unit]] = []
+    for u in units:
+        if groups and groups[-1][-1].section == u.section:
+            groups[-1].append(u)
+        else:
+            groups.append([u])
+    merged: list[list[_Unit]] = []
+    carry: list[_Unit] = []
+    for g in groups:
+        g = carry + g
+        if sum(u.n for u in g) < min_tokens:
+            carry = g
+        else:
+            merged.append(g)
+            carry = []
+    if carry:
+        if merged:
+            merged[-1].extend(carry)
+        else:
+            merged.append(carry)
+    return merged
+
+
+def chunk_document(
+    doc: Document,
+    tokenizer: Any,
+    chunk_tokens: int,
+    overlap_tokens: int,
+    min_tokens: int = 0,
+    count: _SpanCounter | None = None,
+) -> list[tuple[str, list[_Unit], int]]:
+    """Windows of one document as (text, units, n_tokens) with n_tokens <= ``chunk_tokens``.
+
+    Windows are packed with the span counts, then every window is tokenized once to verify it;
+    if a tokenizer's counts are not additive and a window overflows, the document is packed again
+    with every window tokenized while it is built.
+    """
+    count = count or span_counters(tokenizer, [doc])[0]
+    sections = _sections(_units(doc, count, chunk_tokens), min_tokens)
+    windows = [w for units in sections for w in _pack(units, chunk_tokens, overlap_tokens)]
+    texts = [_chunk_text(doc, w) for w in windows]
+    actual = _count(tokenizer, texts)
+    if all(n <= chunk_tokens for n in actual):
+        return list(zip(texts, windows, actual))
+    out = []
+    for units in sections:
+        for w in _pack(units, chunk_tokens, overlap_tokens, exact=(tokenizer, doc)):
+            text = _chunk_text(doc, w)
+            out.append((text, w, _count(tokenizer, [text])[0]))
+    return out
+
+
+def _pack(
+    units: list[_Unit], chunk_tokens: int, overlap_tokens: int, exact=None
+) -> list[list[_Unit]]:
+    """Greedy windows over one section's units (see the module docstring for the rules)."""
+    out = []
+    start, first_new = 0, 0
+    while start < len(units):
+        end, n = start, 0
+        while end < len(units) and (end == start or n + units[end].n <= chunk_tokens):
+            n += units[end].n
+            end += 1
+        if end < len(units):  # window is full: prefer to end it at a paragraph boundary
+            half, acc = chunk_tokens / 2, 0
+            best = None
+            for j in range(start + 1, end):
+                acc += units[j - 1].n
+                if j > first_new and units[j].para != units[j - 1].para and acc >= half:
+                    best = j
+            end = best or end
+        if exact is not None:  # slow path: shrink until the real token count fits
+            tokenizer, doc = exact
+            while end - start > 1 and end - 1 > first_new:
+                if _count(tokenizer, [_chunk_text(doc, units[start:end])])[0] <= chunk_tokens:
+                    break
+                end -= 1
+        out.append(units[start:end])
+        if end >= len(units):
+            break
+        nxt, carried = end, 0
+        while nxt - 1 > start and carried + units[nxt - 1].n <= overlap_tokens:
+            nxt -= 1
+            carried += units[nxt].n
+        start, first_new = nxt, end
+    return out
+
+
+# ---------------------------------------------------------------------------- dedup
+_MIX = np.random.default_rng(7).integers(1, 1 << 62, 8, dtype=np.uint64) | np.uint64(1)
+_WORDS = re.compile(r"\w+")
+
+
+def _shingles(text: str, vocab: dict[str, int], k: int = 5) -> np.ndarray:
+    """Sorted unique 64-bit hashes of the lower-cased word ``k``-shingles of ``text``.
+
+    Words are numbered through ``vocab`` (shared by all texts of one call), so equal shingles
+    hash equally; collisions of the 64-bit polynomial hash are negligible.
+    """
+    words = _WORDS.findall(text.lower())
+    ids = [vocab.setdefault(x, len(vocab) + 1) for x in words]
+    w = np.asarray(ids, dtype=np.uint64) * _MIX[k]
+    if len(w) <= k:
+        return np.array([int((w * _MIX[: len(w)]).sum()) & ((1 << 64) - 1)], dtype=np.uint64)
+    n = len(w) - k + 1
+    h = np.zeros(n, dtype=np.uint64)
+    for j in range(k):  # uint64 arithmetic wraps: a polynomial hash of the k words
+        h += w[j : j + n] * _MIX[j]
+    return np.unique(h)
+
+
+def near_duplicates(
+    texts: list[str], threshold: float = 0.9, num_perm: int = 128, bands: int = 16
+) -> dict[int, int]:
+    """Map index -> earlier kept index it near-duplicates (shingle Jaccard >= ``threshold``)."""
+    if len(texts) < 2:
+        return {}
+    rng = np.random.default_rng(1)
+    a = rng.integers(1, 1 << 63, num_perm, dtype=np.uint64) | np.uint64(1)  # odd multipliers
+    b = rng.integers(0, 1 << 63, num_perm, dtype=np.uint64)
+    rows = num_perm // bands
+    buckets: dict[tuple, list[int]] = defaultdict(list)
+    shingles: list[np.ndarray] = []
+    vocab: dict[str, int] = {}
+    dup: dict[int, int] = {}
+    for i, text in enumerate(texts):
+        sh = _shingles(text, vocab)
+        shingles.append(sh)
+        sig = ((sh[:, None] * a[None, :] + b[None, :]) >> np.uint64(32)).min(axis=0)  # (num_perm,)
+        keys = [(band, sig[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)]
+        candidates = sorted({j for key in keys for j in buckets.get(key, ())})
+        for j in candidates:  # confirm with the exact Jaccard of the shingle sets
+            inter = len(np.intersect1d(sh, shingles[j], assume_unique=True))
+            if inter / (len(sh) + len(shingles[j]) - inter) >= threshold:
+                dup[i] = j
+                break
+        if i not in dup:  # only kept chunks index themselves: a duplicate maps to a kept chunk
+            for key in keys:
+                buckets[key].append(i)
+    return dup
+
+
+# ---------------------------------------------------------------------------- driver
+def list_files(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Files under ``root`` in sorted order, skipping hidden files/folders and ``exclude``."""
+    if root.is_file():
+        return [root]
+    files = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if exclude is not None and (p == exclude or exclude in p.parents):
+            continue
+        if p.is_file():
+            files.append(p)
+    return files
+
+
+def ingest(
+    path: str | Path,
+    tokenizer: Any,
+    chunk_tokens: int = 384,
+    overlap_tokens: int = 64,
+    min_tokens: int = 16,
+    out_dir: str | Path | None = None,
+    near_dup_threshold: float = 0.9,
+    csv_text_column: str = "text",
+    force: bool = False,
+) -> tuple[list[dict], dict]:
+    """Extract, chunk and deduplicate a folder (recursive) or a single file.
+
+    Args:
+        path: folder or file (.txt .md .html .htm .pdf .docx .jsonl .csv).
+        tokenizer: the model's Hugging Face tokenizer; budgets count its tokens without specials.
+        chunk_tokens: maximum tokens per chunk (keep it <= the model's max_seq_length - 2).
+        overlap_tokens: at most this many tokens of the previous chunk start the next one.
+        min_tokens: chunks shorter than this are dropped (counted in the report).
+        out_dir: if set, write ``chunks.jsonl`` + ``ingest_report.json`` there (and reuse them when
+            the inputs, config and tokenizer are unchanged).
+        near_dup_threshold: word 5-shingle Jaccard at or above which a chunk is a near duplicate
+            of an earlier one; >= 1.0 disables near-duplicate removal.
+        csv_text_column: the column of a CSV file that holds the text.
+        force: recompute even when the cache matches.
+
+    Returns:
+        (chunks, report): chunks are ``{"id", "text", "title", "source", "start", "end",
+        "n_tokens", "page"?, "page_end"?, "record"?, "doc_id"?}``; ``start``/``end`` are char offsets
+        into the file's extracted text (the decoded file for .txt/.md, the record's text for
+        .jsonl/.csv). The report counts files read/skipped by reason, chunks and duplicates.
+    """
+    t0 = time.perf_counter()
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise EmbedforgeError(f"input path not found: {root}")
+    if chunk_tokens < 8:
+        raise EmbedforgeError(f"chunk_tokens must be >= 8, got {chunk_tokens}")
+    if not 0 <= overlap_tokens < chunk_tokens // 2 + 1:
+        raise EmbedforgeError(
+            f"overlap_tokens must be in [0, chunk_tokens/2], got {overlap_tokens} (chunk_tokens={chunk_tokens})"
+        )
+    if min_tokens > chunk_tokens:
+        raise EmbedforgeError(f"min_tokens ({min_tokens}) exceeds chunk_tokens ({chunk_tokens})")
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
+    base = root if root.is_dir() else root.parent
+    files = list_files(root, exclude=out)
+    hashes = {f: file_hash(f) for f in files}
+    config = {
+        "chunk_tokens": int(chunk_tokens),
+        "overlap_tokens": int(overlap_tokens),
+        "min_tokens": int(min_tokens),
+        "near_dup_threshold": float(near_dup_threshold),
+        "csv_text_column": csv_text_column,
+    }
+    tok_name = tokenizer_name(tokenizer)
+    key = stable_hash(
+        INGEST_VERSION,
+        sorted((f.relative_to(base).as_posix(), h) for f, h in hashes.items()),
+        config,
+        tok_name,
+    )
+    if out is not None and not force:
+        cached = _load_cache(out, key)
+        if cached is not None:
+            cached[1]["seconds"] = round(time.perf_counter() - t0, 2)
+            return cached
+
+    skipped: list[dict] = []
+    records_skipped: list[dict] = []
+    seen_hash: dict[str, str] = {}
+    raw: list[dict] = []
+    by_type: Counter = Counter()
+    n_docs, files_read, short = 0, 0, 0
+    for f in files:
+        rel = f.relative_to(base).as_posix()
+        if f.suffix.lower() in READERS and hashes[f] in seen_hash and f.stat().st_size:
+            skipped.append(
+                {
+                    "path": rel,
+                    "reason": "duplicate",
+                    "detail": f"same bytes as {seen_hash[hashes[f]]}",
+                }
+            )
+            continue
+        problems: list = []
+        try:
+            docs = extract(f, problems, csv_text_column=csv_text_column)
+        except Unusable as e:
+            skipped.append({"path": rel, "reason": e.reason, "detail": e.detail})
+            continue
+        except Exception as e:  # a reader bug or exotic file must not stop a whole corpus
+            skipped.append(
+                {"path": rel, "reason": "unreadable", "detail": f"{type(e).__name__}: {e}"}
+            )
+            continue
+        seen_hash[hashes[f]] = rel
+        files_read += 1
+        by_type[f.suffix.lower()] += 1
+        records_skipped.extend(
+            {"path": f"{rel}:{ln}", "reason": r, "detail": d} for ln, r, d in problems
+        )
+        for doc, count in zip(docs, span_counters(tokenizer, docs)):
+            n_docs += 1
+            for text, units, n in chunk_document(
+                doc, tokenizer, chunk_tokens, overlap_tokens, min_tokens, count
+            ):
+                if n < min_tokens:
+                    short += 1
+                    continue
+                chunk = {
+                    "id": stable_hash(text),
+                    "text": text,
+                    "title": units[0].title,
+                    "source": rel,
+                    "start": units[0].start,
+                    "end": units[-1].end,
+                    "n_tokens": n,
+                }
+                if units[0].page is not None:
+                    chunk["page"], chunk["page_end"] = units[0].page, units[-1].page
+                if doc.record is not None:
+                    chunk["record"] = doc.record
+                if doc.doc_id is not None:
+                    chunk["doc_id"] = doc.doc_id
+                raw.append(chunk)
+
+    ids: set[str] = set()
+    unique = []
+    for c in raw:
+        if c["id"] not in ids:
+            ids.add(c["id"])
+            unique.append(c)
+    exact = len(raw) - len(unique)
+    near = (
+        near_duplicates([c["text"] for c in unique], near_dup_threshold)
+        if near_dup_threshold < 1
+        else {}
+    )
+    chunks = [c for i, c in enumerate(unique) if i not in near]
+    if not chunks:
+        reasons = Counter(s["reason"] for s in skipped)
+        raise EmbedforgeError(
+            f"no chunks from {root}: {len(files)} files, {files_read} read, skipped {dict(reasons) or 'none'}"
+            + (f" ({short} chunks shorter than min_tokens={min_tokens})" if short else "")
+        )
+    lengths = np.array([c["n_tokens"] for c in chunks])
+    report = {
+        "root": str(root),
+        "files_seen": len(files),
+        "files_read": files_read,
+        "files_skipped": len(skipped),
+        "skipped_by_reason": dict(sorted(Counter(s["reason"] for s in skipped).items())),
+        "skipped": skipped,
+        "records_skipped": len(records_skipped),
+        "records_skipped_detail": records_skipped[:1000],
+        "files_by_type": dict(sorted(by_type.items())),
+        "documents": n_docs,
+        "chunks_before_dedup": len(raw),
+        "exact_duplicates_removed": exact,
+        "near_duplicates_removed": len(near),
+        "near_duplicate_examples": [
+            {"removed": unique[i]["source"], "kept": unique[j]["source"]}
+            for i, j in list(near.items())[:20]
+        ],
+        "short_chunks_dropped": short,
+        "chunks": len(chunks),
+        "tokens": {
+            "mean": round(float(lengths.mean()), 1),
+            "p50": int(np.percentile(lengths, 50)),
+            "min": int(lengths.min()),
+            "max": int(lengths.max()),
+            "total": int(lengths.sum()),
+        },
+        "config": config,
+        "tokenizer": tok_name,
+        "tokenizer_max_length": int(getattr(tokenizer, "model_max_length", 0) or 0),
+        "cache_key": key,
+        "cached": False,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if out is not None:
+        write_jsonl(out / "chunks.jsonl", chunks)
+        write_json(out / "ingest_report.json", report)  # written last: its key marks a complete run
+    return chunks, report
+
+
+def _load_cache(out: Path, key: str) -> tuple[list[dict], dict] | None:
+    rp, cp = out / "ingest_report.json", out / "chunks.jsonl"
+    if not (rp.is_file() and cp.is_file()):
+        return None
+    try:
+        report = json.loads(rp.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if report.get("cache_key") != key:
+        return None
+    chunks = read_jsonl(cp)
+    if len(chunks) != report.get("chunks"):
+        return None
+    report["cached"] = True
+    return chunks, report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """Human-readable summary of an ingest report (what ``scripts/ingest.py`` prints)."""
+    lines = [
+        f"files: {report['files_seen']} seen, {report['files_read']} read, {report['files_skipped']} skipped"
+        + (f" {report['skipped_by_reason']}" if report["skipped_by_reason"] else ""),
+        f"documents: {report['documents']}  chunks: {report['chunks']} (before dedup"
+        f" {report['chunks_before_dedup']}; exact duplicates removed {report['exact_duplicates_removed']},"
+        f" near duplicates removed {report['near_duplicates_removed']}, shorter than min_tokens"
+        f" {report['short_chunks_dropped']})",
+        f"tokens per chunk: mean {report['tokens']['mean']}, p50 {report['tokens']['p50']},"
+        f" min {report['tokens']['min']}, max {report['tokens']['max']}",
+    ]
+    if report["records_skipped"]:
+        lines.append(f"records skipped inside JSONL/CSV files: {report['records_skipped']}")
+    for s in report["skipped"][:20]:
+        lines.append(f"  skipped {s['path']}: {s['reason']} ({s['detail']})")
+    if len(report["skipped"]) > 20:
+        lines.append(f"  ... and {len(report['skipped']) - 20} more (see ingest_report.json)")
+    lines.append(f"{'cached' if report.get('cached') else 'done'} in {report['seconds']} s")
+    return lines
