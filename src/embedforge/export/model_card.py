@@ -1,0 +1,128 @@
+"""``write_model_card``: model_dir/README.md with provenance, metrics and how to load the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from embedforge.io import atomic_write_text
+
+METRIC_ORDER = ("ndcg@10", "recall@5", "mrr@10", "recall@100")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    base, tuned = metrics.get("baseline") or {}, metrics.get("finetuned") or {}
+    keys = [k for k in METRIC_ORDER if k in base or k in tuned]
+    keys += sorted(k for k in {**base, **tuned} if k not in keys)
+    rows = ["| metric | baseline | fine-tuned | delta |", "|---|---:|---:|---:|"]
+    for k in keys:
+        b, t = base.get(k), tuned.get(k)
+        d = t - b if isinstance(b, (int, float)) and isinstance(t, (int, float)) else ""
+        rows.append(f"| {k} | {_fmt(b)} | {_fmt(t)} | {f'{d:+.4f}' if d != '' else ''} |")
+    return "\n".join(rows)
+
+
+def _data_lines(data: Any) -> str:
+    if isinstance(data, dict):
+        return "\n".join(f"- **{k}**: {v}" for k, v in data.items()) or "- (none recorded)"
+    if isinstance(data, (list, tuple)):
+        return "\n".join(f"- {v}" for v in data) or "- (none recorded)"
+    return f"- {data}" if data else "- (none recorded)"
+
+
+def write_model_card(model_dir: str | Path, info: dict[str, Any]) -> Path:
+    """Write ``model_dir/README.md``.
+
+    Args:
+        model_dir: the SentenceTransformer dir (``run_dir/model``).
+        info: ``base_model`` (str), ``data`` (summary: sources and counts, dict or list),
+            ``config`` (the composed config as a YAML string), ``metrics`` (metrics.json content);
+            optional ``name``, ``prompts`` ({"query", "document"}).
+
+    Returns:
+        The README path.
+    """
+    model_dir = Path(model_dir)
+    name = info.get("name") or model_dir.resolve().parent.name or model_dir.name
+    metrics = info.get("metrics") or {}
+    eval_set = metrics.get("eval_set") or {}
+    prompts = info.get("prompts") or {}
+    if not prompts:
+        from embedforge.export.onnx_encoder import read_prompts
+
+        prompts = read_prompts(model_dir)
+    eval_line = ", ".join(
+        f"{k}: {v}"
+        for k, v in {
+            "set": eval_set.get("name"),
+            "split": metrics.get("eval_split"),
+            "queries": metrics.get("n_queries"),
+            "documents": metrics.get("n_docs"),
+        }.items()
+        if v is not None
+    )
+    text = f"""---
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+base_model: {info.get("base_model", "unknown")}
+tags: [sentence-transformers, feature-extraction, embedforge]
+---
+
+# {name}
+
+A text-embedding model fine-tuned with embedforge from **{info.get("base_model", "unknown")}**.
+Query prompt: `{prompts.get("query", "")!r}`; document prompt: `{prompts.get("document", "")!r}`
+(applied by `encode_query` / `encode_document` and by the server's `input_type`).
+
+## Training data
+{_data_lines(info.get("data"))}
+- **training pairs**: {metrics.get("n_train_pairs", "n/a")}
+
+## Evaluation
+Exact dense retrieval, cosine similarity ({eval_line or "eval set not recorded"}).
+Baseline = the base model with the same prompts on the same eval set.
+
+{_metrics_table(metrics)}
+
+## Usage
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{model_dir}")
+q = model.encode_query(["what happens to my data if I delete my account?"])
+d = model.encode_document(["We delete your personal data within 30 days ..."])
+print(model.similarity(q, d))
+```
+
+### ONNX (pooling and normalization are inside the graph)
+```bash
+python scripts/export.py {model_dir.parent if (model_dir.parent / "metrics.json").exists() else model_dir}
+```
+```python
+from embedforge.export.onnx_encoder import OnnxEncoder
+
+enc = OnnxEncoder("<export dir>/int8")  # or fp32; see export_report.json for parity and metrics
+emb = enc.encode(["..."], "query")       # (N, D) float32, normalized
+```
+
+### Server (OpenAI-compatible)
+```bash
+python scripts/serve.py {model_dir} --backend torch        # or: <export dir> --backend onnx
+```
+```python
+import openai
+
+client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="x")
+client.embeddings.create(input=["..."], model="{name}", extra_body={{"input_type": "query"}})
+```
+
+## Training config
+```yaml
+{(info.get("config") or "# not recorded").rstrip()}
+```
+"""
+    return atomic_write_text(model_dir / "README.md", text)
