@@ -3,7 +3,7 @@ import json
 
 import httpx2
 import pytest
-from conftest import KEY, client_for, make_chunks, message_body, passage_of, queries_for
+from llm_fakes import KEY, client_for, make_chunks, message_body, passage_of, queries_for
 
 from embedforge.errors import EmbedforgeError
 from embedforge.generate.anthropic_backend import AnthropicGenerator
@@ -44,7 +44,9 @@ def test_success_pairs_usage_and_cost(recorder, api_key, capsys):
     body = json.loads(recorder.requests[0].content)
     assert body["model"] == "claude-haiku-4-5" and body["messages"][0]["role"] == "user"
     assert len(pairs) == 15
-    assert [p["doc_id"] for p in pairs] == [c["id"] for c in chunks for _ in range(3)]  # chunk order
+    assert [p["doc_id"] for p in pairs] == [
+        c["id"] for c in chunks for _ in range(3)
+    ]  # chunk order
     assert pairs[0]["positive"] == chunks[0]["text"] and pairs[0]["source"] == "synthetic"
     assert pairs[0]["query"] == queries_for(chunks[0]["text"])[0]
     s = g.stats
@@ -61,7 +63,14 @@ def test_429_honours_retry_after(recorder, api_key):
     def handler(request):
         calls["n"] += 1
         if calls["n"] == 1:
-            return httpx2.Response(429, headers={"retry-after": "0.013"}, json={"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+            return httpx2.Response(
+                429,
+                headers={"retry-after": "0.013"},
+                json={
+                    "type": "error",
+                    "error": {"type": "rate_limit_error", "message": "slow down"},
+                },
+            )
         return ok_handler(recorder)(request)
 
     g = gen(handler, recorder)
@@ -78,7 +87,10 @@ def test_529_then_success_backoff_bounds(recorder, api_key):
     def handler(request):
         calls["n"] += 1
         if calls["n"] <= 2:
-            return httpx2.Response(529, json={"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
+            return httpx2.Response(
+                529,
+                json={"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+            )
         return ok_handler(recorder)(request)
 
     g = gen(handler, recorder, backoff_base_s=0.5)
@@ -92,7 +104,9 @@ def test_529_then_success_backoff_bounds(recorder, api_key):
 def test_500_exhausts_retries_and_counts_failure(recorder, api_key):
     def handler(request):
         recorder.requests.append(request)
-        return httpx2.Response(500, json={"type": "error", "error": {"type": "api_error", "message": "boom"}})
+        return httpx2.Response(
+            500, json={"type": "error", "error": {"type": "api_error", "message": "boom"}}
+        )
 
     g = gen(handler, recorder, max_retries=3, backoff_base_s=1.0, backoff_max_s=3.0)
     assert g.generate(make_chunks(1)) == []
@@ -123,7 +137,9 @@ def test_malformed_body_and_junk_text_are_failures_not_crashes(recorder, api_key
         recorder.requests.append(request)
         passage = passage_of(request)
         if passage == chunks[0]["text"]:
-            return httpx2.Response(200, content=b"{not json", headers={"content-type": "application/json"})
+            return httpx2.Response(
+                200, content=b"{not json", headers={"content-type": "application/json"}
+            )
         if passage == chunks[1]["text"]:
             return httpx2.Response(200, json=message_body("Sorry, I cannot help with that."))
         return httpx2.Response(200, json=message_body(json.dumps(queries_for(passage))))
@@ -167,7 +183,10 @@ def test_missing_key_is_one_line_error_before_work(recorder, monkeypatch):
 def test_auth_error_stops_the_run(recorder, api_key):
     def handler(request):
         recorder.requests.append(request)
-        return httpx2.Response(401, json={"type": "error", "error": {"type": "authentication_error", "message": "bad key"}})
+        return httpx2.Response(
+            401,
+            json={"type": "error", "error": {"type": "authentication_error", "message": "bad key"}},
+        )
 
     with pytest.raises(EmbedforgeError, match="check the API key"):
         gen(handler, recorder, concurrency=1).generate(make_chunks(4))
@@ -213,7 +232,9 @@ def test_kill_mid_run_then_resume_no_duplicates(recorder, api_key, tmp_path):
     cached = {json.loads(line)["key"] for line in cache_file.read_text().splitlines()}
     assert len(cached) == 12 == len(cache_file.read_text().splitlines())  # nothing recorded twice
     assert len(served) == 12 - done_first  # the rerun sent only the unfinished chunks
-    first_keys = {json.loads(line)["key"] for line in cache_file.read_text().splitlines()[:done_first]}
+    first_keys = {
+        json.loads(line)["key"] for line in cache_file.read_text().splitlines()[:done_first]
+    }
     by_text = {c["text"]: c for c in chunks}
     resent = {g._key(by_text[t], g.prompts.build(by_text[t])) for t in served}
     assert not resent & first_keys

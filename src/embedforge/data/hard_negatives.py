@@ -82,7 +82,11 @@ def mine_hard_negatives(
     q_emb = encoder.encode(queries, "query", batch_size)  # (Q, D)
     text_index = {t: i for i, t in enumerate(texts)}
     missing = list(dict.fromkeys(p["positive"] for p in pairs if p["positive"] not in text_index))
-    m_emb = encoder.encode(missing, "doc", batch_size) if missing else np.zeros((0, d_emb.shape[1]), np.float32)
+    m_emb = (
+        encoder.encode(missing, "doc", batch_size)
+        if missing
+        else np.zeros((0, d_emb.shape[1]), np.float32)
+    )
     missing_index = {t: i for i, t in enumerate(missing)}
 
     from embedforge.eval.retrieval import search

@@ -259,6 +259,10 @@ class LLMGenerator:
                         f"{self.backend} API refused the request ({info.kind}, {type(exc).__name__}):"
                         " check the API key and model access"
                     ) from None
+                # one example per kind, for the report (SDK messages carry no credentials)
+                self.stats.setdefault("errors", {}).setdefault(
+                    info.kind, f"{type(exc).__name__}: {exc}"[:200]
+                )
                 if not info.retryable or attempt == self.max_retries:
                     raise RequestFailed(info.kind) from None
                 self.stats["retries"] += 1

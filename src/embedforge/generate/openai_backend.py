@@ -27,10 +27,18 @@ class OpenAIGenerator(LLMGenerator):
     backend = "openai"
 
     def __init__(
-        self, model: str = "gpt-4o-mini", max_tokens_param: str = "max_tokens", **kwargs: Any
+        self,
+        model: str = "gpt-4o-mini",
+        max_tokens_param: str = "max_tokens",
+        temperature: float = 1.0,
+        **kwargs: Any,
     ):
         super().__init__(model=model, **kwargs)
         self.max_tokens_param = max_tokens_param
+        self.temperature = float(temperature)
+
+    def _key_extra(self) -> Any:
+        return {"temperature": self.temperature}
 
     def _check_credentials(self) -> None:
         local = self.base_url or os.environ.get("OPENAI_BASE_URL")

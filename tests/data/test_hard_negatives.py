@@ -1,0 +1,120 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedforge.data.beir import doc_text, load_beir
+from embedforge.data.hard_negatives import mine_hard_negatives
+from embedforge.io import read_jsonl
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def legal():
+    ds = load_beir(DATA / "legal-summarization")
+    corpus = {d: doc_text(row) for d, row in ds.corpus.items()}
+    qrels = ds.qrels["test"]
+    pairs = [
+        {"query": ds.queries[q], "positive": corpus[d], "doc_id": d, "query_id": q}
+        for q, rels in sorted(qrels.items())[:60]
+        for d, rel in sorted(rels.items())
+        if rel > 0
+    ]
+    from embedforge.models.encoder import Encoder
+
+    return corpus, qrels, pairs, MemoEncoder(Encoder.tiny(max_seq_length=32))
+
+
+class MemoEncoder:
+    """Encodes each text once across the tests (the mining itself is what is under test)."""
+
+    def __init__(self, encoder):
+        self.encoder, self.memo = encoder, {}
+
+    def encode(self, texts, kind, batch_size=64, show_progress=False):
+        new = [t for t in dict.fromkeys(texts) if (kind, t) not in self.memo]
+        if new:
+            for t, v in zip(new, self.encoder.encode(new, kind, batch_size)):
+                self.memo[(kind, t)] = v
+        return np.stack([self.memo[(kind, t)] for t in texts])
+
+
+def test_no_positive_or_judged_doc_is_a_negative(legal, tmp_path):
+    corpus, qrels, pairs, enc = legal
+    stats = {}
+    out = mine_hard_negatives(
+        pairs,
+        corpus,
+        enc,
+        num_negatives=4,
+        rank_window=(2, 50),
+        margin=None,
+        seed=3,
+        qrels=qrels,
+        out_path=tmp_path / "mined.jsonl",
+        stats=stats,
+    )
+    assert len(out) == len(pairs) and read_jsonl(tmp_path / "mined.jsonl") == out
+    assert sum(len(p["negatives"]) for p in out) > 0.9 * 4 * len(out)
+    for p in out:
+        relevant = {corpus[d] for d, r in qrels[p["query_id"]].items() if r > 0}
+        assert p["positive"] in relevant
+        assert not set(p["negatives"]) & relevant  # no positive of the query, even the other pair's
+        assert len(set(p["negatives"])) == len(p["negatives"]) <= 4
+    assert stats["pairs"] == len(pairs)
+    # deterministic in the seed (margin off: a random tiny model scores every passage ~equally)
+    again = mine_hard_negatives(
+        pairs, corpus, enc, rank_window=(2, 50), margin=None, seed=3, qrels=qrels
+    )
+    other = mine_hard_negatives(
+        pairs, corpus, enc, rank_window=(2, 50), margin=None, seed=4, qrels=qrels
+    )
+    assert again == out and other != out
+
+
+def test_positive_excluded_by_text_without_ids(legal):
+    corpus, _, pairs, enc = legal
+    texts = list(corpus.values())
+    out = mine_hard_negatives(pairs[:20], texts, enc, rank_window=(0, 30), margin=None, seed=0)
+    by_query = {}
+    for p in pairs[:20]:
+        by_query.setdefault(p["query"], set()).add(p["positive"])
+    assert all(not set(p["negatives"]) & by_query[p["query"]] for p in out)
+
+
+class TableEncoder:
+    def __init__(self, table):
+        self.table = {k: np.asarray(v, np.float32) / np.linalg.norm(v) for k, v in table.items()}
+
+    def encode(self, texts, kind, batch_size=64, show_progress=False):
+        return np.stack([self.table[t] for t in texts])
+
+
+def test_margin_drops_likely_false_negative():
+    # query q: positive P scores 0.80; "near" scores 0.79 > 0.95 * 0.80 -> dropped; "far" 0.50 kept
+    q = np.array([1.0, 0.0, 0.0])
+
+    def at(cos):
+        return [cos, float(np.sqrt(1 - cos**2)), 0.0]
+
+    enc = TableEncoder(
+        {"q": q, "P": at(0.80), "near": at(0.79), "far": at(0.50), "farther": at(0.2)}
+    )
+    pairs = [{"query": "q", "positive": "P"}]
+    stats = {}
+    out = mine_hard_negatives(
+        pairs,
+        ["P", "near", "far", "farther"],
+        enc,
+        num_negatives=4,
+        rank_window=(0, 4),
+        margin=0.05,
+        stats=stats,
+    )
+    assert sorted(out[0]["negatives"]) == ["far", "farther"]
+    assert stats["false_negative"] == 1 and stats["positive"] == 1
+    loose = mine_hard_negatives(
+        pairs, ["P", "near", "far", "farther"], enc, rank_window=(0, 4), margin=None
+    )
+    assert "near" in loose[0]["negatives"]
