@@ -14,9 +14,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from embedforge.config import build as instantiate
 from embedforge.config import validate
 from embedforge.data.datamodule import PairDataModule
 from embedforge.data.sources import DataSource, holdout_sets
@@ -159,6 +159,13 @@ def write_report(run_dir: Path, m: dict[str, Any]) -> Path:
     return run_dir.joinpath("report.md").write_text("\n".join(lines)) and run_dir / "report.md"
 
 
+def _set_hash(s: RetrievalSet) -> str:
+    """Content hash of an eval/validation set as used (corpus, queries, judgements)."""
+    from embedforge.io import stable_hash
+
+    return stable_hash(s.corpus, s.queries, s.qrels)
+
+
 def _metrics_of(r: EvalResult) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in r.metrics.items()}
 
@@ -219,13 +226,6 @@ def train(cfg: DictConfig) -> float:
         eval_batch_size=cfg.eval.batch_size,
         **{k: v for k, v in OmegaConf.to_container(cfg.module, resolve=True).items() if k != "_target_"},
     )
-    t = time.perf_counter()
-    base_eval = evaluate(encoder, eval_set, list(cfg.eval.metrics), cfg.eval.batch_size) if cfg.eval.baseline else None
-    seconds["baseline_eval"] = time.perf_counter() - t
-    t = time.perf_counter()
-    base_val = module.run_validation()
-    seconds["baseline_val"] = time.perf_counter() - t
-    base_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()} if cfg.eval.keep_best else None
 
     # -- fit
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -235,8 +235,19 @@ def train(cfg: DictConfig) -> float:
         dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode,
         save_top_k=1, save_last=True, auto_insert_metric_name=False,
     )
-    callbacks = [ckpt] + ([LearningRateMonitor("step")] if logger else [])
+    from embedforge.resume import ResumableTraining
+
+    callbacks = [ckpt, ResumableTraining(cfg.seed)] + ([LearningRateMonitor("step")] if logger else [])
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]  # e.g. +callbacks.x._target_=...
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+    # the baseline is needed on rank 0 only (under DDP every rank runs this function)
+    t = time.perf_counter()
+    base_eval = evaluate(encoder, eval_set, list(cfg.eval.metrics), cfg.eval.batch_size) if cfg.eval.baseline and trainer.is_global_zero else None
+    seconds["baseline_eval"] = time.perf_counter() - t
+    t = time.perf_counter()
+    base_val = module.run_validation() if trainer.is_global_zero else {}
+    seconds["baseline_val"] = time.perf_counter() - t
+    base_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()} if cfg.eval.keep_best else None
     if logger:
         from embedforge.secrets import redacted_container
 
@@ -311,7 +322,8 @@ def train(cfg: DictConfig) -> float:
             "max_seq_length": encoder.max_seq_length,
         },
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "provenance": {"seed": cfg.seed, "pairs_sha": file_hash(pairs_file), **git_info(), "versions": versions()},
+        "provenance": {"seed": cfg.seed, "pairs_sha": file_hash(pairs_file), "eval_sha": _set_hash(eval_set),
+                       "val_sha": _set_hash(val_set), **git_info(), "versions": versions()},
     }
     write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir, metrics)

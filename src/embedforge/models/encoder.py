@@ -101,8 +101,8 @@ class Encoder(nn.Module):
     def from_pretrained(
         cls,
         name_or_path: str,
-        query_prefix: str = "",
-        doc_prefix: str = "",
+        query_prefix: str | None = None,
+        doc_prefix: str | None = None,
         max_seq_length: int | None = 256,
         pooling: str | None = None,
         normalize: bool = True,
@@ -111,6 +111,7 @@ class Encoder(nn.Module):
     ) -> Encoder:
         """Load a SentenceTransformer dir, a hub id, or ``packaged:all-MiniLM-L6-v2``.
 
+        Prefixes left as None come from the model's saved prompts (``query`` / ``document``).
         ``pooling`` (``mean``/``cls``/``max``) overrides the model's pooling; ``normalize`` appends a
         Normalize module if the model lacks one (cosine similarity = dot product).
         """
@@ -145,6 +146,11 @@ class Encoder(nn.Module):
                     st._modules[str(idx)] = mods.Pooling(dim, pooling_mode=pooling)
         if normalize and not any(isinstance(m, mods.Normalize) for m in st):
             st.append(mods.Normalize())
+        saved = dict(getattr(st, "prompts", None) or {})
+        if query_prefix is None:
+            query_prefix = saved.get("query", "")
+        if doc_prefix is None:
+            doc_prefix = saved.get("document", saved.get("passage", ""))
         return cls(st, query_prefix, doc_prefix, name=name_or_path)
 
     @classmethod

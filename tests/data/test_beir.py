@@ -1,0 +1,83 @@
+"""BEIR loading and its one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedforge.data.beir import load_beir
+from embedforge.data.sources import BeirSource, read_pairs
+from embedforge.errors import EmbedforgeError
+from tests.conftest import CUAD, LEGAL, make_beir
+
+CORPUS = [{"_id": f"doc_{i}", "title": f"T{i}", "text": f"text number {i}"} for i in range(6)]
+QUERIES = [{"_id": f"q{i}", "text": f"query {i}"} for i in range(6)]
+
+
+def test_loads_real_dataset():
+    ds = load_beir(LEGAL)
+    assert len(ds.corpus) == 445 and len(ds.queries) == 290 and ds.splits == ["test"]
+    assert sum(len(r) for r in ds.qrels["test"].values()) == 446
+
+
+def test_missing_dir(tmp_path):
+    with pytest.raises(EmbedforgeError, match="dataset directory not found"):
+        load_beir(tmp_path / "nope")
+
+
+def test_empty_corpus(tmp_path):
+    make_beir(tmp_path, [], QUERIES, {"test": []})
+    with pytest.raises(EmbedforgeError, match="empty"):
+        load_beir(tmp_path)
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    make_beir(tmp_path, CORPUS, QUERIES, {"test": [("q0", "doc_0", 1)]})
+    with (tmp_path / "corpus.jsonl").open("a") as f:
+        f.write('{"_id": "x", "text": \n')
+    with pytest.raises(EmbedforgeError, match=r"corpus.jsonl:7: malformed JSON"):
+        load_beir(tmp_path)
+
+
+def test_qrels_unknown_ids(tmp_path):
+    make_beir(tmp_path, CORPUS, QUERIES, {"test": [("q0", "doc_99", 1)]})
+    with pytest.raises(EmbedforgeError, match=r"test.tsv:2: corpus id 'doc_99'"):
+        load_beir(tmp_path)
+    make_beir(tmp_path, CORPUS, QUERIES, {"test": [("qX", "doc_1", 1)]})
+    with pytest.raises(EmbedforgeError, match=r"query id 'qX'"):
+        load_beir(tmp_path)
+
+
+def test_missing_eval_split_and_val_equal_eval(tmp_path):
+    make_beir(tmp_path, CORPUS, QUERIES, {"dev": [("q0", "doc_0", 1)]})
+    with pytest.raises(EmbedforgeError, match="test.tsv not found"):
+        BeirSource(str(tmp_path)).eval_set()
+    with pytest.raises(EmbedforgeError, match="never see the reported split"):
+        BeirSource(str(tmp_path), eval_split="dev", val_split="dev")
+
+
+def test_eval_set_same_group_and_sampling_keep_relevant_docs():
+    src = BeirSource(str(CUAD), eval_corpus="same_group", val_max_queries=50, val_max_docs=300, seed=1)
+    ev = src.eval_set()
+    assert len(ev.qrels) == 319 and len(ev.corpus) == 1682  # the test contracts' passages (data README)
+    val = src.val_set()
+    assert len(val.qrels) == 50 and len(val.corpus) == 300
+    assert all(d in val.corpus for rels in val.qrels.values() for d in rels)
+    assert not set(val.queries) & set(ev.queries)
+
+
+def test_train_queries_become_real_pairs():
+    src = BeirSource(str(CUAD), train_queries=True)
+    pairs = src.real_pairs()
+    assert len(pairs) == 5105 and all(p["source"] == "real" for p in pairs)
+    test_queries = {src.dataset.queries[q] for q in src.dataset.qrels["test"]}
+    assert not test_queries & {p["query"] for p in pairs}
+
+
+def test_read_pairs_errors(tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    p.write_text('{"query": "a", "positive": "b"}\n{"query": "a"}\n')
+    with pytest.raises(EmbedforgeError, match="record 2 needs"):
+        read_pairs(p)
+    p.write_text('{"query": "a", "positive": "b", "negatives": ["c"]}\nnot json\n')
+    with pytest.raises(EmbedforgeError, match=r"pairs.jsonl:2: malformed JSON"):
+        read_pairs(p)

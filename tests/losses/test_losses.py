@@ -1,0 +1,82 @@
+"""Each loss against a naive loop implementation on random embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from embedforge.losses import MultipleNegativesRankingLoss, TripletLoss
+
+
+def cos(a, b):
+    return float(F.cosine_similarity(a[None], b[None]).item())
+
+
+def naive_mnrl(q, d, negs, scale, symmetric):
+    b = q.shape[0]
+    cands = list(d) + ([n for row in negs for n in row] if negs is not None else [])
+    total = 0.0
+    for i in range(b):
+        logits = [scale * cos(q[i], c) for c in cands]
+        total += -logits[i] + math.log(sum(math.exp(x) for x in logits))
+    loss = total / b
+    if symmetric:
+        t = 0.0
+        for i in range(b):
+            logits = [scale * cos(d[i], q[j]) for j in range(b)]
+            t += -logits[i] + math.log(sum(math.exp(x) for x in logits))
+        loss = (loss + t / b) / 2
+    return loss
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("with_negs", [False, True])
+def test_mnrl_matches_naive(symmetric, with_negs):
+    g = torch.Generator().manual_seed(0)
+    q, d = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    negs = torch.randn(5, 2, 8, generator=g) if with_negs else None
+    got = MultipleNegativesRankingLoss(scale=20.0, symmetric=symmetric)(q, d, negs)
+    assert got.item() == pytest.approx(naive_mnrl(q, d, negs, 20.0, symmetric), rel=1e-5)
+
+
+def test_mnrl_labels_select_positive_among_gathered_docs():
+    g = torch.Generator().manual_seed(1)
+    q, d = torch.randn(3, 8, generator=g), torch.randn(9, 8, generator=g)
+    labels = torch.tensor([3, 4, 5])  # rank 1 of 3: its docs sit at rows 3..5
+    loss = MultipleNegativesRankingLoss(scale=10.0)
+    logits = 10.0 * F.normalize(q) @ F.normalize(d).T
+    assert loss(q, d, labels=labels).item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+
+
+def naive_triplet(q, d, negs, margin):
+    terms = []
+    for i in range(q.shape[0]):
+        pos = cos(q[i], d[i])
+        if negs is not None:
+            for n in negs[i]:
+                terms.append(max(0.0, cos(q[i], n) - pos + margin))
+        else:
+            hardest = max(cos(q[i], d[j]) for j in range(d.shape[0]) if j != i)
+            terms.append(max(0.0, hardest - pos + margin))
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("with_negs", [False, True])
+def test_triplet_matches_naive(with_negs):
+    g = torch.Generator().manual_seed(2)
+    q, d = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    negs = torch.randn(6, 3, 8, generator=g) if with_negs else None
+    got = TripletLoss(margin=0.3)(q, d, negs)
+    assert got.item() == pytest.approx(naive_triplet(q, d, negs, 0.3), rel=1e-5)
+
+
+def test_losses_compute_in_fp32_from_half_inputs():
+    q = torch.randn(4, 8).to(torch.bfloat16).requires_grad_()
+    d = torch.randn(4, 8).to(torch.bfloat16)
+    loss = MultipleNegativesRankingLoss()(q, d)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert q.grad is not None and torch.isfinite(q.grad.float()).all()

@@ -1,0 +1,73 @@
+"""Every config composes; validation gives one-line errors naming the keys."""
+
+from __future__ import annotations
+
+import pytest
+from embedforge.config import build as instantiate
+from embedforge.config import validate
+from embedforge.errors import EmbedforgeError
+from tests.conftest import ROOT
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def test_defaults_compose_and_validate(compose):
+    cfg = compose()
+    validate(cfg)
+    assert cfg.model.name_or_path == "packaged:all-MiniLM-L6-v2"
+    assert cfg.monitor == "val/ndcg@10" and cfg.trainer.precision == "32-true"
+
+
+@pytest.mark.parametrize("group", ["model", "loss", "data", "generator", "optim", "trainer", "logger"])
+def test_every_option_composes(compose, group):
+    for opt in options(group):
+        extra = []
+        if group == "data" and opt in {"beir", "pairs", "folder"}:
+            extra = ["data.path=/some/dir"]
+        cfg = compose(f"{group}={opt}", *extra)
+        validate(cfg)
+        assert cfg[group] is not None
+
+
+def test_hub_models_have_their_prefixes_and_pooling(compose):
+    e5 = compose("model=e5_base", "loss=triplet")
+    assert (e5.model.query_prefix, e5.model.doc_prefix, e5.model.pooling) == ("query: ", "passage: ", "mean")
+    assert e5.loss._target_.endswith("TripletLoss")
+    bge = compose("model=bge_small")
+    assert bge.model.query_prefix.startswith("Represent this sentence") and bge.model.pooling == "cls"
+    assert compose("model=e5").model.name_or_path == "intfloat/e5-base-v2"
+
+
+def test_hub_model_fails_clearly_offline(compose, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = compose("model=e5_base")
+    with pytest.raises(EmbedforgeError, match="not in the local Hugging Face cache"):
+        instantiate(cfg.model)
+
+
+def test_trainer_args_pass_through(compose):
+    cfg = compose("model=tiny", "trainer.max_steps=7", "trainer.max_epochs=3", "trainer.precision=bf16-mixed")
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.max_steps == 7 and trainer.max_epochs == 3 and "bf16" in str(trainer.precision)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["data.batch_size=1"], "data.batch_size"),
+        (["module.mini_batch_size=64"], "module.mini_batch_size"),
+        (["module.mini_batch_size=8", "trainer.accumulate_grad_batches=4"], "accumulate_grad_batches"),
+        (["trainer.precision=fp8"], "trainer.precision"),
+        (["data.val_split=test"], "data.val_split"),
+        (["monitor=train/loss"], "monitor"),
+        (["monitor=val/map@10"], "eval.metrics"),
+        (["optim.lr=5"], "optim.lr"),
+        (["data.mix_real=0", "data.mix_synthetic=0"], "data.mix_real"),
+    ],
+)
+def test_bad_combinations_one_line_error(compose, overrides, match):
+    with pytest.raises(EmbedforgeError, match=match) as e:
+        validate(compose(*overrides))
+    assert "\n" not in str(e.value)
