@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from embedforge.errors import EmbedforgeError
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="ignore the cached output")
     args = ap.parse_args(argv)
     try:
+        if not Path(args.path).expanduser().exists():  # before the slow imports
+            raise EmbedforgeError(f"input path not found: {Path(args.path).expanduser().resolve()}")
         from embedforge.data.folder import load_tokenizer
         from embedforge.data.ingest import ingest, summary_lines
 

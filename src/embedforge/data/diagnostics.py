@@ -84,10 +84,11 @@ def _plot(sources, lengths, overlaps, path: Path) -> Path:
     max_len = max(max(v) for v in lengths.values())
     len_bins = np.arange(0, max_len + 2) if max_len <= 60 else 40
     for s in sources:
-        kw = {"alpha": 0.5, "density": True, "label": f"{s} (n={len(lengths[s])})"}
+        n = len(lengths[s])
+        kw = {"alpha": 0.5, "weights": np.full(n, 1 / n), "label": f"{s} (n={n})"}
         ax_len.hist(lengths[s], bins=len_bins, **kw)
         ax_ovl.hist(overlaps[s], bins=np.linspace(0, 1, 21), **kw)
-    ax_len.set(title="query length", xlabel="words", ylabel="density")
+    ax_len.set(title="query length", xlabel="words", ylabel="fraction of the source's pairs")
     ax_ovl.set(title="query-positive lexical overlap", xlabel="fraction of query words in positive")
     ax_ovl.legend(fontsize=8)
     fig.tight_layout()

@@ -198,32 +198,37 @@ def _sections(units: list[_Unit], min_tokens: int) -> list[list[_Unit]]:
     return merged
 
 
-def chunk_document(
-    doc: Document,
+def chunk_documents(
+    docs: list[Document],
     tokenizer: Any,
     chunk_tokens: int,
     overlap_tokens: int,
     min_tokens: int = 0,
-    count: _SpanCounter | None = None,
-) -> list[tuple[str, list[_Unit], int]]:
-    """Windows of one document as (text, units, n_tokens) with n_tokens <= ``chunk_tokens``.
+) -> list[list[tuple[str, list[_Unit], int]]]:
+    """Windows of each document as (text, units, n_tokens) with n_tokens <= ``chunk_tokens``.
 
-    Windows are packed with the span counts, then every window is tokenized once to verify it;
-    if a tokenizer's counts are not additive and a window overflows, the document is packed again
+    Windows are packed with span counts, then all windows are tokenized in one batch to verify
+    them; a document whose tokenizer counts are not additive (a window overflows) is packed again
     with every window tokenized while it is built.
     """
-    count = count or span_counters(tokenizer, [doc])[0]
-    sections = _sections(_units(doc, count, chunk_tokens), min_tokens)
-    windows = [w for units in sections for w in _pack(units, chunk_tokens, overlap_tokens)]
-    texts = [_chunk_text(doc, w) for w in windows]
-    actual = _count(tokenizer, texts)
-    if all(n <= chunk_tokens for n in actual):
-        return list(zip(texts, windows, actual))
+    plans = []
+    for doc, count in zip(docs, span_counters(tokenizer, docs)):
+        sections = _sections(_units(doc, count, chunk_tokens), min_tokens)
+        windows = [w for units in sections for w in _pack(units, chunk_tokens, overlap_tokens)]
+        plans.append((doc, sections, windows, [_chunk_text(doc, w) for w in windows]))
+    actual = iter(_count(tokenizer, [t for *_, texts in plans for t in texts]))
     out = []
-    for units in sections:
-        for w in _pack(units, chunk_tokens, overlap_tokens, exact=(tokenizer, doc)):
-            text = _chunk_text(doc, w)
-            out.append((text, w, _count(tokenizer, [text])[0]))
+    for doc, sections, windows, texts in plans:
+        counts = [next(actual) for _ in texts]
+        if all(n <= chunk_tokens for n in counts):
+            out.append(list(zip(texts, windows, counts)))
+            continue
+        redo = []
+        for units in sections:
+            for w in _pack(units, chunk_tokens, overlap_tokens, exact=(tokenizer, doc)):
+                text = _chunk_text(doc, w)
+                redo.append((text, w, _count(tokenizer, [text])[0]))
+        out.append(redo)
     return out
 
 
@@ -367,7 +372,7 @@ def ingest(
         .jsonl/.csv). The report counts files read/skipped by reason, chunks and duplicates.
     """
     t0 = time.perf_counter()
-    root = Path(path).expanduser()
+    root = Path(path).expanduser().resolve()
     if not root.exists():
         raise EmbedforgeError(f"input path not found: {root}")
     if chunk_tokens < 8:
@@ -436,11 +441,10 @@ def ingest(
         records_skipped.extend(
             {"path": f"{rel}:{ln}", "reason": r, "detail": d} for ln, r, d in problems
         )
-        for doc, count in zip(docs, span_counters(tokenizer, docs)):
+        windows = chunk_documents(docs, tokenizer, chunk_tokens, overlap_tokens, min_tokens)
+        for doc, doc_windows in zip(docs, windows):
             n_docs += 1
-            for text, units, n in chunk_document(
-                doc, tokenizer, chunk_tokens, overlap_tokens, min_tokens, count
-            ):
+            for text, units, n in doc_windows:
                 if n < min_tokens:
                     short += 1
                     continue
