@@ -1,7 +1,14 @@
-"""ContrastiveModule: encode -> (gather across devices) -> loss, with in-training IR validation."""
+"""ContrastiveModule: encode -> (gather across devices) -> loss, with in-training IR validation.
+
+Optimization is manual (one code path for plain and gradient-cached steps): the module runs the
+backward pass(es), clips gradients, steps the optimizer and the scheduler. Precision comes from the
+Trainer (``conf/trainer/``); logits and the loss are always computed in fp32, outside autocast.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -10,8 +17,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from embedforge.distributed import all_gather_with_grad, world
 from embedforge.eval.retrieval import RetrievalSet, evaluate
+from embedforge.gradcache import cached_backward
 from embedforge.models.encoder import Encoder
+
+log = logging.getLogger("embedforge")
 
 
 def warmup_linear(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -33,13 +44,19 @@ class ContrastiveModule(pl.LightningModule):
         loss: a loss module ``forward(q, d, negatives=None, labels=None)``.
         optimizer: a partial optimizer (``_partial_: true``) called with the parameters.
         warmup_ratio: fraction of the total steps with linear warmup (then linear decay).
-        mini_batch_size: gradient-caching chunk size (null = plain training).
-        gather_across_devices: under DDP, use every rank's documents as negatives.
+        mini_batch_size: gradient-caching chunk size (null = plain training): the loss sees the whole
+            batch, the encoder holds the graph of ``mini_batch_size`` texts at a time.
+        gather_across_devices: under DDP, use every rank's documents (and hard negatives) as
+            negatives; labels are offset by rank.
         l2sp_weight: anchor to the base model, ``weight/2 * ||theta - theta_0||^2`` (L2-SP,
             Li et al. 2018), which keeps a strong base model from drifting on weak pairs.
         val_set: the in-training validation set (never the reported split).
         metrics: metrics computed at validation, logged as ``val/<metric>``.
         eval_batch_size: encoding batch size for validation.
+        gradient_clip_val: clip the gradient norm to this value (null/0 = no clipping); the module
+            clips because Lightning refuses ``Trainer(gradient_clip_val)`` with manual optimization.
+        gather_queries: under DDP with ``gather_across_devices``, also gather queries and compute
+            the loss on the whole global batch on every rank (needed for an exact symmetric loss).
     """
 
     def __init__(
@@ -54,25 +71,33 @@ class ContrastiveModule(pl.LightningModule):
         val_set: RetrievalSet | None = None,
         metrics: list[str] | tuple[str, ...] = ("ndcg@10", "recall@5", "mrr@10", "recall@100"),
         eval_batch_size: int = 64,
+        gradient_clip_val: float | None = None,
+        gather_queries: bool = False,
     ):
         super().__init__()
+        self.automatic_optimization = False
         self.encoder = encoder
         self.loss = loss
         self.optimizer_factory = optimizer
         self.warmup_ratio = float(warmup_ratio)
-        self.mini_batch_size = mini_batch_size
-        self.gather_across_devices = gather_across_devices
+        self.mini_batch_size = int(mini_batch_size) if mini_batch_size else None
+        self.gather_across_devices = bool(gather_across_devices)
+        self.gather_queries = bool(gather_queries)
+        self.gradient_clip_val = float(gradient_clip_val) if gradient_clip_val else None
         self.l2sp_weight = float(l2sp_weight)
         self.val_set = val_set
         self.metrics = list(metrics)
         self.eval_batch_size = int(eval_batch_size)
         self.last_val: dict[str, float] = {}
+        self._announced = False
         if self.l2sp_weight > 0:
             # frozen copy of the starting weights; not a parameter, not saved in checkpoints' state
             self._theta0 = [p.detach().clone() for p in self.encoder.parameters()]
 
     # ------------------------------------------------------------------ training
-    def encode_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def encode_batch(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         q = self.encoder.embed(batch["query"], "query")  # (B, D)
         d = self.encoder.embed(batch["positive"], "doc")  # (B, D)
         negatives = None
@@ -85,22 +110,137 @@ class ContrastiveModule(pl.LightningModule):
     def anchor_penalty(self) -> torch.Tensor:
         if self.l2sp_weight <= 0:
             return torch.zeros((), device=self.device)
-        drift = sum(((p - p0.to(p.device)) ** 2).sum() for p, p0 in zip(self.encoder.parameters(), self._theta0))
+        drift = sum(
+            ((p - p0.to(p.device)) ** 2).sum()
+            for p, p0 in zip(self.encoder.parameters(), self._theta0)
+        )
         return 0.5 * self.l2sp_weight * drift
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        q, d, negatives = self.encode_batch(batch)
-        # losses compute logits in fp32 whatever the autocast precision
-        contrastive = self.loss(q.float(), d.float(), None if negatives is None else negatives.float())
-        loss = contrastive + self.anchor_penalty()
+    def _gathering(self) -> bool:
+        return self.gather_across_devices and world()[0] > 1
+
+    def contrastive_loss(
+        self, q: torch.Tensor, d: torch.Tensor, negatives: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The configured loss on this rank's embeddings, in fp32 and outside autocast.
+
+        Under DDP with ``gather_across_devices`` the candidates are every rank's documents and hard
+        negatives (labels offset by rank), or with ``gather_queries`` the whole global batch.
+        """
+        with torch.autocast(self.device.type, enabled=False):  # logits never in half precision
+            q, d = q.float(), d.float()
+            negatives = None if negatives is None else negatives.float()
+            labels = None
+            if self._gathering():
+                _, rank = world()
+                d = all_gather_with_grad(d)  # (W*B, D)
+                negatives = (
+                    None if negatives is None else all_gather_with_grad(negatives)
+                )  # (W*B, N, D)
+                if self.gather_queries:
+                    q = all_gather_with_grad(q)  # (W*B, D): every rank computes the global loss
+                else:
+                    labels = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
+            return self.loss(q, d, negatives, labels)
+
+    def _no_sync(self) -> contextlib.AbstractContextManager:
+        if self._trainer is None:
+            return contextlib.nullcontext()
+        strategy = self._trainer.strategy
+        return (
+            strategy.block_backward_sync()
+            if hasattr(strategy, "block_backward_sync")
+            else contextlib.nullcontext()
+        )
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        # Lightning's manual_backward applies the fp16 loss scaler and DDP hooks; plain outside a Trainer
+        if self._trainer is None:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
+
+    def forward_backward(
+        self, batch: dict[str, Any], backward: Callable[[torch.Tensor], Any] | None = None
+    ) -> torch.Tensor:
+        """Loss of one batch with gradients accumulated into ``.grad`` (plain or cached).
+
+        ``backward`` overrides how a scalar is backpropagated (tests scale it like an fp16 scaler).
+        """
+        backward = backward or self._backward
         bsz = len(batch["query"])
-        self.log("train/loss", contrastive, prog_bar=True, batch_size=bsz)
-        self.log("train/batch_size", float(bsz), batch_size=bsz)
-        n_neg = bsz - 1 + (len(batch["negatives"]) * len(batch["negatives"][0]) if batch.get("negatives") else 0)
-        self.log("train/negatives_per_query", float(n_neg), batch_size=bsz)
+        extra = self.anchor_penalty if self.l2sp_weight > 0 else None
+        if self.mini_batch_size is None:
+            q, d, negatives = self.encode_batch(batch)
+            contrastive = self.contrastive_loss(q, d, negatives)
+            backward(contrastive + (extra() if extra else 0.0))
+            return contrastive.detach()
+        groups = [(batch["query"], "query"), (batch["positive"], "doc")]
+        n = len(batch["negatives"][0]) if batch.get("negatives") else 0
+        if n:
+            groups.append(([t for row in batch["negatives"] for t in row], "doc"))
+
+        def loss_fn(reps: list[torch.Tensor]) -> torch.Tensor:
+            negatives = reps[2].view(bsz, n, -1) if n else None  # (B, N, D)
+            return self.contrastive_loss(reps[0], reps[1], negatives)
+
+        return cached_backward(
+            self.encoder.embed,
+            groups,
+            self.mini_batch_size,
+            loss_fn,
+            backward=backward,
+            device=self.device,
+            extra_loss=extra,
+            no_sync=self._no_sync,
+        )
+
+    def batch_stats(self, batch: dict[str, Any]) -> dict[str, float]:
+        """Effective batch: pairs per optimizer step and negatives each query is ranked against."""
+        bsz = len(batch["query"])
+        ws = world()[0]
+        n = len(batch["negatives"][0]) if batch.get("negatives") else 0
+        shared = bsz * (ws if self._gathering() else 1)  # documents each query is scored against
+        return {
+            "train/batch_size": float(bsz),
+            "train/global_batch_size": float(bsz * ws),
+            "train/negatives_per_query": float(shared - 1 + shared * n),
+        }
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        scheduler = self.lr_schedulers()
+        opt.zero_grad(set_to_none=True)
+        contrastive = self.forward_backward(batch)
+        opt.step()  # clipping happens in on_before_optimizer_step (after fp16 unscaling)
+        if scheduler is not None:
+            scheduler.step()
+        bsz = len(batch["query"])
+        stats = self.batch_stats(batch)
+        if not self._announced:
+            self._announced = True
+            log.info(
+                "effective batch: %d pairs per step (%d per device x %d), each query ranked against %d"
+                " negatives; encoder mini-batch %s",
+                stats["train/global_batch_size"],
+                bsz,
+                world()[0],
+                stats["train/negatives_per_query"],
+                self.mini_batch_size or "off",
+            )
+        self.log("train/loss", contrastive, prog_bar=True, batch_size=bsz, sync_dist=world()[0] > 1)
+        for k, v in stats.items():
+            self.log(k, v, batch_size=bsz)
         if self.l2sp_weight > 0:
-            self.log("train/l2sp", loss - contrastive, batch_size=bsz)
-        return loss
+            with torch.no_grad():
+                self.log("train/l2sp", self.anchor_penalty(), batch_size=bsz)
+        return contrastive
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.gradient_clip_val:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm"
+            )
 
     # ------------------------------------------------------------------ validation
     def run_validation(self) -> dict[str, float]:
@@ -110,7 +250,9 @@ class ContrastiveModule(pl.LightningModule):
         return {f"val/{k}": v for k, v in result.metrics.items()}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        scores = self.run_validation()
+        # rank 0 evaluates, every rank logs the same numbers (the checkpoint monitor needs them)
+        scores = self.run_validation() if self.trainer.is_global_zero else {}
+        scores = self.trainer.strategy.broadcast(scores, src=0)
         self.last_val = scores
         for k, v in scores.items():
             self.log(k, v, prog_bar=k.endswith("ndcg@10"), batch_size=1)
@@ -122,7 +264,10 @@ class ContrastiveModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(math.ceil(self.warmup_ratio * total))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         opt = self.trainer.optimizers[0] if self.trainer.optimizers else None

@@ -1,0 +1,50 @@
+"""Cross-device negatives: all-gather with gradients that flow back to the local shard."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """``(world_size, rank)`` of the default process group, ``(1, 0)`` outside DDP."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class _AllGather(torch.autograd.Function):
+    """Concatenate every rank's ``(n, ...)`` tensor along dim 0; backward sums the gradient of the
+    gathered tensor over ranks and returns this rank's slice.
+
+    The sum is what makes the gradient exact: rank r's loss depends on rank s's shard, so the shard's
+    gradient is the sum over all ranks' losses. DDP then averages parameter gradients over ranks, which
+    gives the gradient of the mean of the per-rank losses (= the single-process loss on the global
+    batch when every rank holds an equal share). Uses all_reduce, not reduce_scatter, so it also runs
+    on gloo (CPU).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ws, rank = dist.get_world_size(), dist.get_rank()
+        ctx.rank, ctx.n = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(ws)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)  # (world*n, ...)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along dim 0 (rank order); ``x`` itself outside DDP.
+
+    All ranks must pass the same shape. Gradients reach only the local slice, summed over ranks.
+    """
+    ws, _ = world()
+    if ws == 1:
+        return x
+    return _AllGather.apply(x)
