@@ -91,3 +91,14 @@ def test_cli_bad_input_one_line_error(tmp_path, args, needle):
     err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and needle in err[0]
     assert "Traceback" not in r.stderr
+
+
+def test_hard_negatives_and_triplet_end_to_end(compose, tmp_path):
+    # the tiny model's cosines all sit near 1, so the relative margin filter is off here
+    _, m = run_pipeline(compose, tmp_path, "data=beir", f"data.path={LEGAL}", "data.val_max_docs=100",
+                        "data.hard_negatives.num=2", "data.hard_negatives.margin=null", "loss=triplet",
+                        "trainer.max_steps=2", "data.batch_size=4", "eval.baseline=false")
+    pairs = [json.loads(x) for x in (tmp_path / "train_pairs.jsonl").read_text().splitlines()]
+    assert all(len(p["negatives"]) == 2 and p["positive"] not in p["negatives"] for p in pairs)
+    assert m["hard_negatives"]["pairs"] == len(pairs)
+    assert (tmp_path / "pair_diagnostics.png").exists()

@@ -150,6 +150,12 @@ def write_report(run_dir: Path, m: dict[str, Any]) -> Path:
     lines += [f"- validation: {m['val_set']['name']} ({m['val_set']['n_queries']} queries, {m['val_set']['n_docs']} docs)"]
     for k, v in m["eval_set"].items():
         lines.append(f"- eval {k}: {v}")
+    if m.get("hard_negatives"):
+        lines.append(f"- hard negatives: {m['hard_negatives']}")
+    if m.get("pair_diagnostics"):
+        from embedforge.data.diagnostics import diagnostics_markdown
+
+        lines += ["", diagnostics_markdown(m["pair_diagnostics"])]
     lines += ["", "## Training", ""]
     for k, v in m["training"].items():
         lines.append(f"- {k}: {v}")
@@ -199,24 +205,28 @@ def train(cfg: DictConfig) -> float:
     pairs, val_set, eval_set = build_sets(data, cfg, pairs)
     if data.max_train_pairs and len(pairs) > data.max_train_pairs:
         pairs = random.Random(cfg.seed).sample(pairs, int(data.max_train_pairs))
+    if len(pairs) < 2:
+        raise EmbedforgeError(f"only {len(pairs)} training pair(s) left: need at least 2 for in-batch negatives")
+
+    # -- model (hard negatives are mined with the base model)
+    t = time.perf_counter()
+    encoder = instantiate(cfg.model)
+    seconds["load_model"] = time.perf_counter() - t
+    mining: dict[str, Any] = {}
     if int(data.hard_negatives.get("num", 0) or 0) > 0:
         from embedforge.data.hard_negatives import mine_for_pipeline
 
         t = time.perf_counter()
-        pairs = mine_for_pipeline(pairs, data, cfg)
+        pairs = mine_for_pipeline(pairs, data, encoder, cfg.seed, stats=mining)
         seconds["mine_negatives"] = time.perf_counter() - t
-    if len(pairs) < 2:
-        raise EmbedforgeError(f"only {len(pairs)} training pair(s) left: need at least 2 for in-batch negatives")
     pairs_file = write_jsonl(run_dir / "train_pairs.jsonl", pairs)
     by_source: dict[str, int] = {}
     for p in pairs:
         by_source[p.get("source", "real")] = by_source.get(p.get("source", "real"), 0) + 1
-    log.info("training pairs: %d %s | val %s | eval %s", len(pairs), by_source, val_set.summary(), eval_set.summary())
+    from embedforge.data.diagnostics import pair_diagnostics
 
-    # -- model and baseline
-    t = time.perf_counter()
-    encoder = instantiate(cfg.model)
-    seconds["load_model"] = time.perf_counter() - t
+    diagnostics = pair_diagnostics(pairs, run_dir)
+    log.info("training pairs: %d %s | val %s | eval %s", len(pairs), by_source, val_set.summary(), eval_set.summary())
     module = ContrastiveModule(
         encoder=encoder,
         loss=instantiate(cfg.loss),
@@ -241,6 +251,7 @@ def train(cfg: DictConfig) -> float:
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]  # e.g. +callbacks.x._target_=...
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
     # the baseline is needed on rank 0 only (under DDP every rank runs this function)
+    log.info("baseline: evaluating %s on %s", encoder.name, eval_set.name)
     t = time.perf_counter()
     base_eval = evaluate(encoder, eval_set, list(cfg.eval.metrics), cfg.eval.batch_size) if cfg.eval.baseline and trainer.is_global_zero else None
     seconds["baseline_eval"] = time.perf_counter() - t
@@ -256,6 +267,7 @@ def train(cfg: DictConfig) -> float:
     dm = PairDataModule(pairs, data.batch_size, cfg.seed, data.num_workers, has_val=True)
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last_ckpt) if cfg.get("resume") and last_ckpt.exists() else None
+    log.info("baseline %s: eval %s | val %s", cfg.monitor.removeprefix("val/"), f"{base_eval.metrics.get('ndcg@10', float('nan')):.4f}" if base_eval else "-", base_val)
     t = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     seconds["train"] = time.perf_counter() - t
@@ -303,6 +315,8 @@ def train(cfg: DictConfig) -> float:
         "n_docs": ft_eval.n_docs,
         "n_train_pairs": len(pairs),
         "pairs_by_source": by_source,
+        "pair_diagnostics": diagnostics,
+        "hard_negatives": mining or None,
         "monitor": key,
         "monitor_value": candidates[selected],
         "selected": selected,

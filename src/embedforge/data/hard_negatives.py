@@ -126,3 +126,29 @@ def mine_hard_negatives(
     if out_path is not None:
         write_jsonl(out_path, out)
     return out
+
+
+def mine_for_pipeline(pairs: list[Pair], data: Any, encoder: Any, seed: int, stats: dict[str, Any] | None = None) -> list[Pair]:
+    """Mine with the base model over the data source's documents, as ``data.hard_negatives`` says.
+
+    Judged-relevant documents of the source's training split are excluded too (BEIR sources).
+    """
+    from embedforge.data.beir import doc_text
+
+    opts = dict(data.hard_negatives)
+    corpus = {str(c["id"]): doc_text(c) for c in data.chunks()}
+    qrels = None
+    ds = getattr(data, "dataset", None)
+    if ds is not None and getattr(data, "train_split", None) in ds.qrels:
+        qrels = ds.qrels[data.train_split]
+    return mine_hard_negatives(
+        pairs,
+        corpus,
+        encoder,
+        num_negatives=int(opts.get("num", 4)),
+        rank_window=tuple(opts.get("rank_window", (10, 100))),
+        margin=opts.get("margin", 0.05),
+        seed=seed,
+        qrels=qrels,
+        stats=stats,
+    )
