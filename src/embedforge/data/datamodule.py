@@ -47,6 +47,7 @@ class UniqueBatchSampler(Sampler[list[int]]):
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
         self.epoch = 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained): set on resume
         if self.batch_size % self.num_replicas:
             raise ValueError(f"batch size {batch_size} is not divisible by {num_replicas} devices")
 
@@ -75,7 +76,10 @@ class UniqueBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         per_rank = self.batch_size // self.num_replicas
-        for b in self.global_batches():
+        skip = 0
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            skip, self.resume_at = self.resume_at[1], None
+        for b in self.global_batches()[skip:]:
             yield b[self.rank * per_rank : (self.rank + 1) * per_rank] if self.num_replicas > 1 else b
 
     def __len__(self) -> int:
