@@ -386,7 +386,7 @@ def ingest(
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
     base = root if root.is_dir() else root.parent
     files = list_files(root, exclude=out)
-    hashes = {f: file_hash(f) for f in files}
+    hashes = {f: _hash_or_reason(f) for f in files}
     config = {
         "chunk_tokens": int(chunk_tokens),
         "overlap_tokens": int(overlap_tokens),
@@ -415,7 +415,7 @@ def ingest(
     n_docs, files_read, short = 0, 0, 0
     for f in files:
         rel = f.relative_to(base).as_posix()
-        if f.suffix.lower() in READERS and hashes[f] in seen_hash and f.stat().st_size:
+        if hashes[f] in seen_hash and f.stat().st_size:
             skipped.append(
                 {
                     "path": rel,
@@ -441,7 +441,13 @@ def ingest(
         records_skipped.extend(
             {"path": f"{rel}:{ln}", "reason": r, "detail": d} for ln, r, d in problems
         )
-        windows = chunk_documents(docs, tokenizer, chunk_tokens, overlap_tokens, min_tokens)
+        windows = [  # batches bound the memory of token offsets on huge JSONL/CSV files
+            w
+            for k in range(0, len(docs), 512)
+            for w in chunk_documents(
+                docs[k : k + 512], tokenizer, chunk_tokens, overlap_tokens, min_tokens
+            )
+        ]
         for doc, doc_windows in zip(docs, windows):
             n_docs += 1
             for text, units, n in doc_windows:
@@ -500,7 +506,7 @@ def ingest(
         "exact_duplicates_removed": exact,
         "near_duplicates_removed": len(near),
         "near_duplicate_examples": [
-            {"removed": unique[i]["source"], "kept": unique[j]["source"]}
+            {"removed": _where(unique[i]), "kept": _where(unique[j])}
             for i, j in list(near.items())[:20]
         ],
         "short_chunks_dropped": short,
@@ -523,6 +529,26 @@ def ingest(
         write_jsonl(out / "chunks.jsonl", chunks)
         write_json(out / "ingest_report.json", report)  # written last: its key marks a complete run
     return chunks, report
+
+
+def _hash_or_reason(f: Path) -> str:
+    """Content hash of a supported file; unsupported or unreadable ones are keyed by name only."""
+    if f.suffix.lower() not in READERS:
+        return "unsupported"
+    try:
+        return file_hash(f)
+    except OSError:
+        return "unreadable"
+
+
+def _where(chunk: dict) -> str:
+    """``source[#doc_id|:record]@start``: where a chunk came from, for the report."""
+    where = chunk["source"]
+    if "doc_id" in chunk:
+        where += f"#{chunk['doc_id']}"
+    elif "record" in chunk:
+        where += f":{chunk['record']}"
+    return f"{where}@{chunk['start']}"
 
 
 def _load_cache(out: Path, key: str) -> tuple[list[dict], dict] | None:
