@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -250,6 +251,9 @@ def read_pdf(path: Path) -> list[Document]:
 
     if not path.stat().st_size:
         raise Unusable("empty", "file is empty")
+    pypdf_log = logging.getLogger("pypdf")
+    level = pypdf_log.level
+    pypdf_log.setLevel(logging.ERROR)  # a corrupt file is reported once, in the ingest report
     try:
         reader = PdfReader(str(path))
         if reader.is_encrypted:
@@ -266,6 +270,8 @@ def read_pdf(path: Path) -> list[Document]:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError, AttributeError) as e:
         raise Unusable("unreadable", f"unreadable PDF ({type(e).__name__}: {e})") from None
+    finally:
+        pypdf_log.setLevel(level)
     paras = []
     for number, page in enumerate(pages, 1):
         page = page.replace("\r\n", "\n").replace("\r", "\n")
