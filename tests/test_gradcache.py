@@ -29,16 +29,26 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-WORDS = "contract lease tenant landlord clause termination notice payment breach warranty party".split()
+WORDS = (
+    "contract lease tenant landlord clause termination notice payment breach warranty party".split()
+)
 
 
 def make_batch(b: int = 7, n_neg: int = 0) -> dict:
     """Texts of different lengths (so chunks pad differently), no duplicates."""
-    q = [" ".join(WORDS[(i + k) % len(WORDS)] for k in range(2 + i % 3)) + f" q{i}" for i in range(b)]
-    p = [" ".join(WORDS[(3 * i + k) % len(WORDS)] for k in range(4 + i % 5)) + f" doc {i}" for i in range(b)]
+    q = [
+        " ".join(WORDS[(i + k) % len(WORDS)] for k in range(2 + i % 3)) + f" q{i}" for i in range(b)
+    ]
+    p = [
+        " ".join(WORDS[(3 * i + k) % len(WORDS)] for k in range(4 + i % 5)) + f" doc {i}"
+        for i in range(b)
+    ]
     batch = {"query": q, "positive": p}
     if n_neg:
-        batch["negatives"] = [[f"{WORDS[(i + j) % len(WORDS)]} other text {i} {j}" for j in range(n_neg)] for i in range(b)]
+        batch["negatives"] = [
+            [f"{WORDS[(i + j) % len(WORDS)]} other text {i} {j}" for j in range(n_neg)]
+            for i in range(b)
+        ]
     return batch
 
 
@@ -47,10 +57,16 @@ def _encoder(dropout: float) -> Encoder:
     return Encoder.tiny(seed=0, dropout=dropout)
 
 
-def make_module(loss: str, dropout: float, mini_batch_size: int | None, l2sp: float = 0.0) -> ContrastiveModule:
+def make_module(
+    loss: str, dropout: float, mini_batch_size: int | None, l2sp: float = 0.0
+) -> ContrastiveModule:
     enc = copy.deepcopy(_encoder(dropout))
     module = ContrastiveModule(
-        enc, LOSSES[loss](), functools.partial(torch.optim.SGD, lr=0.1), mini_batch_size=mini_batch_size, l2sp_weight=l2sp
+        enc,
+        LOSSES[loss](),
+        functools.partial(torch.optim.SGD, lr=0.1),
+        mini_batch_size=mini_batch_size,
+        l2sp_weight=l2sp,
     )
     if l2sp:  # move away from theta_0 so the anchor has a gradient
         with torch.no_grad():
@@ -105,25 +121,35 @@ def test_large_loss_scale_like_fp16():
 def _chunked_reference(module: ContrastiveModule, batch: dict, m: int) -> torch.Tensor:
     """Naive full-graph loss over the same chunked forward passes (what caching must reproduce)."""
     embed = module.encoder.embed
-    q = torch.cat([embed(batch["query"][i : i + m], "query") for i in range(0, len(batch["query"]), m)])
-    d = torch.cat([embed(batch["positive"][i : i + m], "doc") for i in range(0, len(batch["positive"]), m)])
+    q = torch.cat(
+        [embed(batch["query"][i : i + m], "query") for i in range(0, len(batch["query"]), m)]
+    )
+    d = torch.cat(
+        [embed(batch["positive"][i : i + m], "doc") for i in range(0, len(batch["positive"]), m)]
+    )
     negatives = None
     if batch.get("negatives"):
         flat = [t for row in batch["negatives"] for t in row]
-        negatives = torch.cat([embed(flat[i : i + m], "doc") for i in range(0, len(flat), m)]).view(len(q), -1, q.shape[1])
+        negatives = torch.cat([embed(flat[i : i + m], "doc") for i in range(0, len(flat), m)]).view(
+            len(q), -1, q.shape[1]
+        )
     loss = module.contrastive_loss(q, d, negatives)
     loss.backward()
     return loss.detach()
 
 
-def _cached(module: ContrastiveModule, batch: dict, m: int, replay_rng: bool = True) -> torch.Tensor:
+def _cached(
+    module: ContrastiveModule, batch: dict, m: int, replay_rng: bool = True
+) -> torch.Tensor:
     groups = [(batch["query"], "query"), (batch["positive"], "doc")]
     n = len(batch["negatives"][0]) if batch.get("negatives") else 0
     if n:
         groups.append(([t for row in batch["negatives"] for t in row], "doc"))
 
     def loss_fn(reps):
-        return module.contrastive_loss(reps[0], reps[1], reps[2].view(len(reps[0]), n, -1) if n else None)
+        return module.contrastive_loss(
+            reps[0], reps[1], reps[2].view(len(reps[0]), n, -1) if n else None
+        )
 
     return cached_backward(module.encoder.embed, groups, m, loss_fn, replay_rng=replay_rng)
 
@@ -158,3 +184,42 @@ def test_cached_step_leaves_rng_as_after_first_pass():
         for i in range(0, 4, 2):
             module.encoder.embed(make_batch(4)["positive"][i : i + 2], "doc")
     torch.testing.assert_close(torch.rand(3), after_cached)
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["trainer.gradient_clip_val=1.0"], "module.gradient_clip_val"),
+        (["trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches"),
+        (["module.mini_batch_size=0"], "module.mini_batch_size"),
+        (["trainer.precision=16-mixed"], "trainer.precision"),
+        (
+            ["module.gather_queries=true", "module.gather_across_devices=false"],
+            "module.gather_queries",
+        ),
+        (["trainer=ddp", "trainer.devices=3", "data.batch_size=32"], "trainer.devices"),
+        (["module.gradient_clip_val=-1"], "module.gradient_clip_val"),
+    ],
+)
+def test_contradictory_settings_one_line_error(compose, overrides, needle):
+    from embedforge.config import validate
+    from embedforge.errors import EmbedforgeError
+
+    with pytest.raises(EmbedforgeError, match=needle) as e:
+        validate(compose("model=tiny", *overrides))
+    assert "\n" not in str(e.value)
+
+
+def test_large_batch_configs_validate(compose):
+    from embedforge.config import validate
+
+    cfg = compose(
+        "trainer=ddp", "data.batch_size=256", "module.mini_batch_size=16", "trainer.devices=8"
+    )
+    validate(cfg)
+    assert (
+        cfg.trainer.strategy == "ddp"
+        and cfg.trainer.precision == "bf16-mixed"
+        and cfg.trainer.gradient_clip_val is None
+    )
+    assert cfg.module.gather_across_devices is True and cfg.module.gradient_clip_val == 1.0

@@ -242,6 +242,36 @@ class ContrastiveModule(pl.LightningModule):
                 optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm"
             )
 
+    def freeze_unused_parameters(self) -> list[str]:
+        """Freeze parameters that never reach the embedding (e.g. BERT's pooler head under mean
+        pooling), found with one tiny backward pass; DDP with ``find_unused_parameters=False``
+        fails on them otherwise. Returns their names."""
+        self.encoder.zero_grad(set_to_none=True)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # leave the training RNG stream untouched
+            self.encoder.embed(["unused parameter probe"], "query").float().sum().backward()
+        unused = [
+            n for n, p in self.encoder.named_parameters() if p.requires_grad and p.grad is None
+        ]
+        for n, p in self.encoder.named_parameters():
+            if n in unused:
+                p.requires_grad_(False)
+        self.encoder.zero_grad(set_to_none=True)
+        return unused
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # before Lightning wraps the module in DDP
+            unused = self.freeze_unused_parameters()
+            if unused:
+                log.info(
+                    "frozen %d parameters that do not affect the embedding: %s", len(unused), unused
+                )
+
+    def on_train_start(self) -> None:
+        # Hugging Face models load in eval mode and Lightning keeps the mode it finds: train with
+        # dropout like sentence-transformers' fit (validation switches to eval and back itself)
+        self.encoder.train()
+
     # ------------------------------------------------------------------ validation
     def run_validation(self) -> dict[str, float]:
         if self.val_set is None:
