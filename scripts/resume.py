@@ -1,6 +1,6 @@
 """Resume an interrupted run in its own directory from checkpoints/last.ckpt.
 
-    python scripts/resume.py RUN_DIR
+    python scripts/resume.py RUN_DIR [override ...]
 
 Composes RUN_DIR/.hydra/config.yaml with ``resume=true`` and trains into RUN_DIR: weights,
 optimizer, LR scheduler, loop counters, best-checkpoint tracking, RNG (reseeded per step) and the
@@ -25,6 +25,9 @@ from embedforge.runs import is_run_dir, rerun  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
+    ap.add_argument(
+        "overrides", nargs="*", help="key=value applied to the saved config (e.g. ~callbacks)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("embedforge").setLevel(logging.INFO)
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             f"resuming {run} from {last}" if last.exists() else f"no {last}: starting {run} over",
             file=sys.stderr,
         )
-        value = rerun(run, run, ["resume=true"])
+        value = rerun(run, run, ["resume=true", *args.overrides])
     except EmbedforgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -327,15 +327,18 @@ def rerun(
     (out / ".hydra").mkdir(parents=True, exist_ok=True)
     (out / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    merged = [o for o in old_overrides if o.split("=", 1)[0].lstrip("+~") not in keys] + list(
-        overrides
-    )
+    kept = [o for o in old_overrides if not _overridden(o.split("=", 1)[0].lstrip("+~"), keys)]
+    merged = kept + list(overrides)
     (out / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(merged)))
     from embedforge.pipeline import train
 
     value = train(cfg)
     (out / "failed.json").unlink(missing_ok=True)  # a resumed failed job is no longer failed
     return value
+
+
+def _overridden(key: str, keys: set[str]) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in keys)
 
 
 def provenance_notes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
