@@ -43,7 +43,10 @@ def prepare_models(model: str, work: Path) -> dict[str, Path]:
     if not (st_dir / "modules.json").is_file():
         Encoder.from_pretrained(model).save(st_dir)
     if not (int8_dir / "model.onnx").is_file():
-        quantize_int8(export_onnx(st_dir, work / "onnx" / "fp32"), int8_dir)
+        fp32_dir = work / "onnx" / "fp32"
+        if not (fp32_dir / "model.onnx").is_file():
+            export_onnx(st_dir, fp32_dir)
+        quantize_int8(fp32_dir, int8_dir)
     return {"torch": st_dir, "onnx": int8_dir}
 
 
@@ -170,11 +173,16 @@ def main(argv: list[str] | None = None) -> int:
             "max_wait_ms": args.max_wait_ms,
             "texts": args.texts,
             "cpu_count": os.cpu_count(),
+            "int8_recipe": json.loads((models["onnx"] / "int8_recipe.json").read_text())
+            if (models["onnx"] / "int8_recipe.json").is_file()
+            else None,
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             "results": {},
         }
         for spec in args.configs:
             backend, batch = spec.split(":")
             res = run_config(models[backend], backend, int(batch), args, texts)
+            res["loadavg"] = [round(x, 2) for x in os.getloadavg()]
             out["results"][spec] = res
             print(spec, json.dumps(res), flush=True)
         for b in ("torch", "onnx"):
@@ -183,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 out[f"{b}_batching_speedup"] = round(
                     on["throughput_rps"] / off["throughput_rps"], 2
                 )
+        out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         write_json(args.out, out)
         print(f"wrote {args.out}")
     except EmbedforgeError as e:

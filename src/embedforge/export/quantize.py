@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from embedforge.export.onnx_export import MODEL_FILE
+from embedforge.io import write_json
+
+RECIPE_FILE = "int8_recipe.json"
 
 
 @dataclass
@@ -21,6 +24,8 @@ class Int8Recipe:
         weight_type: ``qint8`` or ``quint8``.
         op_types: op types to quantize (MatMul covers every linear layer; Gather = embeddings).
         exclude: regexes on node names left in fp32 (e.g. the last layer's FFN, the pooler).
+        weight_symmetric: symmetric weight ranges (None = onnxruntime's default: symmetric for
+            qint8, asymmetric for quint8; optimum's AVX2 config forces True).
         name: a label for reports.
     """
 
@@ -29,6 +34,7 @@ class Int8Recipe:
     weight_type: str = "qint8"
     op_types: list[str] = field(default_factory=lambda: ["MatMul"])
     exclude: list[str] = field(default_factory=list)
+    weight_symmetric: bool | None = None
     name: str = "int8"
 
 
@@ -46,7 +52,8 @@ def excluded_nodes(model_path: str | Path, patterns: list[str]) -> list[str]:
 def quantize_int8(
     fp32_dir: str | Path, out_dir: str | Path, recipe: Int8Recipe | None = None
 ) -> Path:
-    """Write ``out_dir/model.onnx`` (int8) plus the tokenizer/config files of ``fp32_dir``."""
+    """Write ``out_dir/model.onnx`` (int8), the tokenizer/config files of ``fp32_dir`` and
+    ``int8_recipe.json`` (the recipe used)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     recipe = recipe or Int8Recipe()
@@ -56,6 +63,7 @@ def quantize_int8(
         if f.is_file() and f.suffix != ".onnx" and not f.name.endswith(".onnx_data"):
             shutil.copy2(f, out_dir / f.name)
     src = fp32_dir / MODEL_FILE
+    extra = {} if recipe.weight_symmetric is None else {"WeightSymmetric": recipe.weight_symmetric}
     quantize_dynamic(
         str(src),
         str(out_dir / MODEL_FILE),
@@ -64,5 +72,7 @@ def quantize_int8(
         reduce_range=recipe.reduce_range,
         weight_type=QuantType.QInt8 if recipe.weight_type == "qint8" else QuantType.QUInt8,
         nodes_to_exclude=excluded_nodes(src, list(recipe.exclude)),
+        extra_options=extra,
     )
+    write_json(out_dir / RECIPE_FILE, asdict(recipe))
     return out_dir
