@@ -102,3 +102,17 @@ def test_hard_negatives_and_triplet_end_to_end(compose, tmp_path):
     assert all(len(p["negatives"]) == 2 and p["positive"] not in p["negatives"] for p in pairs)
     assert m["hard_negatives"]["pairs"] == len(pairs)
     assert (tmp_path / "pair_diagnostics.png").exists()
+
+
+def test_baseline_eval_is_cached_per_model_and_eval_set(compose, tmp_path, tiny_encoder):
+    from embedforge.eval.retrieval import RetrievalSet
+    from embedforge.pipeline import baseline_eval
+
+    cfg = compose("model=tiny", f"paths.cache_dir={tmp_path}", f"paths.output_dir={tmp_path}")
+    rset = RetrievalSet(corpus={"a": "alpha clause", "b": "beta clause"}, queries={"q": "alpha"}, qrels={"q": {"a": 1}})
+    first = baseline_eval(cfg, tiny_encoder, rset)
+    second = baseline_eval(cfg, tiny_encoder, rset)
+    assert "cached" not in first.seconds and second.seconds == {"cached": 0.0}
+    assert second.metrics == first.metrics
+    rset.qrels = {"q": {"b": 1}}
+    assert "cached" not in baseline_eval(cfg, tiny_encoder, rset).seconds  # another eval set: recomputed

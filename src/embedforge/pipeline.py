@@ -80,6 +80,30 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, dict[str, Any]]:
     return OmegaConf.load(cfg_path), metrics
 
 
+def baseline_eval(cfg: DictConfig, encoder, eval_set: RetrievalSet) -> EvalResult:
+    """The base model's metrics, cached by (model config, eval set content, metrics).
+
+    Every job of a sweep shares its baseline, so a sweep encodes the eval corpus with the base
+    model once instead of once per job.
+    """
+    import json
+
+    from embedforge.io import stable_hash
+
+    metrics = list(cfg.eval.metrics)
+    with torch.no_grad():  # the weights themselves, so a changed local model dir is a new key
+        weights = [round(float(p.double().sum()), 6) for p in encoder.parameters()]
+    key = stable_hash(OmegaConf.to_container(cfg.model, resolve=True), weights, eval_set.corpus, eval_set.queries, eval_set.qrels, metrics)
+    path = Path(cfg.paths.cache_dir) / "baselines" / f"{key}.json"
+    if path.is_file():
+        d = json.loads(path.read_text())
+        log.info("baseline: cached result %s", path)
+        return EvalResult(d["metrics"], d["per_query"], d["n_queries"], d["n_skipped"], d["n_docs"], {"cached": 0.0})
+    r = evaluate(encoder, eval_set, metrics, cfg.eval.batch_size)
+    write_json(path, {"metrics": r.metrics, "per_query": r.per_query, "n_queries": r.n_queries, "n_skipped": r.n_skipped, "n_docs": r.n_docs})
+    return r
+
+
 # ---------------------------------------------------------------------------------------- logging
 def wandb_has_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -253,7 +277,7 @@ def train(cfg: DictConfig) -> float:
     # the baseline is needed on rank 0 only (under DDP every rank runs this function)
     log.info("baseline: evaluating %s on %s", encoder.name, eval_set.name)
     t = time.perf_counter()
-    base_eval = evaluate(encoder, eval_set, list(cfg.eval.metrics), cfg.eval.batch_size) if cfg.eval.baseline and trainer.is_global_zero else None
+    base_eval = baseline_eval(cfg, encoder, eval_set) if cfg.eval.baseline and trainer.is_global_zero else None
     seconds["baseline_eval"] = time.perf_counter() - t
     t = time.perf_counter()
     base_val = module.run_validation() if trainer.is_global_zero else {}
@@ -354,7 +378,10 @@ def train(cfg: DictConfig) -> float:
                                      "config": OmegaConf.to_yaml(redact(cfg))})
     except ImportError:
         pass
-    log.info("NDCG@10 %.4f -> %.4f (%+.4f); report: %s", baseline.get("ndcg@10", float("nan")), finetuned["ndcg@10"], delta.get("ndcg@10", float("nan")), run_dir / "report.md")
+    if baseline:
+        log.info("NDCG@10 %.4f -> %.4f (%+.4f); report: %s", baseline["ndcg@10"], finetuned["ndcg@10"], delta["ndcg@10"], run_dir / "report.md")
+    else:
+        log.info("NDCG@10 %.4f (no baseline evaluated); report: %s", finetuned["ndcg@10"], run_dir / "report.md")
     return float(candidates[selected])
 
 
