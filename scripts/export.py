@@ -34,14 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-ndcg-drop", type=float, default=0.01)
     ap.add_argument("--max-recall-drop", type=float, default=0.01)
     ap.add_argument("--min-mean-cosine", type=float, default=0.98)
-    ap.add_argument("--no-per-channel", action="store_true")
-    ap.add_argument("--no-reduce-range", action="store_true")
+    ap.add_argument("--no-per-channel", action="store_true", help="one weight scale per tensor")
+    ap.add_argument("--reduce-range", action="store_true", help="7-bit weights")
     ap.add_argument(
-        "--exclude",
-        nargs="*",
-        default=None,
-        help="regexes of node names kept fp32 (default: attention Q.K and A.V matmuls)",
+        "--int8-embeddings", action="store_true", help="quantize the embedding tables too (Gather)"
     )
+    ap.add_argument("--exclude", nargs="*", default=None, help="regexes of node names kept in fp32")
     ap.add_argument("--no-speed", action="store_true", help="skip latency/throughput")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -50,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         from embedforge.export.quantize import Int8Recipe
         from embedforge.export.runner import ExportSettings, export_model
 
-        recipe = Int8Recipe(
-            per_channel=not args.no_per_channel, reduce_range=not args.no_reduce_range
-        )
+        recipe = Int8Recipe(per_channel=not args.no_per_channel, reduce_range=args.reduce_range)
+        if args.int8_embeddings:
+            recipe.op_types = [*recipe.op_types, "Gather"]
         if args.exclude is not None:
             recipe.exclude = list(args.exclude)
         settings = ExportSettings(
