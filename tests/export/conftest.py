@@ -26,3 +26,11 @@ def tiny_dir(tmp_path_factory) -> Path:
     """A tiny random BERT with a query prompt, saved as a SentenceTransformer dir."""
     enc = Encoder.tiny(query_prefix="query: ", doc_prefix="passage: ", dropout=0.0)
     return enc.save(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tiny_dir, tmp_path_factory) -> Path:
+    """``tiny_dir`` exported to ONNX fp32 (pooling + normalize inside)."""
+    from embedforge.export.onnx_export import export_onnx
+
+    return export_onnx(tiny_dir, tmp_path_factory.mktemp("onnx") / "fp32")

@@ -9,8 +9,8 @@ from embedforge.models.encoder import Encoder
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tiny_dir, tmp_path_factory):
-    return export_onnx(tiny_dir, tmp_path_factory.mktemp("onnx") / "fp32")
+def tiny_onnx(tiny_fp32):
+    return tiny_fp32
 
 
 def test_graph_contains_pooling_and_normalization(tiny_onnx):
