@@ -19,7 +19,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EMBEDFORGE_DATA", ROOT.parent / "shared" / "data")) / "cuad-clause-retrieval"
+DATA = (
+    Path(os.environ.get("EMBEDFORGE_DATA", ROOT.parent / "shared" / "data"))
+    / "cuad-clause-retrieval"
+)
 
 
 def make_pairs(n: int, seed: int) -> list[dict]:
@@ -27,7 +30,9 @@ def make_pairs(n: int, seed: int) -> list[dict]:
     from embedforge.generate.offline import OfflineGenerator
 
     chunks = BeirSource(str(DATA), gen_max_docs=n, seed=seed).chunks()
-    return OfflineGenerator(strategies=["keyphrase", "title_keyphrase"], seed=seed).generate(chunks)[:n]
+    return OfflineGenerator(strategies=["keyphrase", "title_keyphrase"], seed=seed).generate(
+        chunks
+    )[:n]
 
 
 def run_embedforge(pairs, args) -> dict:
@@ -41,10 +46,24 @@ def run_embedforge(pairs, args) -> dict:
 
     pl.seed_everything(args.seed, verbose=False)
     enc = Encoder.from_pretrained("packaged:all-MiniLM-L6-v2", max_seq_length=args.max_len)
-    module = ContrastiveModule(enc, MultipleNegativesRankingLoss(scale=20.0), optimizer=lambda p: torch.optim.AdamW(p, lr=2e-5), warmup_ratio=0.1)
+    module = ContrastiveModule(
+        enc,
+        MultipleNegativesRankingLoss(scale=20.0),
+        optimizer=lambda p: torch.optim.AdamW(p, lr=2e-5),
+        warmup_ratio=0.1,
+    )
     dm = PairDataModule(pairs, args.batch_size, args.seed, has_val=False)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, precision="32-true", num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision="32-true",
+        num_sanity_val_steps=0,
+    )
     t = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     return {"train_s": time.perf_counter() - t, "steps": int(trainer.global_step)}
@@ -54,7 +73,11 @@ def run_st(pairs, args) -> dict:
     import warnings
 
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
 
@@ -63,13 +86,30 @@ def run_st(pairs, args) -> dict:
     warnings.simplefilter("ignore")
     model = SentenceTransformer(resolve_model_path("packaged:all-MiniLM-L6-v2"), device="cpu")
     model.max_seq_length = args.max_len
-    ds = Dataset.from_dict({"anchor": [p["query"] for p in pairs], "positive": [p["positive"] for p in pairs]})
-    targs = SentenceTransformerTrainingArguments(
-        output_dir=str(Path(args.tmp) / "st"), per_device_train_batch_size=args.batch_size, num_train_epochs=1,
-        learning_rate=2e-5, warmup_ratio=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no",
-        report_to="none", use_cpu=True, seed=args.seed, logging_steps=1000, disable_tqdm=True, dataloader_drop_last=False,
+    ds = Dataset.from_dict(
+        {"anchor": [p["query"] for p in pairs], "positive": [p["positive"] for p in pairs]}
     )
-    trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds, loss=MultipleNegativesRankingLoss(model, scale=20.0))
+    targs = SentenceTransformerTrainingArguments(
+        output_dir=str(Path(args.tmp) / "st"),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=1,
+        learning_rate=2e-5,
+        warmup_ratio=0.1,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=args.seed,
+        logging_steps=1000,
+        disable_tqdm=True,
+        dataloader_drop_last=False,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=targs,
+        train_dataset=ds,
+        loss=MultipleNegativesRankingLoss(model, scale=20.0),
+    )
     t = time.perf_counter()
     out = trainer.train()
     return {"train_s": time.perf_counter() - t, "steps": int(out.global_step)}
@@ -79,8 +119,12 @@ def child(args) -> None:
     pairs = make_pairs(args.pairs, args.seed)
     t = time.perf_counter()
     res = (run_embedforge if args.impl == "embedforge" else run_st)(pairs, args)
-    res.update(impl=args.impl, total_s=time.perf_counter() - t, n_pairs=len(pairs),
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    res.update(
+        impl=args.impl,
+        total_s=time.perf_counter() - t,
+        n_pairs=len(pairs),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     print("RESULT " + json.dumps(res))
 
 
@@ -100,23 +144,53 @@ def main() -> None:
     results = []
     for r in range(args.repeats):
         for impl in ["embedforge", "st"]:
-            cmd = [sys.executable, __file__, "--impl", impl, "--pairs", str(args.pairs), "--batch-size", str(args.batch_size),
-                   "--max-len", str(args.max_len), "--seed", str(args.seed), "--tmp", args.tmp]
-            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            cmd = [
+                sys.executable,
+                __file__,
+                "--impl",
+                impl,
+                "--pairs",
+                str(args.pairs),
+                "--batch-size",
+                str(args.batch_size),
+                "--max-len",
+                str(args.max_len),
+                "--seed",
+                str(args.seed),
+                "--tmp",
+                args.tmp,
+            ]
+            out = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            )
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 sys.exit(f"{impl} failed:\n{out.stderr[-3000:]}")
             res = json.loads(line[7:]) | {"repeat": r}
             print(json.dumps(res))
             results.append(res)
+
     def best(impl, key):
         return min(x[key] for x in results if x["impl"] == impl)
+
     summary = {
-        "settings": {"pairs": args.pairs, "batch_size": args.batch_size, "max_len": args.max_len, "epochs": 1,
-                     "model": "all-MiniLM-L6-v2 (packaged)", "data": "CUAD offline keyphrase pairs", "threads": os.cpu_count()},
+        "settings": {
+            "pairs": args.pairs,
+            "batch_size": args.batch_size,
+            "max_len": args.max_len,
+            "epochs": 1,
+            "model": "all-MiniLM-L6-v2 (packaged)",
+            "data": "CUAD offline keyphrase pairs",
+            "threads": os.cpu_count(),
+        },
         "runs": results,
-        "ratio_train_time_embedforge_over_st": best("embedforge", "train_s") / best("st", "train_s"),
-        "ratio_peak_rss_embedforge_over_st": best("embedforge", "peak_rss_mb") / best("st", "peak_rss_mb"),
+        "ratio_train_time_embedforge_over_st": best("embedforge", "train_s")
+        / best("st", "train_s"),
+        "ratio_peak_rss_embedforge_over_st": best("embedforge", "peak_rss_mb")
+        / best("st", "peak_rss_mb"),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))

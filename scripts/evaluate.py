@@ -33,14 +33,31 @@ def main(argv: list[str] | None = None) -> int:
         from embedforge.io import write_json
         from embedforge.models.encoder import Encoder
 
-        enc = Encoder.from_pretrained(args.model, query_prefix=args.query_prefix, doc_prefix=args.doc_prefix,
-                                      max_seq_length=args.max_seq_length)
-        src = BeirSource(args.data, eval_split=args.split, val_split=None, eval_corpus=args.eval_corpus,
-                         eval_max_queries=args.max_queries, eval_max_docs=args.max_docs)
+        enc = Encoder.from_pretrained(
+            args.model,
+            query_prefix=args.query_prefix,
+            doc_prefix=args.doc_prefix,
+            max_seq_length=args.max_seq_length,
+        )
+        src = BeirSource(
+            args.data,
+            eval_split=args.split,
+            val_split=None,
+            eval_corpus=args.eval_corpus,
+            eval_max_queries=args.max_queries,
+            eval_max_docs=args.max_docs,
+        )
         rset = src.eval_set()
         res = evaluate(enc, rset, args.metrics.split(","), show_progress=True)
-        out = {"model": args.model, "eval_set": rset.summary(), "metrics": res.metrics, "n_queries": res.n_queries,
-               "n_skipped": res.n_skipped, "n_docs": res.n_docs, "seconds": res.seconds}
+        out = {
+            "model": args.model,
+            "eval_set": rset.summary(),
+            "metrics": res.metrics,
+            "n_queries": res.n_queries,
+            "n_skipped": res.n_skipped,
+            "n_docs": res.n_docs,
+            "seconds": res.seconds,
+        }
         print(json.dumps(out, indent=2, default=str))
         if args.out:
             write_json(args.out, out)

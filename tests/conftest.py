@@ -34,13 +34,20 @@ def compose():
     def _compose(*overrides: str, return_hydra_config: bool = False):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return hydra_compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
+            return hydra_compose(
+                "train", overrides=list(overrides), return_hydra_config=return_hydra_config
+            )
 
     yield _compose
     GlobalHydra.instance().clear()
 
 
-def make_beir(root: Path, corpus: list[dict], queries: list[dict], qrels: dict[str, list[tuple[str, str, int]]]) -> Path:
+def make_beir(
+    root: Path,
+    corpus: list[dict],
+    queries: list[dict],
+    qrels: dict[str, list[tuple[str, str, int]]],
+) -> Path:
     """Write a small BEIR dataset for tests."""
     import json
 
@@ -49,5 +56,7 @@ def make_beir(root: Path, corpus: list[dict], queries: list[dict], qrels: dict[s
     (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     (root / "qrels").mkdir(exist_ok=True)
     for split, rows in qrels.items():
-        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows))
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows)
+        )
     return root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from embedforge.config import build as instantiate
 from embedforge.config import validate
 from embedforge.errors import EmbedforgeError
@@ -20,7 +21,9 @@ def test_defaults_compose_and_validate(compose):
     assert cfg.monitor == "val/ndcg@10" and cfg.trainer.precision == "32-true"
 
 
-@pytest.mark.parametrize("group", ["model", "loss", "data", "generator", "optim", "trainer", "logger"])
+@pytest.mark.parametrize(
+    "group", ["model", "loss", "data", "generator", "optim", "trainer", "logger"]
+)
 def test_every_option_composes(compose, group):
     for opt in options(group):
         extra = []
@@ -33,10 +36,16 @@ def test_every_option_composes(compose, group):
 
 def test_hub_models_have_their_prefixes_and_pooling(compose):
     e5 = compose("model=e5_base", "loss=triplet")
-    assert (e5.model.query_prefix, e5.model.doc_prefix, e5.model.pooling) == ("query: ", "passage: ", "mean")
+    assert (e5.model.query_prefix, e5.model.doc_prefix, e5.model.pooling) == (
+        "query: ",
+        "passage: ",
+        "mean",
+    )
     assert e5.loss._target_.endswith("TripletLoss")
     bge = compose("model=bge_small")
-    assert bge.model.query_prefix.startswith("Represent this sentence") and bge.model.pooling == "cls"
+    assert (
+        bge.model.query_prefix.startswith("Represent this sentence") and bge.model.pooling == "cls"
+    )
     assert compose("model=e5").model.name_or_path == "intfloat/e5-base-v2"
 
 
@@ -48,7 +57,9 @@ def test_hub_model_fails_clearly_offline(compose, monkeypatch):
 
 
 def test_trainer_args_pass_through(compose):
-    cfg = compose("model=tiny", "trainer.max_steps=7", "trainer.max_epochs=3", "trainer.precision=bf16-mixed")
+    cfg = compose(
+        "model=tiny", "trainer.max_steps=7", "trainer.max_epochs=3", "trainer.precision=bf16-mixed"
+    )
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     assert trainer.max_steps == 7 and trainer.max_epochs == 3 and "bf16" in str(trainer.precision)
 
@@ -58,7 +69,10 @@ def test_trainer_args_pass_through(compose):
     [
         (["data.batch_size=1"], "data.batch_size"),
         (["module.mini_batch_size=64"], "module.mini_batch_size"),
-        (["module.mini_batch_size=8", "trainer.accumulate_grad_batches=4"], "accumulate_grad_batches"),
+        (
+            ["module.mini_batch_size=8", "trainer.accumulate_grad_batches=4"],
+            "accumulate_grad_batches",
+        ),
         (["trainer.precision=fp8"], "trainer.precision"),
         (["data.val_split=test"], "data.val_split"),
         (["monitor=train/loss"], "monitor"),

@@ -21,7 +21,9 @@ def test_offline_pairs_are_seeded_and_reproducible():
 
 def test_strategies_and_query_lengths_on_real_corpus():
     chunks = BeirSource(str(CUAD), gen_max_docs=300).chunks()
-    gen = OfflineGenerator(strategies=["keyphrase", "title_keyphrase", "span"], max_query_words=12, seed=0)
+    gen = OfflineGenerator(
+        strategies=["keyphrase", "title_keyphrase", "span"], max_query_words=12, seed=0
+    )
     pairs = gen.generate(chunks)
     counts = Counter(p["strategy"] for p in pairs)
     assert set(counts) == {"keyphrase", "title_keyphrase", "span"}
@@ -30,10 +32,15 @@ def test_strategies_and_query_lengths_on_real_corpus():
             assert 1 <= len(p["query"].split()) <= 6
             assert all(w in p["positive"].lower() for w in p["query"].split())
         if p["strategy"] == "span":
-            assert p["query"] in " ".join(p["positive"].split()) or all(w in p["positive"] for w in p["query"].split())
+            assert p["query"] in " ".join(p["positive"].split()) or all(
+                w in p["positive"] for w in p["query"].split()
+            )
 
 
 def test_uninformative_titles_are_not_queries():
-    chunks = [{"id": f"c{i}", "title": "Same Title", "text": f"alpha beta gamma delta {i} epsilon zeta"} for i in range(200)]
+    chunks = [
+        {"id": f"c{i}", "title": "Same Title", "text": f"alpha beta gamma delta {i} epsilon zeta"}
+        for i in range(200)
+    ]
     pairs = OfflineGenerator(strategies=["title"], seed=0).generate(chunks)
     assert pairs == []

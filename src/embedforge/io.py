@@ -33,7 +33,9 @@ def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             except json.JSONDecodeError as e:
                 raise EmbedforgeError(f"{p}:{lineno}: malformed JSON line ({e.msg})") from None
             if not isinstance(row, dict):
-                raise EmbedforgeError(f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise EmbedforgeError(
+                    f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
             yield row
 
 
@@ -64,7 +66,9 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    return atomic_write_text(
+        path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+    )
 
 
 def stable_hash(*parts: Any, n: int = 16) -> str:

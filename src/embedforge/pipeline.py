@@ -30,7 +30,9 @@ log = logging.getLogger("embedforge")
 
 
 # ---------------------------------------------------------------------------------------- pairs
-def mix_pairs(real: list[Pair], synthetic: list[Pair], mix_real: int, mix_synthetic: int, seed: int) -> list[Pair]:
+def mix_pairs(
+    real: list[Pair], synthetic: list[Pair], mix_real: int, mix_synthetic: int, seed: int
+) -> list[Pair]:
     """Real and generated pairs at ``mix_real : mix_synthetic`` (all of the scarcer side is kept)."""
     rng = random.Random(seed)
     if real and synthetic and mix_real and mix_synthetic:
@@ -49,11 +51,15 @@ def mix_pairs(real: list[Pair], synthetic: list[Pair], mix_real: int, mix_synthe
     return pairs
 
 
-def build_sets(data: DataSource, cfg: DictConfig, pairs: list[Pair]) -> tuple[list[Pair], RetrievalSet, RetrievalSet]:
+def build_sets(
+    data: DataSource, cfg: DictConfig, pairs: list[Pair]
+) -> tuple[list[Pair], RetrievalSet, RetrievalSet]:
     """Validation and eval sets; held out of the pairs only when the source has no judged split."""
     eval_set, val_set = data.eval_set(), data.val_set()
     if eval_set is None or val_set is None:
-        pairs, held_val, held_eval = holdout_sets(pairs, data.holdout, cfg.seed, data.val_max_docs, data.name, with_eval=eval_set is None)
+        pairs, held_val, held_eval = holdout_sets(
+            pairs, data.holdout, cfg.seed, data.val_max_docs, data.name, with_eval=eval_set is None
+        )
         val_set = val_set or held_val
         eval_set = eval_set or held_eval
     return pairs, val_set, eval_set
@@ -64,7 +70,9 @@ def build_eval_set(cfg: DictConfig) -> RetrievalSet:
     data: DataSource = instantiate(cfg.data)
     eval_set = data.eval_set()
     if eval_set is None:
-        raise EmbedforgeError("this run evaluated on held-out pairs; its eval set is in <run>/eval_set.json")
+        raise EmbedforgeError(
+            "this run evaluated on held-out pairs; its eval set is in <run>/eval_set.json"
+        )
     return eval_set
 
 
@@ -93,14 +101,37 @@ def baseline_eval(cfg: DictConfig, encoder, eval_set: RetrievalSet) -> EvalResul
     metrics = list(cfg.eval.metrics)
     with torch.no_grad():  # the weights themselves, so a changed local model dir is a new key
         weights = [round(float(p.double().sum()), 6) for p in encoder.parameters()]
-    key = stable_hash(OmegaConf.to_container(cfg.model, resolve=True), weights, eval_set.corpus, eval_set.queries, eval_set.qrels, metrics)
+    key = stable_hash(
+        OmegaConf.to_container(cfg.model, resolve=True),
+        weights,
+        eval_set.corpus,
+        eval_set.queries,
+        eval_set.qrels,
+        metrics,
+    )
     path = Path(cfg.paths.cache_dir) / "baselines" / f"{key}.json"
     if path.is_file():
         d = json.loads(path.read_text())
         log.info("baseline: cached result %s", path)
-        return EvalResult(d["metrics"], d["per_query"], d["n_queries"], d["n_skipped"], d["n_docs"], {"cached": 0.0})
+        return EvalResult(
+            d["metrics"],
+            d["per_query"],
+            d["n_queries"],
+            d["n_skipped"],
+            d["n_docs"],
+            {"cached": 0.0},
+        )
     r = evaluate(encoder, eval_set, metrics, cfg.eval.batch_size)
-    write_json(path, {"metrics": r.metrics, "per_query": r.per_query, "n_queries": r.n_queries, "n_skipped": r.n_skipped, "n_docs": r.n_docs})
+    write_json(
+        path,
+        {
+            "metrics": r.metrics,
+            "per_query": r.per_query,
+            "n_queries": r.n_queries,
+            "n_skipped": r.n_skipped,
+            "n_docs": r.n_docs,
+        },
+    )
     return r
 
 
@@ -132,8 +163,18 @@ def build_logger(cfg: DictConfig):
 def git_info() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip())
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
         return {"git_sha": sha or None, "git_dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "git_dirty": None}
@@ -143,7 +184,14 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ["embedforge", "torch", "transformers", "sentence-transformers", "pytorch-lightning", "hydra-core"]:
+    for pkg in [
+        "embedforge",
+        "torch",
+        "transformers",
+        "sentence-transformers",
+        "pytorch-lightning",
+        "hydra-core",
+    ]:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -158,20 +206,46 @@ def _pct(x: float) -> str:
 
 def write_report(run_dir: Path, m: dict[str, Any]) -> Path:
     lines = [f"# embedforge run: {m['task']}", ""]
-    lines += [f"Eval set **{m['eval_set']['name']}** ({m['n_queries']} queries with relevant documents, {m['n_docs']} documents searched"
-              + (f", {m['n_skipped']} queries without relevant documents skipped" if m.get("n_skipped") else "") + ").", ""]
+    lines += [
+        f"Eval set **{m['eval_set']['name']}** ({m['n_queries']} queries with relevant documents, {m['n_docs']} documents searched"
+        + (
+            f", {m['n_skipped']} queries without relevant documents skipped"
+            if m.get("n_skipped")
+            else ""
+        )
+        + ").",
+        "",
+    ]
     lines += ["| metric | baseline | fine-tuned | delta |", "|---|---:|---:|---:|"]
     for k in m["finetuned"]:
-        lines.append(f"| {k} | {_pct(m['baseline'].get(k, float('nan')))} | {_pct(m['finetuned'][k])} | {m['delta'].get(k, 0):+.4f} |")
-    lines += ["", f"Model shipped as `model/`: **{m['selected']}** (validation {m['monitor']}: base {m['val']['base']:.4f}, "
-              f"best checkpoint {m['val']['best'] if m['val']['best'] is not None else float('nan'):.4f}, last {m['val']['last']:.4f}).", ""]
+        lines.append(
+            f"| {k} | {_pct(m['baseline'].get(k, float('nan')))} | {_pct(m['finetuned'][k])} | {m['delta'].get(k, 0):+.4f} |"
+        )
+    lines += [
+        "",
+        f"Model shipped as `model/`: **{m['selected']}** (validation {m['monitor']}: base {m['val']['base']:.4f}, "
+        f"best checkpoint {m['val']['best'] if m['val']['best'] is not None else float('nan'):.4f}, last {m['val']['last']:.4f}).",
+        "",
+    ]
     if m["selected"] == "base":
-        lines += ["**No checkpoint beat the base model on validation; the base model is kept (fine-tuned = baseline).**", ""]
+        lines += [
+            "**No checkpoint beat the base model on validation; the base model is kept (fine-tuned = baseline).**",
+            "",
+        ]
     gain = m["delta"].get("ndcg@10", 0.0)
-    lines += [f"Ship gate: NDCG@10 gain {gain:+.4f} vs required {m['ship']['min_gain']:+.4f}: "
-              f"**{'pass' if m['ship']['passed'] else 'FAIL (export will refuse without --force)'}**.", ""]
-    lines += ["## Data", "", f"- training pairs: {m['n_train_pairs']} ({', '.join(f'{k}: {v}' for k, v in m['pairs_by_source'].items())})"]
-    lines += [f"- validation: {m['val_set']['name']} ({m['val_set']['n_queries']} queries, {m['val_set']['n_docs']} docs)"]
+    lines += [
+        f"Ship gate: NDCG@10 gain {gain:+.4f} vs required {m['ship']['min_gain']:+.4f}: "
+        f"**{'pass' if m['ship']['passed'] else 'FAIL (export will refuse without --force)'}**.",
+        "",
+    ]
+    lines += [
+        "## Data",
+        "",
+        f"- training pairs: {m['n_train_pairs']} ({', '.join(f'{k}: {v}' for k, v in m['pairs_by_source'].items())})",
+    ]
+    lines += [
+        f"- validation: {m['val_set']['name']} ({m['val_set']['n_queries']} queries, {m['val_set']['n_docs']} docs)"
+    ]
     for k, v in m["eval_set"].items():
         lines.append(f"- eval {k}: {v}")
     if m.get("hard_negatives"):
@@ -185,7 +259,11 @@ def write_report(run_dir: Path, m: dict[str, Any]) -> Path:
         lines.append(f"- {k}: {v}")
     lines += ["", "## Wall time (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in m["seconds"].items()]
-    lines += ["", f"Reproduce: `python train.py --config-path {run_dir.resolve()}/.hydra --config-name config`", ""]
+    lines += [
+        "",
+        f"Reproduce: `python train.py --config-path {run_dir.resolve()}/.hydra --config-name config`",
+        "",
+    ]
     return run_dir.joinpath("report.md").write_text("\n".join(lines)) and run_dir / "report.md"
 
 
@@ -220,17 +298,23 @@ def train(cfg: DictConfig) -> float:
     if data.generate:
         chunks = data.chunks()
         if not chunks:
-            raise EmbedforgeError(f"data source {data.name!r} has no documents to generate pairs from")
+            raise EmbedforgeError(
+                f"data source {data.name!r} has no documents to generate pairs from"
+            )
         synthetic = instantiate(cfg.generator).generate(chunks)
     seconds["generate"] = time.perf_counter() - t
     pairs = mix_pairs(real, synthetic, data.mix_real, data.mix_synthetic, cfg.seed)
     if not pairs:
-        raise EmbedforgeError("no training pairs: set data.train_queries=true, data.pairs_path=..., or data.generate=true")
+        raise EmbedforgeError(
+            "no training pairs: set data.train_queries=true, data.pairs_path=..., or data.generate=true"
+        )
     pairs, val_set, eval_set = build_sets(data, cfg, pairs)
     if data.max_train_pairs and len(pairs) > data.max_train_pairs:
         pairs = random.Random(cfg.seed).sample(pairs, int(data.max_train_pairs))
     if len(pairs) < 2:
-        raise EmbedforgeError(f"only {len(pairs)} training pair(s) left: need at least 2 for in-batch negatives")
+        raise EmbedforgeError(
+            f"only {len(pairs)} training pair(s) left: need at least 2 for in-batch negatives"
+        )
 
     # -- model (hard negatives are mined with the base model)
     t = time.perf_counter()
@@ -250,7 +334,13 @@ def train(cfg: DictConfig) -> float:
     from embedforge.data.diagnostics import pair_diagnostics
 
     diagnostics = pair_diagnostics(pairs, run_dir)
-    log.info("training pairs: %d %s | val %s | eval %s", len(pairs), by_source, val_set.summary(), eval_set.summary())
+    log.info(
+        "training pairs: %d %s | val %s | eval %s",
+        len(pairs),
+        by_source,
+        val_set.summary(),
+        eval_set.summary(),
+    )
     module = ContrastiveModule(
         encoder=encoder,
         loss=instantiate(cfg.loss),
@@ -258,7 +348,11 @@ def train(cfg: DictConfig) -> float:
         val_set=val_set,
         metrics=list(cfg.eval.metrics),
         eval_batch_size=cfg.eval.batch_size,
-        **{k: v for k, v in OmegaConf.to_container(cfg.module, resolve=True).items() if k != "_target_"},
+        **{
+            k: v
+            for k, v in OmegaConf.to_container(cfg.module, resolve=True).items()
+            if k != "_target_"
+        },
     )
 
     # -- fit
@@ -266,23 +360,42 @@ def train(cfg: DictConfig) -> float:
 
     logger = build_logger(cfg)
     ckpt = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode,
-        save_top_k=1, save_last=True, auto_insert_metric_name=False,
+        dirpath=str(run_dir / "checkpoints"),
+        filename="best",
+        monitor=cfg.monitor,
+        mode=cfg.monitor_mode,
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
     )
     from embedforge.resume import ResumableTraining
 
-    callbacks = [ckpt, ResumableTraining(cfg.seed)] + ([LearningRateMonitor("step")] if logger else [])
-    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]  # e.g. +callbacks.x._target_=...
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+    callbacks = [ckpt, ResumableTraining(cfg.seed)] + (
+        [LearningRateMonitor("step")] if logger else []
+    )
+    callbacks += [
+        instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c
+    ]  # e.g. +callbacks.x._target_=...
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir)
+    )
     # the baseline is needed on rank 0 only (under DDP every rank runs this function)
     log.info("baseline: evaluating %s on %s", encoder.name, eval_set.name)
     t = time.perf_counter()
-    base_eval = baseline_eval(cfg, encoder, eval_set) if cfg.eval.baseline and trainer.is_global_zero else None
+    base_eval = (
+        baseline_eval(cfg, encoder, eval_set)
+        if cfg.eval.baseline and trainer.is_global_zero
+        else None
+    )
     seconds["baseline_eval"] = time.perf_counter() - t
     t = time.perf_counter()
     base_val = module.run_validation() if trainer.is_global_zero else {}
     seconds["baseline_val"] = time.perf_counter() - t
-    base_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()} if cfg.eval.keep_best else None
+    base_state = (
+        {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+        if cfg.eval.keep_best
+        else None
+    )
     if logger:
         from embedforge.secrets import redacted_container
 
@@ -291,7 +404,12 @@ def train(cfg: DictConfig) -> float:
     dm = PairDataModule(pairs, data.batch_size, cfg.seed, data.num_workers, has_val=True)
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last_ckpt) if cfg.get("resume") and last_ckpt.exists() else None
-    log.info("baseline %s: eval %s | val %s", cfg.monitor.removeprefix("val/"), f"{base_eval.metrics.get('ndcg@10', float('nan')):.4f}" if base_eval else "-", base_val)
+    log.info(
+        "baseline %s: eval %s | val %s",
+        cfg.monitor.removeprefix("val/"),
+        f"{base_eval.metrics.get('ndcg@10', float('nan')):.4f}" if base_eval else "-",
+        base_val,
+    )
     t = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     seconds["train"] = time.perf_counter() - t
@@ -308,9 +426,13 @@ def train(cfg: DictConfig) -> float:
         candidates["best_checkpoint"] = best_score
     if base_state is not None:
         candidates["base"] = base_val.get(key, float("-inf"))
-    selected = max(candidates, key=lambda k: (candidates[k], k == "base"))  # ties keep the base model
+    selected = max(
+        candidates, key=lambda k: (candidates[k], k == "base")
+    )  # ties keep the base model
     if selected == "best_checkpoint":
-        state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)[
+            "state_dict"
+        ]
         module.load_state_dict(state, strict=False)
     elif selected == "base":
         encoder.load_state_dict(base_state)
@@ -344,7 +466,11 @@ def train(cfg: DictConfig) -> float:
         "monitor": key,
         "monitor_value": candidates[selected],
         "selected": selected,
-        "val": {"base": base_val.get(key, float("nan")), "best": best_score, "last": last_val.get(key, float("nan"))},
+        "val": {
+            "base": base_val.get(key, float("nan")),
+            "best": best_score,
+            "last": last_val.get(key, float("nan")),
+        },
         "ship": {"min_gain": min_gain, "passed": delta.get("ndcg@10", 0.0) >= min_gain},
         "eval_set": eval_set.summary(),
         "val_set": val_set.summary(),
@@ -360,28 +486,56 @@ def train(cfg: DictConfig) -> float:
             "max_seq_length": encoder.max_seq_length,
         },
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "provenance": {"seed": cfg.seed, "pairs_sha": file_hash(pairs_file), "eval_sha": _set_hash(eval_set),
-                       "val_sha": _set_hash(val_set), **git_info(), "versions": versions()},
+        "provenance": {
+            "seed": cfg.seed,
+            "pairs_sha": file_hash(pairs_file),
+            "eval_sha": _set_hash(eval_set),
+            "val_sha": _set_hash(val_set),
+            **git_info(),
+            "versions": versions(),
+        },
     }
     write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir, metrics)
     if logger:
-        logger.log_metrics({f"final/baseline/{k}": v for k, v in baseline.items()} | {f"final/finetuned/{k}": v for k, v in finetuned.items()})
+        logger.log_metrics(
+            {f"final/baseline/{k}": v for k, v in baseline.items()}
+            | {f"final/finetuned/{k}": v for k, v in finetuned.items()}
+        )
         if hasattr(logger, "log_table"):
-            logger.log_table("final/metrics", columns=["metric", "baseline", "finetuned", "delta"],
-                             data=[[k, baseline.get(k), finetuned[k], delta.get(k)] for k in finetuned])
+            logger.log_table(
+                "final/metrics",
+                columns=["metric", "baseline", "finetuned", "delta"],
+                data=[[k, baseline.get(k), finetuned[k], delta.get(k)] for k in finetuned],
+            )
         logger.finalize("success")
     try:
         from embedforge.export.model_card import write_model_card
 
-        write_model_card(model_dir, {"base_model": cfg.model.get("name_or_path", encoder.name), "metrics": metrics,
-                                     "config": OmegaConf.to_yaml(redact(cfg))})
+        write_model_card(
+            model_dir,
+            {
+                "base_model": cfg.model.get("name_or_path", encoder.name),
+                "metrics": metrics,
+                "config": OmegaConf.to_yaml(redact(cfg)),
+            },
+        )
     except ImportError:
         pass
     if baseline:
-        log.info("NDCG@10 %.4f -> %.4f (%+.4f); report: %s", baseline["ndcg@10"], finetuned["ndcg@10"], delta["ndcg@10"], run_dir / "report.md")
+        log.info(
+            "NDCG@10 %.4f -> %.4f (%+.4f); report: %s",
+            baseline["ndcg@10"],
+            finetuned["ndcg@10"],
+            delta["ndcg@10"],
+            run_dir / "report.md",
+        )
     else:
-        log.info("NDCG@10 %.4f (no baseline evaluated); report: %s", finetuned["ndcg@10"], run_dir / "report.md")
+        log.info(
+            "NDCG@10 %.4f (no baseline evaluated); report: %s",
+            finetuned["ndcg@10"],
+            run_dir / "report.md",
+        )
     return float(candidates[selected])
 
 

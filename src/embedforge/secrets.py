@@ -16,7 +16,9 @@ def redacted_container(cfg: DictConfig) -> dict[str, Any]:
 
     def walk(x: Any) -> Any:
         if isinstance(x, dict):
-            return {k: ("***" if SECRET_KEY.search(str(k)) and v else walk(v)) for k, v in x.items()}
+            return {
+                k: ("***" if SECRET_KEY.search(str(k)) and v else walk(v)) for k, v in x.items()
+            }
         if isinstance(x, list):
             return [walk(v) for v in x]
         return x

@@ -56,9 +56,13 @@ def test_missing_eval_split_and_val_equal_eval(tmp_path):
 
 
 def test_eval_set_same_group_and_sampling_keep_relevant_docs():
-    src = BeirSource(str(CUAD), eval_corpus="same_group", val_max_queries=50, val_max_docs=300, seed=1)
+    src = BeirSource(
+        str(CUAD), eval_corpus="same_group", val_max_queries=50, val_max_docs=300, seed=1
+    )
     ev = src.eval_set()
-    assert len(ev.qrels) == 319 and len(ev.corpus) == 1682  # the test contracts' passages (data README)
+    assert (
+        len(ev.qrels) == 319 and len(ev.corpus) == 1682
+    )  # the test contracts' passages (data README)
     val = src.val_set()
     assert len(val.qrels) == 50 and len(val.corpus) == 300
     assert all(d in val.corpus for rels in val.qrels.values() for d in rels)

@@ -43,8 +43,10 @@ def test_ranks_split_global_batches():
 
 
 def test_collate_negatives_dense():
-    batch = collate_pairs([
-        {"query": "a", "positive": "b", "negatives": ["n1", "n2"]},
-        {"query": "c", "positive": "d", "negatives": ["n3", "n4", "n5"]},
-    ])
+    batch = collate_pairs(
+        [
+            {"query": "a", "positive": "b", "negatives": ["n1", "n2"]},
+            {"query": "c", "positive": "d", "negatives": ["n3", "n4", "n5"]},
+        ]
+    )
     assert batch["negatives"] == [["n1", "n2"], ["n3", "n4"]]

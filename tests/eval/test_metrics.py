@@ -33,7 +33,9 @@ def test_ties_broken_by_doc_id_descending_like_trec_eval():
 
 def test_queries_without_relevant_docs_are_skipped_and_counted():
     run = {"q1": {"d1": 1.0}, "q2": {"d1": 1.0}}
-    means, per_query, skipped = compute_metrics(run, {"q1": {"d1": 1}, "q2": {"d2": 0}}, ["ndcg@10"])
+    means, per_query, skipped = compute_metrics(
+        run, {"q1": {"d1": 1}, "q2": {"d2": 0}}, ["ndcg@10"]
+    )
     assert skipped == 1 and set(per_query) == {"q1"} and means["ndcg@10"] == 1.0
 
 
@@ -48,7 +50,9 @@ def test_cutoff_and_mrr_beyond_k():
     assert means == {"mrr@10": 0.0, "recall@5": 0.0, "ndcg@10": 0.0}
 
 
-def _tfidf_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100) -> dict[str, dict[str, float]]:
+def _tfidf_run(
+    corpus: dict[str, str], queries: dict[str, str], k: int = 100
+) -> dict[str, dict[str, float]]:
     """A real lexical ranking (tf-idf cosine) over a real corpus, independent of the dense code."""
     tok = {d: Counter(t.lower().split()) for d, t in corpus.items()}
     df = Counter(w for c in tok.values() for w in c)
@@ -92,9 +96,16 @@ def test_equals_pytrec_eval_on_real_data():
         assert m["ndcg@10"] == pytest.approx(ref[q]["ndcg_cut_10"], abs=1e-6)
         assert m["recall@5"] == pytest.approx(ref[q]["recall_5"], abs=1e-6)
         assert m["recall@100"] == pytest.approx(ref[q]["recall_100"], abs=1e-6)
-    assert means["ndcg@10"] == pytest.approx(sum(r["ndcg_cut_10"] for r in ref.values()) / len(ref), abs=1e-6)
+    assert means["ndcg@10"] == pytest.approx(
+        sum(r["ndcg_cut_10"] for r in ref.values()) / len(ref), abs=1e-6
+    )
     # MRR@10 against pytrec_eval's recip_rank on the run cut to the top 10
-    cut = {q: dict(sorted(d.items(), key=lambda x: (x[1], x[0]), reverse=True)[:10]) for q, d in run.items()}
+    cut = {
+        q: dict(sorted(d.items(), key=lambda x: (x[1], x[0]), reverse=True)[:10])
+        for q, d in run.items()
+    }
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
     mrr, _, _ = compute_metrics(run, qrels, ["mrr@10"])
-    assert mrr["mrr@10"] == pytest.approx(sum(r["recip_rank"] for r in rr.values()) / len(rr), abs=1e-6)
+    assert mrr["mrr@10"] == pytest.approx(
+        sum(r["recip_rank"] for r in rr.values()) / len(rr), abs=1e-6
+    )

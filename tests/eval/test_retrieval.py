@@ -25,10 +25,25 @@ def test_search_exact_topk():
 
 
 def test_evaluate_known_ranking_and_identical_ids():
-    table = {"doc a": [1, 0], "doc b": [0, 1], "doc qb": [0.2, 0.8], "query a": [0.9, 0.1], "query b": [0.2, 0.8]}
-    rset = RetrievalSet(corpus={"a": "doc a", "b": "doc b", "qb": "doc qb"}, queries={"qa": "query a", "qb": "query b"},
-                        qrels={"qa": {"a": 1}, "qb": {"b": 1}})
-    res = evaluate(LookupEncoder({k: np.array(v, dtype=np.float32) / np.linalg.norm(v) for k, v in table.items()}), rset, ["mrr@10", "recall@1"])
+    table = {
+        "doc a": [1, 0],
+        "doc b": [0, 1],
+        "doc qb": [0.2, 0.8],
+        "query a": [0.9, 0.1],
+        "query b": [0.2, 0.8],
+    }
+    rset = RetrievalSet(
+        corpus={"a": "doc a", "b": "doc b", "qb": "doc qb"},
+        queries={"qa": "query a", "qb": "query b"},
+        qrels={"qa": {"a": 1}, "qb": {"b": 1}},
+    )
+    res = evaluate(
+        LookupEncoder(
+            {k: np.array(v, dtype=np.float32) / np.linalg.norm(v) for k, v in table.items()}
+        ),
+        rset,
+        ["mrr@10", "recall@1"],
+    )
     # doc "qb" is query qb's exact match but shares its id: ignored, so qb's top hit is b
     assert res.metrics == {"mrr@10": 1.0, "recall@1": 1.0}
     assert res.n_queries == 2 and res.n_docs == 3

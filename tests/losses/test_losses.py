@@ -48,7 +48,9 @@ def test_mnrl_labels_select_positive_among_gathered_docs():
     labels = torch.tensor([3, 4, 5])  # rank 1 of 3: its docs sit at rows 3..5
     loss = MultipleNegativesRankingLoss(scale=10.0)
     logits = 10.0 * F.normalize(q) @ F.normalize(d).T
-    assert loss(q, d, labels=labels).item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+    assert loss(q, d, labels=labels).item() == pytest.approx(
+        F.cross_entropy(logits, labels).item(), rel=1e-6
+    )
 
 
 def naive_triplet(q, d, negs, margin):

@@ -19,7 +19,9 @@ def test_tiny_is_deterministic_and_normalized():
 
 def test_prefixes_are_applied_and_saved(tmp_path):
     enc = Encoder.tiny(seed=0, query_prefix="query: ", doc_prefix="passage: ")
-    assert enc.prefixed(["x"], "query") == ["query: x"] and enc.prefixed(["x"], "doc") == ["passage: x"]
+    assert enc.prefixed(["x"], "query") == ["query: x"] and enc.prefixed(["x"], "doc") == [
+        "passage: x"
+    ]
     q = enc.encode(["find the clause"], "query")
     raw = enc.model.encode(["query: find the clause"], normalize_embeddings=False)
     assert np.allclose(q, raw, atol=1e-5)

@@ -44,7 +44,9 @@ def read_qrels(path: Path, corpus: dict, queries: dict) -> dict[str, dict[str, i
             if lineno == 1 and not row[-1].strip().lstrip("-").isdigit():
                 continue  # header
             if len(row) < 3:
-                raise EmbedforgeError(f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score)")
+                raise EmbedforgeError(
+                    f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score)"
+                )
             qid, did, score = row[0].strip(), row[1].strip(), row[-1].strip()
             try:
                 rel = int(float(score))
@@ -69,14 +71,18 @@ def load_beir(path: str | Path, splits: list[str] | None = None) -> BeirDataset:
     corpus: dict[str, dict[str, str]] = {}
     for lineno, row in enumerate(iter_jsonl(root / "corpus.jsonl"), 1):
         if "_id" not in row or not isinstance(row.get("text", ""), str):
-            raise EmbedforgeError(f"{root / 'corpus.jsonl'}: record {lineno} needs '_id' and a string 'text'")
+            raise EmbedforgeError(
+                f"{root / 'corpus.jsonl'}: record {lineno} needs '_id' and a string 'text'"
+            )
         corpus[str(row["_id"])] = {"title": row.get("title") or "", "text": row.get("text") or ""}
     if not corpus:
         raise EmbedforgeError(f"{root / 'corpus.jsonl'} is empty: no documents to search")
     queries: dict[str, str] = {}
     for lineno, row in enumerate(iter_jsonl(root / "queries.jsonl"), 1):
         if "_id" not in row or not isinstance(row.get("text"), str):
-            raise EmbedforgeError(f"{root / 'queries.jsonl'}: record {lineno} needs '_id' and a string 'text'")
+            raise EmbedforgeError(
+                f"{root / 'queries.jsonl'}: record {lineno} needs '_id' and a string 'text'"
+            )
         queries[str(row["_id"])] = row["text"]
     qrels_dir = root / "qrels"
     available = sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []

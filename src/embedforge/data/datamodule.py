@@ -39,7 +39,15 @@ class UniqueBatchSampler(Sampler[list[int]]):
         num_replicas / rank: DDP layout.
     """
 
-    def __init__(self, keys: list[tuple[str, ...]], batch_size: int, seed: int = 0, drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
+    def __init__(
+        self,
+        keys: list[tuple[str, ...]],
+        batch_size: int,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
         self.keys = keys
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -47,7 +55,9 @@ class UniqueBatchSampler(Sampler[list[int]]):
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
         self.epoch = 0
-        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained): set on resume
+        self.resume_at: tuple[int, int] | None = (
+            None  # (epoch, batches already trained): set on resume
+        )
         if self.batch_size % self.num_replicas:
             raise ValueError(f"batch size {batch_size} is not divisible by {num_replicas} devices")
 
@@ -80,7 +90,9 @@ class UniqueBatchSampler(Sampler[list[int]]):
         if self.resume_at is not None and self.resume_at[0] == self.epoch:
             skip, self.resume_at = self.resume_at[1], None
         for b in self.global_batches()[skip:]:
-            yield b[self.rank * per_rank : (self.rank + 1) * per_rank] if self.num_replicas > 1 else b
+            yield (
+                b[self.rank * per_rank : (self.rank + 1) * per_rank] if self.num_replicas > 1 else b
+            )
 
     def __len__(self) -> int:
         return len(self.global_batches())
@@ -88,7 +100,10 @@ class UniqueBatchSampler(Sampler[list[int]]):
 
 def collate_pairs(items: list[Pair]) -> dict[str, Any]:
     """Lists of strings; negatives truncated to the smallest count in the batch (a dense (B, N) block)."""
-    batch: dict[str, Any] = {"query": [p["query"] for p in items], "positive": [p["positive"] for p in items]}
+    batch: dict[str, Any] = {
+        "query": [p["query"] for p in items],
+        "positive": [p["positive"] for p in items],
+    }
     n_neg = min(len(p.get("negatives") or []) for p in items)
     if n_neg:
         batch["negatives"] = [list(p["negatives"][:n_neg]) for p in items]
@@ -98,7 +113,15 @@ def collate_pairs(items: list[Pair]) -> dict[str, Any]:
 class PairDataModule(pl.LightningDataModule):
     """Serves the training pairs (and a one-item validation loader that triggers IR validation)."""
 
-    def __init__(self, pairs: list[Pair], batch_size: int, seed: int = 0, num_workers: int = 0, has_val: bool = True, drop_last: bool = False):
+    def __init__(
+        self,
+        pairs: list[Pair],
+        batch_size: int,
+        seed: int = 0,
+        num_workers: int = 0,
+        has_val: bool = True,
+        drop_last: bool = False,
+    ):
         super().__init__()
         self.pairs = pairs
         self.batch_size = int(batch_size)
@@ -117,7 +140,12 @@ class PairDataModule(pl.LightningDataModule):
         world, rank = self._replicas()
         keys = [(("p", p["positive"]), ("q", p["query"])) for p in self.pairs]
         sampler = UniqueBatchSampler(keys, self.batch_size, self.seed, self.drop_last, world, rank)
-        return DataLoader(PairDataset(self.pairs), batch_sampler=sampler, collate_fn=collate_pairs, num_workers=self.num_workers)
+        return DataLoader(
+            PairDataset(self.pairs),
+            batch_sampler=sampler,
+            collate_fn=collate_pairs,
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         # IR validation encodes its own corpus; the loader only tells Lightning when to run it

@@ -128,7 +128,9 @@ def mine_hard_negatives(
     return out
 
 
-def mine_for_pipeline(pairs: list[Pair], data: Any, encoder: Any, seed: int, stats: dict[str, Any] | None = None) -> list[Pair]:
+def mine_for_pipeline(
+    pairs: list[Pair], data: Any, encoder: Any, seed: int, stats: dict[str, Any] | None = None
+) -> list[Pair]:
     """Mine with the base model over the data source's documents, as ``data.hard_negatives`` says.
 
     Judged-relevant documents of the source's training split are excluded too (BEIR sources).

@@ -29,7 +29,9 @@ def _icd():
     return icd
 
 
-def build_icd10(out_dir: str | Path, chapters: list[str] | None, seed: int, split: tuple[float, float, float]) -> Path:
+def build_icd10(
+    out_dir: str | Path, chapters: list[str] | None, seed: int, split: tuple[float, float, float]
+) -> Path:
     """Write the dataset in BEIR layout into ``out_dir`` (atomically per file)."""
     icd = _icd()
     out = Path(out_dir)
@@ -49,7 +51,11 @@ def build_icd10(out_dir: str | Path, chapters: list[str] | None, seed: int, spli
     codes = sorted(terms)
     random.Random(seed).shuffle(codes)
     n_train, n_dev = int(len(codes) * split[0]), int(len(codes) * split[1])
-    parts = {"train": codes[:n_train], "dev": codes[n_train : n_train + n_dev], "test": codes[n_train + n_dev :]}
+    parts = {
+        "train": codes[:n_train],
+        "dev": codes[n_train : n_train + n_dev],
+        "test": codes[n_train + n_dev :],
+    }
     queries, qrels = [], {s: [] for s in parts}
     for s, part in parts.items():
         for code in sorted(part):
@@ -61,7 +67,9 @@ def build_icd10(out_dir: str | Path, chapters: list[str] | None, seed: int, spli
     atomic_write_text(out / "corpus.jsonl", "".join(json.dumps(d) + "\n" for d in docs.values()))
     atomic_write_text(out / "queries.jsonl", "".join(json.dumps(q) + "\n" for q in queries))
     for s, rows in qrels.items():
-        atomic_write_text(out / "qrels" / f"{s}.tsv", "query-id\tcorpus-id\tscore\n" + "".join(rows))
+        atomic_write_text(
+            out / "qrels" / f"{s}.tsv", "query-id\tcorpus-id\tscore\n" + "".join(rows)
+        )
     atomic_write_text(out / "DONE", json.dumps({"docs": len(docs), "queries": len(queries)}))
     return out
 

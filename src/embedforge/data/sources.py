@@ -160,7 +160,9 @@ class BeirSource(DataSource):
         self.train_queries = bool(train_queries)
         self.pairs_path = pairs_path
         if eval_corpus not in {"all", "same_group"}:
-            raise EmbedforgeError(f"data.eval_corpus must be 'all' or 'same_group', got {eval_corpus!r}")
+            raise EmbedforgeError(
+                f"data.eval_corpus must be 'all' or 'same_group', got {eval_corpus!r}"
+            )
         if val_split and val_split == eval_split:
             raise EmbedforgeError(
                 f"data.val_split equals data.eval_split ({eval_split!r}): validation must never see the reported split"
@@ -203,15 +205,24 @@ class BeirSource(DataSource):
             corpus = {d: t for d, t in corpus.items() if self._group(d) in groups}
             info["groups"] = len(groups)
         info["corpus_docs_before_sampling"] = len(corpus)
-        return subsample(corpus, self.dataset.queries, qrels, max_queries, max_docs, self.seed, name, info)
+        return subsample(
+            corpus, self.dataset.queries, qrels, max_queries, max_docs, self.seed, name, info
+        )
 
     def eval_set(self) -> RetrievalSet:
-        return self._split_set(self.eval_split, self.eval_max_queries, self.eval_max_docs, f"{self.name}/{self.eval_split}")
+        return self._split_set(
+            self.eval_split,
+            self.eval_max_queries,
+            self.eval_max_docs,
+            f"{self.name}/{self.eval_split}",
+        )
 
     def val_set(self) -> RetrievalSet | None:
         if not self.val_split or self.val_split not in self.dataset.qrels:
             return None
-        return self._split_set(self.val_split, self.val_max_queries, self.val_max_docs, f"{self.name}/{self.val_split}")
+        return self._split_set(
+            self.val_split, self.val_max_queries, self.val_max_docs, f"{self.name}/{self.val_split}"
+        )
 
     def real_pairs(self) -> list[Pair]:
         pairs: list[Pair] = []
@@ -224,7 +235,15 @@ class BeirSource(DataSource):
             for qid, rels in sorted(ds.qrels[self.train_split].items()):
                 for did, rel in sorted(rels.items()):
                     if rel >= 1:
-                        pairs.append({"query": ds.queries[qid], "positive": self.texts[did], "source": "real", "doc_id": did, "query_id": qid})
+                        pairs.append(
+                            {
+                                "query": ds.queries[qid],
+                                "positive": self.texts[did],
+                                "source": "real",
+                                "doc_id": did,
+                                "query_id": qid,
+                            }
+                        )
         if self.pairs_path:
             pairs.extend(read_pairs(self.pairs_path))
         return pairs
@@ -233,14 +252,23 @@ class BeirSource(DataSource):
         ids = sorted(self.dataset.corpus)
         if self.gen_max_docs and len(ids) > self.gen_max_docs:
             ids = sorted(random.Random(self.seed).sample(ids, int(self.gen_max_docs)))
-        return [{"id": i, "title": self.dataset.corpus[i]["title"], "text": self.dataset.corpus[i]["text"]} for i in ids]
+        return [
+            {
+                "id": i,
+                "title": self.dataset.corpus[i]["title"],
+                "text": self.dataset.corpus[i]["text"],
+            }
+            for i in ids
+        ]
 
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "path": str(self.path),
             "eval_split": self.eval_split,
-            "val_split": self.val_split if self.val_split in self.dataset.qrels else "held-out training pairs",
+            "val_split": self.val_split
+            if self.val_split in self.dataset.qrels
+            else "held-out training pairs",
             "train_queries": self.train_queries,
             "corpus_docs": len(self.dataset.corpus),
         }
@@ -252,7 +280,9 @@ def read_pairs(path: str | Path, default_source: str = "real") -> list[Pair]:
     for lineno, row in enumerate(iter_jsonl(path), 1):
         q, p = row.get("query"), row.get("positive")
         if not isinstance(q, str) or not q.strip() or not isinstance(p, str) or not p.strip():
-            raise EmbedforgeError(f"{path}: record {lineno} needs non-empty string 'query' and 'positive'")
+            raise EmbedforgeError(
+                f"{path}: record {lineno} needs non-empty string 'query' and 'positive'"
+            )
         negs = row.get("negatives") or []
         if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
             raise EmbedforgeError(f"{path}: record {lineno}: 'negatives' must be a list of strings")
@@ -276,11 +306,33 @@ class PairsSource(DataSource):
         eval_split / val_split: as in :class:`BeirSource`.
     """
 
-    def __init__(self, path: str, name: str | None = None, eval_path: str | None = None, eval_split: str = "test", val_split: str | None = "dev", eval_corpus: str = "all", eval_max_queries: int | None = None, eval_max_docs: int | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        path: str,
+        name: str | None = None,
+        eval_path: str | None = None,
+        eval_split: str = "test",
+        val_split: str | None = "dev",
+        eval_corpus: str = "all",
+        eval_max_queries: int | None = None,
+        eval_max_docs: int | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(name=name or Path(str(path)).stem, **kwargs)
         self.path = path
         self._beir = (
-            BeirSource(eval_path, name=self.name, eval_split=eval_split, val_split=val_split, eval_corpus=eval_corpus, eval_max_queries=eval_max_queries, eval_max_docs=eval_max_docs, val_max_queries=self.val_max_queries, val_max_docs=self.val_max_docs, seed=self.seed)
+            BeirSource(
+                eval_path,
+                name=self.name,
+                eval_split=eval_split,
+                val_split=val_split,
+                eval_corpus=eval_corpus,
+                eval_max_queries=eval_max_queries,
+                eval_max_docs=eval_max_docs,
+                val_max_queries=self.val_max_queries,
+                val_max_docs=self.val_max_docs,
+                seed=self.seed,
+            )
             if eval_path
             else None
         )
@@ -295,11 +347,20 @@ class PairsSource(DataSource):
         return self._beir.val_set() if self._beir else None
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "pairs_path": str(self.path), "eval": self._beir.summary() if self._beir else "held-out pairs"}
+        return {
+            "name": self.name,
+            "pairs_path": str(self.path),
+            "eval": self._beir.summary() if self._beir else "held-out pairs",
+        }
 
 
 def holdout_sets(
-    pairs: list[Pair], fraction: float, seed: int, max_docs: int | None, name: str, with_eval: bool = True
+    pairs: list[Pair],
+    fraction: float,
+    seed: int,
+    max_docs: int | None,
+    name: str,
+    with_eval: bool = True,
 ) -> tuple[list[Pair], RetrievalSet, RetrievalSet | None]:
     """Split pairs into (train, val, eval) when a source has no judged splits.
 
@@ -310,7 +371,9 @@ def holdout_sets(
     rng = random.Random(seed)
     positives = sorted({p["positive"] for p in pairs})
     if len(positives) < 10:
-        raise EmbedforgeError(f"only {len(positives)} distinct positives: too few to hold out validation/eval pairs")
+        raise EmbedforgeError(
+            f"only {len(positives)} distinct positives: too few to hold out validation/eval pairs"
+        )
     rng.shuffle(positives)
     n = max(2, int(len(positives) * fraction))
     val_pos, eval_pos = set(positives[:n]), set(positives[n : 2 * n] if with_eval else [])
@@ -323,11 +386,30 @@ def holdout_sets(
             qid = f"{split}{k}"
             queries[qid] = p["query"]
             qrels[qid] = {doc_id[p["positive"]]: 1}
-        return subsample(corpus, queries, qrels, None, max_docs, seed, f"{name}/{split}", {"split": f"held-out {split}"})
+        return subsample(
+            corpus,
+            queries,
+            qrels,
+            None,
+            max_docs,
+            seed,
+            f"{name}/{split}",
+            {"split": f"held-out {split}"},
+        )
 
     held_q = {p["query"] for p in pairs if p["positive"] in val_pos | eval_pos}
-    train = [p for p in pairs if p["positive"] not in val_pos | eval_pos and p["query"] not in held_q]
+    train = [
+        p for p in pairs if p["positive"] not in val_pos | eval_pos and p["query"] not in held_q
+    ]
     return train, make(val_pos, "val"), make(eval_pos, "eval") if with_eval else None
 
 
-__all__ = ["DataSource", "BeirSource", "PairsSource", "read_pairs", "holdout_sets", "subsample", "doc_text"]
+__all__ = [
+    "DataSource",
+    "BeirSource",
+    "PairsSource",
+    "read_pairs",
+    "holdout_sets",
+    "subsample",
+    "doc_text",
+]

@@ -19,7 +19,9 @@ _KINDS = {"ndcg", "recall", "mrr", "precision", "map"}
 def parse_metric(name: str) -> tuple[str, int]:
     kind, _, k = name.partition("@")
     if kind not in _KINDS or not k.isdigit() or int(k) < 1:
-        raise ValueError(f"unknown metric {name!r}; use one of {sorted(_KINDS)} as name@k, e.g. ndcg@10")
+        raise ValueError(
+            f"unknown metric {name!r}; use one of {sorted(_KINDS)} as name@k, e.g. ndcg@10"
+        )
     return kind, int(k)
 
 
@@ -28,7 +30,9 @@ def rank(scores: Mapping[str, float]) -> list[str]:
     return [d for d, _ in sorted(scores.items(), key=lambda x: (x[1], x[0]), reverse=True)]
 
 
-def query_metrics(ranking: list[str], rels: Mapping[str, int], metrics: Iterable[str]) -> dict[str, float]:
+def query_metrics(
+    ranking: list[str], rels: Mapping[str, int], metrics: Iterable[str]
+) -> dict[str, float]:
     """Metrics of one ranked list against one query's judgements (which hold a relevant doc)."""
     relevant = {d: r for d, r in rels.items() if r >= 1}
     out: dict[str, float] = {}

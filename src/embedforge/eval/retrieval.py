@@ -23,7 +23,12 @@ class RetrievalSet:
     info: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "n_queries": len(self.qrels), "n_docs": len(self.corpus), **self.info}
+        return {
+            "name": self.name,
+            "n_queries": len(self.qrels),
+            "n_docs": len(self.corpus),
+            **self.info,
+        }
 
 
 @dataclass
@@ -80,7 +85,11 @@ def evaluate(
     idx, val = search(q_emb, d_emb, top_k + extra)
     run: dict[str, dict[str, float]] = {}
     for qi, qid in enumerate(qids):
-        hits = {doc_ids[j]: float(s) for j, s in zip(idx[qi], val[qi]) if not (extra and doc_ids[j] == qid)}
+        hits = {
+            doc_ids[j]: float(s)
+            for j, s in zip(idx[qi], val[qi])
+            if not (extra and doc_ids[j] == qid)
+        }
         run[qid] = dict(list(hits.items())[:top_k])
     qrels = {q: rset.qrels[q] for q in qids}
     means, per_query, skipped = compute_metrics(run, qrels, metrics)

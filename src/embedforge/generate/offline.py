@@ -69,7 +69,9 @@ class OfflineGenerator:
         if unknown:
             from embedforge.errors import EmbedforgeError
 
-            raise EmbedforgeError(f"generator.strategies: unknown {sorted(unknown)}; choose from {list(STRATEGIES)}")
+            raise EmbedforgeError(
+                f"generator.strategies: unknown {sorted(unknown)}; choose from {list(STRATEGIES)}"
+            )
         self.strategies = list(strategies)
         self.pairs_per_doc = int(pairs_per_doc)
         self.max_pairs = max_pairs
@@ -111,7 +113,9 @@ class OfflineGenerator:
         max_share = max(1, int(self.max_title_share * n))
         pairs: list[Pair] = []
         for c, words in docs:
-            rng = random.Random(f"{self.seed}:{c.get('id')}")  # per-document: stable under corpus edits
+            rng = random.Random(
+                f"{self.seed}:{c.get('id')}"
+            )  # per-document: stable under corpus edits
             title = (c.get("title") or "").strip()
             informative = bool(title) and title_count[title.lower()] <= max_share
             positive = f"{title} {c.get('text', '')}".strip() if title else c.get("text", "")
@@ -125,10 +129,22 @@ class OfflineGenerator:
                     options.append((s, f"{title}; {self._keyphrase(words, idf, rng)}"))
                 elif s == "span":
                     options.append((s, self._span(words, rng)))
-            options = [(s, q) for s, q in options if self.min_query_words <= len(q.split()) <= self.max_query_words + 20 and q]
+            options = [
+                (s, q)
+                for s, q in options
+                if self.min_query_words <= len(q.split()) <= self.max_query_words + 20 and q
+            ]
             rng.shuffle(options)
             for s, q in options[: self.pairs_per_doc]:
-                pairs.append({"query": q, "positive": positive, "source": "offline", "strategy": s, "doc_id": c.get("id")})
+                pairs.append(
+                    {
+                        "query": q,
+                        "positive": positive,
+                        "source": "offline",
+                        "strategy": s,
+                        "doc_id": c.get("id"),
+                    }
+                )
         if self.max_pairs and len(pairs) > self.max_pairs:
             pairs = random.Random(self.seed).sample(pairs, int(self.max_pairs))
         return pairs

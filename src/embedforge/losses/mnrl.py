@@ -44,7 +44,9 @@ class MultipleNegativesRankingLoss(nn.Module):
     ) -> torch.Tensor:
         if labels is None:
             labels = torch.arange(q.shape[0], device=q.device)
-        logits = self.scale * similarity(q, candidates(d, negatives), self.similarity)  # (B, B_d+B*N)
+        logits = self.scale * similarity(
+            q, candidates(d, negatives), self.similarity
+        )  # (B, B_d+B*N)
         loss = F.cross_entropy(logits, labels)
         if self.symmetric:
             logits_t = self.scale * similarity(d[labels], q, self.similarity)  # (B, B)

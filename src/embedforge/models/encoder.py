@@ -88,7 +88,9 @@ class Encoder(nn.Module):
         name: a label for reports.
     """
 
-    def __init__(self, model: nn.Module, query_prefix: str = "", doc_prefix: str = "", name: str = ""):
+    def __init__(
+        self, model: nn.Module, query_prefix: str = "", doc_prefix: str = "", name: str = ""
+    ):
         super().__init__()
         self.model = model
         self.query_prefix = query_prefix or ""
@@ -174,19 +176,37 @@ class Encoder(nn.Module):
         from sentence_transformers import SentenceTransformer
         from transformers import BertConfig, BertModel
 
-        spec = dict(L=num_layers, H=hidden_size, A=num_heads, I=intermediate_size, S=max_seq_length, p=dropout, seed=seed, v=1)
+        spec = dict(
+            L=num_layers,
+            H=hidden_size,
+            A=num_heads,
+            I=intermediate_size,
+            S=max_seq_length,
+            p=dropout,
+            seed=seed,
+            v=1,
+        )
         key = hashlib.sha256(repr(sorted(spec.items())).encode()).hexdigest()[:12]
         cache = Path(os.environ.get("EMBEDFORGE_CACHE", Path.home() / ".cache" / "embedforge"))
         target = cache / "tiny" / key
         if not (target / "config.json").exists():
             vocab_dir = Path(resolve_model_path("packaged:all-MiniLM-L6-v2"))
             tmp = Path(tempfile.mkdtemp(dir=cache.mkdir(parents=True, exist_ok=True) or cache))
-            for f in ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]:
+            for f in [
+                "vocab.txt",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+            ]:
                 shutil.copy2(vocab_dir / f, tmp / f)
             config = BertConfig(
-                vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=num_layers,
-                num_attention_heads=num_heads, intermediate_size=intermediate_size,
-                max_position_embeddings=max(128, max_seq_length), hidden_dropout_prob=dropout,
+                vocab_size=30522,
+                hidden_size=hidden_size,
+                num_hidden_layers=num_layers,
+                num_attention_heads=num_heads,
+                intermediate_size=intermediate_size,
+                max_position_embeddings=max(128, max_seq_length),
+                hidden_dropout_prob=dropout,
                 attention_probs_dropout_prob=dropout,
             )
             with torch.random.fork_rng(devices=[]):
@@ -206,7 +226,11 @@ class Encoder(nn.Module):
             warnings.simplefilter("ignore")
             transformer = mods.Transformer(str(target), max_seq_length=max_seq_length)
             st = SentenceTransformer(
-                modules=[transformer, mods.Pooling(hidden_size, pooling_mode="mean"), mods.Normalize()],
+                modules=[
+                    transformer,
+                    mods.Pooling(hidden_size, pooling_mode="mean"),
+                    mods.Normalize(),
+                ],
                 device="cpu",
             )
         hf_logging.set_verbosity(verbosity)
@@ -234,7 +258,9 @@ class Encoder(nn.Module):
     # ------------------------------------------------------------------ encoding
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         feats = self.model.preprocess(list(texts))
-        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in feats.items()}
+        return {
+            k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in feats.items()
+        }
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embeddings ``(B, D)`` for tokenized features."""
