@@ -13,7 +13,6 @@ def build(node, *args, **kwargs):
 
     Hydra wraps errors raised by a ``_target_`` in ``InstantiationException``; an
     :class:`EmbedforgeError` inside is re-raised as is, anything else names the target.
-    (Reconstructed by the issue-3 engineer after overwriting the lead's version by mistake.)
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
