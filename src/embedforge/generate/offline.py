@@ -9,7 +9,9 @@ users type instead:
 - ``keyphrase``: 3-6 salient words of the passage (highest tf-idf in the corpus, in reading order),
   a short keyword search query;
 - ``title_keyphrase``: title + keyphrases (what a user searching inside one named document types);
-- ``span``: a short contiguous span (a clause fragment) left *inside* the passage.
+- ``span``: a short contiguous span (a clause fragment) left *inside* the passage;
+- ``ict``: classic inverse cloze (a sentence as the query, removed from its passage), kept for
+  comparison: it is the variant that hurts.
 
 Every pair is a deterministic function of (corpus, config, seed).
 """
@@ -34,7 +36,8 @@ STOPWORDS = frozenset(
     will with within without would you your yours yourself yourselves hereby herein hereof hereto thereof
     thereto therein whereas whether such said shall any each per via""".split()
 )
-STRATEGIES = ("title", "keyphrase", "title_keyphrase", "span")
+STRATEGIES = ("title", "keyphrase", "title_keyphrase", "span", "ict")
+_SENT = re.compile(r"(?<=[.!?;])\s+")
 
 
 def _words(text: str) -> list[str]:
@@ -102,6 +105,13 @@ class OfflineGenerator:
         start = rng.randrange(0, max(1, len(words) - n))
         return " ".join(words[start : start + n])
 
+    def _ict(self, text: str, rng: random.Random) -> tuple[str, str]:
+        sents = [x for x in _SENT.split(text) if x.strip()]
+        if len(sents) < 3:
+            return "", ""
+        i = rng.randrange(len(sents))
+        return sents[i], " ".join(sents[:i] + sents[i + 1 :])
+
     def generate(self, chunks: list[Chunk]) -> list[Pair]:
         if not chunks or not self.strategies:
             return []
@@ -129,17 +139,23 @@ class OfflineGenerator:
                     options.append((s, f"{title}; {self._keyphrase(words, idf, rng)}"))
                 elif s == "span":
                     options.append((s, self._span(words, rng)))
+                elif s == "ict":
+                    query, rest = self._ict(c.get("text", ""), rng)
+                    options.append((s, query, f"{title} {rest}".strip() if title else rest))
             options = [
-                (s, q)
-                for s, q in options
-                if self.min_query_words <= len(q.split()) <= self.max_query_words + 20 and q
+                o if len(o) == 3 else (*o, positive) for o in options
+            ]  # (strategy, query, positive)
+            options = [
+                o
+                for o in options
+                if o[1] and self.min_query_words <= len(o[1].split()) <= self.max_query_words + 20
             ]
             rng.shuffle(options)
-            for s, q in options[: self.pairs_per_doc]:
+            for s, q, pos in options[: self.pairs_per_doc]:
                 pairs.append(
                     {
                         "query": q,
-                        "positive": positive,
+                        "positive": pos,
                         "source": "offline",
                         "strategy": s,
                         "doc_id": c.get("id"),
