@@ -422,7 +422,8 @@ def train(cfg: DictConfig) -> float:
     key = cfg.monitor
     candidates = {"last": last_val.get(key, float("-inf"))}
     best_score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
-    if best_score is not None and ckpt.best_model_path and best_score > candidates["last"]:
+    # the checkpoint score was logged in fp32: only a real gain over the last weights counts
+    if best_score is not None and ckpt.best_model_path and best_score > candidates["last"] + 1e-6:
         candidates["best_checkpoint"] = best_score
     if base_state is not None:
         candidates["base"] = base_val.get(key, float("-inf"))
