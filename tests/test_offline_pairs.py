@@ -50,4 +50,6 @@ def test_ict_removes_the_query_sentence_from_its_passage():
     chunks = BeirSource(str(LEGAL), val_split=None).chunks()
     pairs = OfflineGenerator(strategies=["ict"], max_query_words=40, seed=0).generate(chunks)
     text = {c["id"]: c["text"] for c in chunks}
-    assert pairs and all(p["positive"].count(p["query"]) < text[p["doc_id"]].count(p["query"]) for p in pairs)
+    assert pairs and all(
+        p["positive"].count(p["query"]) < text[p["doc_id"]].count(p["query"]) for p in pairs
+    )
