@@ -64,7 +64,14 @@ def test_eval_set_same_group_and_sampling_keep_relevant_docs():
         len(ev.qrels) == 319 and len(ev.corpus) == 1682
     )  # the test contracts' passages (data README)
     val = src.val_set()
-    assert len(val.qrels) == 50 and len(val.corpus) == 300
+    # capped same-group sets keep whole contracts: every passage of a kept contract is searched
+    groups = {src._group(d) for d in val.corpus}
+    assert len(val.qrels) <= 50 and len(val.corpus) <= 300 and len(groups) >= 2
+    assert all(
+        sum(src._group(d) == g for d in src.dataset.corpus)
+        == sum(src._group(d) == g for d in val.corpus)
+        for g in groups
+    )
     assert all(d in val.corpus for rels in val.qrels.values() for d in rels)
     assert not set(val.queries) & set(ev.queries)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -201,9 +202,26 @@ class BeirSource(DataSource):
         corpus = self.texts
         info: dict[str, Any] = {"split": split, "corpus": self.eval_corpus, "path": str(self.path)}
         if self.eval_corpus == "same_group":
-            groups = {self._group(d) for rels in qrels.values() for d in rels}
-            corpus = {d: t for d, t in corpus.items() if self._group(d) in groups}
-            info["groups"] = len(groups)
+            groups = sorted({self._group(d) for rels in qrels.values() for d in rels})
+            if max_docs:
+                # sample whole groups, so a capped set is the same task as the full one (rank a
+                # group's own passages), not an easier search over random documents
+                sizes = Counter(self._group(d) for d in corpus)
+                random.Random(self.seed).shuffle(groups)
+                kept, n = [], 0
+                for g in groups:
+                    if kept and n + sizes[g] > max_docs:
+                        break
+                    kept.append(g)
+                    n += sizes[g]
+                groups = kept
+                qrels = {
+                    q: r for q, r in qrels.items() if any(self._group(d) in set(groups) for d in r)
+                }
+            wanted = set(groups)
+            corpus = {d: t for d, t in corpus.items() if self._group(d) in wanted}
+            info["groups"] = len(wanted)
+            max_docs = None  # whole groups were sampled instead
         info["corpus_docs_before_sampling"] = len(corpus)
         return subsample(
             corpus, self.dataset.queries, qrels, max_queries, max_docs, self.seed, name, info
