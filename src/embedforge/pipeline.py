@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import platform
@@ -23,7 +24,7 @@ from embedforge.data.sources import DataSource, holdout_sets
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.retrieval import EvalResult, RetrievalSet, evaluate
 from embedforge.generate.base import Pair
-from embedforge.io import file_hash, write_json, write_jsonl
+from embedforge.io import atomic_write_text, file_hash, write_json, write_jsonl
 from embedforge.module import ContrastiveModule
 
 log = logging.getLogger("embedforge")
@@ -78,8 +79,6 @@ def build_eval_set(cfg: DictConfig) -> RetrievalSet:
 
 def load_run(run_dir: str | Path) -> tuple[DictConfig, dict[str, Any]]:
     """The saved config and metrics of a run directory."""
-    import json
-
     run = Path(run_dir)
     cfg_path, metrics_path = run / ".hydra" / "config.yaml", run / "metrics.json"
     if not cfg_path.is_file():
@@ -94,8 +93,6 @@ def baseline_eval(cfg: DictConfig, encoder, eval_set: RetrievalSet) -> EvalResul
     Every job of a sweep shares its baseline, so a sweep encodes the eval corpus with the base
     model once instead of once per job.
     """
-    import json
-
     from embedforge.io import stable_hash
 
     metrics = list(cfg.eval.metrics)
@@ -264,7 +261,7 @@ def write_report(run_dir: Path, m: dict[str, Any]) -> Path:
         f"Reproduce: `python train.py --config-path {run_dir.resolve()}/.hydra --config-name config`",
         "",
     ]
-    return run_dir.joinpath("report.md").write_text("\n".join(lines)) and run_dir / "report.md"
+    return atomic_write_text(run_dir / "report.md", "\n".join(lines))
 
 
 def _set_hash(s: RetrievalSet) -> str:
