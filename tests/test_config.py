@@ -79,6 +79,10 @@ def test_trainer_args_pass_through(compose):
         (["monitor=val/map@10"], "eval.metrics"),
         (["optim.lr=5"], "optim.lr"),
         (["data.mix_real=0", "data.mix_synthetic=0"], "data.mix_real"),
+        (
+            ["data=beir", "data.path=x", "data.group_negatives=1", "data.hard_negatives.num=2"],
+            "choose one source of negatives",
+        ),
     ],
 )
 def test_bad_combinations_one_line_error(compose, overrides, match):

@@ -91,6 +91,13 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"data.mix_real / data.mix_synthetic must be non-negative integers, not both 0, got {mix}"
         )
+    gn = _get(cfg, "data.group_negatives", 0) or 0
+    hn = (_get(cfg, "data.hard_negatives", {}) or {}).get("num", 0) or 0
+    if gn and hn:
+        raise EmbedforgeError(
+            f"data.group_negatives={gn} and data.hard_negatives.num={hn}: choose one source of"
+            " negatives (mined by the base model, or drawn from the positive's group)"
+        )
     if _get(cfg, "trainer.max_steps", -1) in (0,) and _get(cfg, "trainer.max_epochs", 1) in (0,):
         raise EmbedforgeError(
             "trainer.max_steps and trainer.max_epochs are both 0: nothing to train"

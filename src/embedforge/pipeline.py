@@ -324,6 +324,8 @@ def train(cfg: DictConfig) -> float:
         t = time.perf_counter()
         pairs = mine_for_pipeline(pairs, data, encoder, cfg.seed, stats=mining)
         seconds["mine_negatives"] = time.perf_counter() - t
+    elif int(getattr(data, "group_negatives", 0) or 0) > 0:
+        pairs = data.with_group_negatives(pairs, stats=mining)
     pairs_file = write_jsonl(run_dir / "train_pairs.jsonl", pairs)
     by_source: dict[str, int] = {}
     for p in pairs:

@@ -92,3 +92,34 @@ def test_read_pairs_errors(tmp_path):
     p.write_text('{"query": "a", "positive": "b", "negatives": ["c"]}\nnot json\n')
     with pytest.raises(EmbedforgeError, match=r"pairs.jsonl:2: malformed JSON"):
         read_pairs(p)
+
+
+def test_group_negatives_same_contract_never_relevant():
+    src = BeirSource(str(CUAD), train_queries=True, group_negatives=2, seed=3)
+    pairs = src.real_pairs()[:300]
+    stats: dict = {}
+    out = src.with_group_negatives(pairs, stats=stats)
+    text_id = {t: d for d, t in src.texts.items()}
+    train = src.dataset.qrels["train"]
+    assert len(out) == 300 and stats["pairs"] == 300
+    assert stats["from_group"] + stats["from_corpus"] == 600 and stats["from_group"] > 550
+    for p in out:
+        negs = [text_id[t] for t in p["negatives"]]
+        assert len(set(negs)) == 2
+        relevant = {d for d, r in train[p["query_id"]].items() if r > 0}
+        assert not set(negs) & relevant and p["doc_id"] not in negs
+        # same contract as the positive (unless the contract ran out of non-relevant passages)
+        if stats["from_corpus"] == 0:
+            assert {src._group(d) for d in negs} == {src._group(p["doc_id"])}
+    # seeded: the same pairs get the same negatives; another seed differs somewhere
+    assert src.with_group_negatives(pairs) == out
+    other = BeirSource(str(CUAD), train_queries=True, group_negatives=2, seed=4)
+    assert other.with_group_negatives(pairs) != out
+
+
+def test_group_negatives_need_doc_ids():
+    src = BeirSource(str(CUAD), group_negatives=1)
+    with pytest.raises(EmbedforgeError, match="needs every training pair to name a corpus doc_id"):
+        src.with_group_negatives([{"query": "q", "positive": "p"}])
+    with pytest.raises(EmbedforgeError, match="group_negatives must be >= 0"):
+        BeirSource(str(CUAD), group_negatives=-1)

@@ -135,6 +135,10 @@ class BeirSource(DataSource):
         group_pattern: regex whose group 1 is a document's group.
         eval_max_queries / eval_max_docs: optional caps on the reported eval set (say so in reports).
         gen_max_docs: cap on the documents handed to the generator (seeded sample).
+        group_negatives: give every training pair this many negatives drawn (seeded) from its
+            positive's group (e.g. other passages of the same contract), never a document judged
+            relevant to the query. In-batch negatives come from other groups and are easy when the
+            eval task ranks one group's passages (``eval_corpus=same_group``); these are not.
     """
 
     def __init__(
@@ -151,6 +155,7 @@ class BeirSource(DataSource):
         eval_max_queries: int | None = None,
         eval_max_docs: int | None = None,
         gen_max_docs: int | None = None,
+        group_negatives: int = 0,
         **kwargs: Any,
     ):
         super().__init__(name=name or Path(str(path)).name, **kwargs)
@@ -173,6 +178,9 @@ class BeirSource(DataSource):
         self.eval_max_queries = eval_max_queries
         self.eval_max_docs = eval_max_docs
         self.gen_max_docs = gen_max_docs
+        self.group_negatives = int(group_negatives or 0)
+        if self.group_negatives < 0:
+            raise EmbedforgeError(f"data.group_negatives must be >= 0, got {group_negatives}")
         self._ds: BeirDataset | None = None
         self._texts: dict[str, str] | None = None
 
@@ -265,6 +273,50 @@ class BeirSource(DataSource):
         if self.pairs_path:
             pairs.extend(read_pairs(self.pairs_path))
         return pairs
+
+    def with_group_negatives(
+        self, pairs: list[Pair], stats: dict[str, Any] | None = None
+    ) -> list[Pair]:
+        """Copies of ``pairs`` with ``group_negatives`` same-group negatives each (see class doc).
+
+        A pair needs a ``doc_id`` in the corpus. Excluded: the positive and every document judged
+        relevant to the query in the training split. When a group is too small the remaining
+        negatives come from the whole corpus, so every pair has the same count (a dense batch).
+        """
+        n = self.group_negatives
+        by_group: dict[str, list[str]] = {}
+        for d in sorted(self.dataset.corpus):
+            by_group.setdefault(self._group(d), []).append(d)
+        all_ids = sorted(self.dataset.corpus)
+        train_qrels = self.dataset.qrels.get(self.train_split, {})
+        counts = {"pairs": 0, "from_group": 0, "from_corpus": 0}
+        out: list[Pair] = []
+        for p in pairs:
+            did = p.get("doc_id")
+            if did is None or str(did) not in self.dataset.corpus:
+                raise EmbedforgeError(
+                    f"data.group_negatives={n} needs every training pair to name a corpus doc_id;"
+                    f" pair with query {p['query'][:60]!r} has {did!r}"
+                )
+            did = str(did)
+            exclude = {did}
+            qid = p.get("query_id")
+            if qid is not None and str(qid) in train_qrels:
+                exclude |= {d for d, r in train_qrels[str(qid)].items() if r > 0}
+            rng = random.Random(f"{self.seed}|{p['query']}|{did}")
+            pool = [d for d in by_group[self._group(did)] if d not in exclude]
+            chosen = rng.sample(pool, min(n, len(pool)))
+            counts["from_group"] += len(chosen)
+            while len(chosen) < n:
+                d = rng.choice(all_ids)
+                if d not in exclude and d not in chosen:
+                    chosen.append(d)
+                    counts["from_corpus"] += 1
+            out.append({**p, "negatives": [self.texts[d] for d in chosen]})
+            counts["pairs"] += 1
+        if stats is not None:
+            stats.update(counts, num=n, scope="group")
+        return out
 
     def chunks(self) -> list[Chunk]:
         ids = sorted(self.dataset.corpus)
