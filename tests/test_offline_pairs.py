@@ -53,3 +53,37 @@ def test_ict_removes_the_query_sentence_from_its_passage():
     assert pairs and all(
         p["positive"].count(p["query"]) < text[p["doc_id"]].count(p["query"]) for p in pairs
     )
+
+
+def test_heading_pairs_remove_the_heading_from_the_passage():
+    text = (
+        "the Supplier shall deliver on time. 12. Governing Law. This Agreement shall be governed by"
+        " the laws of the State of Delaware. 13. Assignment. Neither party may assign this Agreement"
+        " without consent. Page 2 Source: ACME CORP, 10-K, 3/1/2010"
+    )
+    chunk = {"id": "c_1", "title": "SUPPLY AGREEMENT", "text": text}
+    gen = OfflineGenerator(strategies=["heading"], seed=0)
+    seen = {}
+    for seed in range(12):
+        gen.seed = seed
+        [p] = gen.generate([chunk])
+        seen[p["query"]] = p["positive"]
+    assert set(seen) == {"Governing Law", "Assignment"}  # not "Source" (no number, colon)
+    for h, pos in seen.items():
+        assert h not in pos and pos.startswith("SUPPLY AGREEMENT ")
+        assert "governed by the laws of the State of Delaware" in pos  # the section body stays
+    md = {
+        "id": "m_1",
+        "title": "",
+        "text": "intro text here\n## Returns and refunds\nItems may be returned within 30 days.",
+    }
+    [p] = OfflineGenerator(strategies=["heading"], seed=0).generate([md])
+    assert p["query"] == "Returns and refunds"
+    assert p["positive"] == "intro text here Items may be returned within 30 days."
+    # no heading -> no pair from this strategy
+    assert (
+        OfflineGenerator(strategies=["heading"]).generate(
+            [{"id": "x", "text": "plain words only here"}]
+        )
+        == []
+    )

@@ -10,6 +10,10 @@ users type instead:
   a short keyword search query;
 - ``title_keyphrase``: title + keyphrases (what a user searching inside one named document types);
 - ``span``: a short contiguous span (a clause fragment) left *inside* the passage;
+- ``heading``: a section heading found inside the passage ("12. Governing Law.", "Section 3.2
+  Term.", "## Returns") -> the passage with the heading *removed*, so the model must learn what a
+  section about that topic says (the (section title, section text) pairs of E5/GTE pre-training);
+  headings name clause/topic types, which is what users ask about ("which law governs?");
 - ``ict``: classic inverse cloze (a sentence as the query, removed from its passage), kept for
   comparison: it is the variant that hurts.
 
@@ -36,7 +40,15 @@ STOPWORDS = frozenset(
     will with within without would you your yours yourself yourselves hereby herein hereof hereto thereof
     thereto therein whereas whether such said shall any each per via""".split()
 )
-STRATEGIES = ("title", "keyphrase", "title_keyphrase", "span", "ict")
+STRATEGIES = ("title", "keyphrase", "title_keyphrase", "span", "heading", "ict")
+_CONNECT = r"(?:of|and|to|the|for|in|on|or|by|with|&|/)"
+_HWORD = rf"(?:[A-Z][A-Za-z'\-]*|{_CONNECT})"
+# numbered section heading: "12. Governing Law." / "Section 3.2 Term." / "ARTICLE IV Indemnification."
+_NUMBERED = re.compile(
+    rf"(?:(?<=\s)|^)(?:(?:Section|SECTION|Article|ARTICLE)\s+)?(?:\d{{1,2}}(?:\.\d{{1,2}}){{0,2}}|[IVX]{{1,4}})"
+    rf"\.?\s+(?P<h>[A-Z][A-Za-z'\-]*(?:\s{_HWORD}){{0,5}})\.(?=\s|$)"
+)
+_MARKDOWN = re.compile(r"^#{1,6}\s+(?P<h>[^\n#]{3,80})$", re.M)
 _SENT = re.compile(r"(?<=[.!?;])\s+")
 
 
@@ -48,7 +60,8 @@ class OfflineGenerator:
     """Self-supervised pairs from chunks, seeded and reproducible.
 
     Args:
-        strategies: any of ``title``, ``keyphrase``, ``title_keyphrase``, ``span``; each document gets
+        strategies: any of ``title``, ``keyphrase``, ``title_keyphrase``, ``span``, ``heading``,
+            ``ict``; each document gets
             ``pairs_per_doc`` pairs from strategies that apply to it, chosen with the seed.
         pairs_per_doc: pairs per document.
         max_pairs: cap on the total (seeded sample).
@@ -105,6 +118,28 @@ class OfflineGenerator:
         start = rng.randrange(0, max(1, len(words) - n))
         return " ".join(words[start : start + n])
 
+    def _heading(self, text: str, rng: random.Random) -> tuple[str, str]:
+        found = []
+        matches = [(m, m.start("h")) for m in _NUMBERED.finditer(text)]
+        matches += [(m, m.start()) for m in _MARKDOWN.finditer(text)]  # drop the "##" too
+        for m, cut in matches:
+            h = m.group("h").strip()
+            words = h.split()
+            if (
+                len(h) < 4
+                or len(words) > self.max_query_words
+                or all(len(w) == 1 for w in words)
+                or h.lower() in STOPWORDS
+                or words[-1].lower() in STOPWORDS | {"&", "/"}
+            ):
+                continue
+            found.append((cut, m.end("h"), h))
+        if not found:
+            return "", ""
+        start, end, h = rng.choice(found)
+        rest = re.sub(r"\s+", " ", text[:start] + text[end:]).strip()
+        return h, rest
+
     def _ict(self, text: str, rng: random.Random) -> tuple[str, str]:
         sents = [x for x in _SENT.split(text) if x.strip()]
         if len(sents) < 3:
@@ -139,8 +174,9 @@ class OfflineGenerator:
                     options.append((s, f"{title}; {self._keyphrase(words, idf, rng)}"))
                 elif s == "span":
                     options.append((s, self._span(words, rng)))
-                elif s == "ict":
-                    query, rest = self._ict(c.get("text", ""), rng)
+                elif s in ("ict", "heading"):
+                    fn = self._ict if s == "ict" else self._heading
+                    query, rest = fn(c.get("text", ""), rng)
                     options.append((s, query, f"{title} {rest}".strip() if title else rest))
             options = [
                 o if len(o) == 3 else (*o, positive) for o in options
@@ -148,7 +184,11 @@ class OfflineGenerator:
             options = [
                 o
                 for o in options
-                if o[1] and self.min_query_words <= len(o[1].split()) <= self.max_query_words + 20
+                if o[1]
+                # a heading is a query of its own ("Assignment"): one word is enough
+                and (1 if o[0] == "heading" else self.min_query_words)
+                <= len(o[1].split())
+                <= self.max_query_words + 20
             ]
             rng.shuffle(options)
             for s, q, pos in options[: self.pairs_per_doc]:
