@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import embedforge  # noqa: F401  (registers the ${ef.*} config resolvers)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EMBEDFORGE_DATA", ROOT.parent / "shared" / "data"))
 LEGAL = SHARED_DATA / "legal-summarization"

@@ -89,3 +89,12 @@ def test_bad_combinations_one_line_error(compose, overrides, match):
     with pytest.raises(EmbedforgeError, match=match) as e:
         validate(compose(*overrides))
     assert "\n" not in str(e.value)
+
+
+def test_run_dir_named_after_the_dataset(compose):
+    assert compose().task == "icd10"
+    assert (
+        compose("data=beir", "data.path=/x/cuad-clause-retrieval/").task == "cuad-clause-retrieval"
+    )
+    assert compose("data=pairs", "data.path=/x/my_pairs.jsonl").task == "my_pairs"
+    assert compose("data=beir", "data.path=/x/y", "data.name=legal").task == "legal"

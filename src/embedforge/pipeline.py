@@ -246,7 +246,13 @@ def write_report(run_dir: Path, m: dict[str, Any]) -> Path:
     for k, v in m["eval_set"].items():
         lines.append(f"- eval {k}: {v}")
     if m.get("hard_negatives"):
-        lines.append(f"- hard negatives: {m['hard_negatives']}")
+        hn = m["hard_negatives"]
+        label = (
+            "group negatives (same group as the positive)"
+            if hn.get("scope") == "group"
+            else "hard negatives (mined with the base model)"
+        )
+        lines.append(f"- {label}: {hn}")
     if m.get("pair_diagnostics"):
         from embedforge.data.diagnostics import diagnostics_markdown
 
