@@ -87,3 +87,16 @@ def test_heading_pairs_remove_the_heading_from_the_passage():
         )
         == []
     )
+
+
+def test_title_heading_scopes_the_heading_to_its_document():
+    chunk = {
+        "id": "c_1",
+        "title": "SUPPLY AGREEMENT",
+        "text": "intro. 7. Term. Two years from signing.",
+    }
+    [p] = OfflineGenerator(strategies=["title_heading"], seed=0).generate([chunk])
+    assert p["query"] == "SUPPLY AGREEMENT; Term"
+    assert p["positive"] == "SUPPLY AGREEMENT intro. 7. Two years from signing."
+    untitled = {"id": "c_2", "title": "", "text": chunk["text"]}
+    assert OfflineGenerator(strategies=["title_heading"]).generate([untitled]) == []

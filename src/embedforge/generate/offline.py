@@ -14,6 +14,9 @@ users type instead:
   Term.", "## Returns") -> the passage with the heading *removed*, so the model must learn what a
   section about that topic says (the (section title, section text) pairs of E5/GTE pre-training);
   headings name clause/topic types, which is what users ask about ("which law governs?");
+- ``title_heading``: title; heading -> the passage without the heading: scoped to one document, so
+  another document's section with the same heading is a true negative (a bare "Termination" query
+  has true answers in every contract);
 - ``ict``: classic inverse cloze (a sentence as the query, removed from its passage), kept for
   comparison: it is the variant that hurts.
 
@@ -40,7 +43,7 @@ STOPWORDS = frozenset(
     will with within without would you your yours yourself yourselves hereby herein hereof hereto thereof
     thereto therein whereas whether such said shall any each per via""".split()
 )
-STRATEGIES = ("title", "keyphrase", "title_keyphrase", "span", "heading", "ict")
+STRATEGIES = ("title", "keyphrase", "title_keyphrase", "span", "heading", "title_heading", "ict")
 _CONNECT = r"(?:of|and|to|the|for|in|on|or|by|with|&|/)"
 _HWORD = rf"(?:[A-Z][A-Za-z'\-]*|{_CONNECT})"
 # numbered section heading: "12. Governing Law." / "Section 3.2 Term." / "ARTICLE IV Indemnification."
@@ -120,9 +123,10 @@ class OfflineGenerator:
 
     def _heading(self, text: str, rng: random.Random) -> tuple[str, str]:
         found = []
-        matches = [(m, m.start("h")) for m in _NUMBERED.finditer(text)]
-        matches += [(m, m.start()) for m in _MARKDOWN.finditer(text)]  # drop the "##" too
-        for m, cut in matches:
+        # cut span: the heading and its closing "." (the section number stays); markdown: "## ..."
+        matches = [(m, m.start("h"), m.end()) for m in _NUMBERED.finditer(text)]
+        matches += [(m, m.start(), m.end()) for m in _MARKDOWN.finditer(text)]
+        for m, cut, cut_end in matches:
             h = m.group("h").strip()
             words = h.split()
             if (
@@ -133,7 +137,7 @@ class OfflineGenerator:
                 or words[-1].lower() in STOPWORDS | {"&", "/"}
             ):
                 continue
-            found.append((cut, m.end("h"), h))
+            found.append((cut, cut_end, h))
         if not found:
             return "", ""
         start, end, h = rng.choice(found)
@@ -174,9 +178,11 @@ class OfflineGenerator:
                     options.append((s, f"{title}; {self._keyphrase(words, idf, rng)}"))
                 elif s == "span":
                     options.append((s, self._span(words, rng)))
-                elif s in ("ict", "heading"):
+                elif s in ("ict", "heading") or (s == "title_heading" and title):
                     fn = self._ict if s == "ict" else self._heading
                     query, rest = fn(c.get("text", ""), rng)
+                    if s == "title_heading" and query:
+                        query = f"{title}; {query}"
                     options.append((s, query, f"{title} {rest}".strip() if title else rest))
             options = [
                 o if len(o) == 3 else (*o, positive) for o in options
@@ -186,7 +192,7 @@ class OfflineGenerator:
                 for o in options
                 if o[1]
                 # a heading is a query of its own ("Assignment"): one word is enough
-                and (1 if o[0] == "heading" else self.min_query_words)
+                and (1 if o[0].endswith("heading") else self.min_query_words)
                 <= len(o[1].split())
                 <= self.max_query_words + 20
             ]
