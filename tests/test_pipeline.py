@@ -50,6 +50,8 @@ def test_end_to_end_tiny_on_legal_summarization(compose, tmp_path):
         "total",
     }
     assert m["pairs_by_source"] == {"offline": m["n_train_pairs"]}
+    assert m["training"]["steps"] == 6
+    assert m["training"]["epochs"] == pytest.approx(6 * 8 / m["n_train_pairs"], abs=1e-3)
     assert m["val_set"]["name"].endswith(
         "/val"
     )  # held out of training pairs, not the reported split

@@ -487,6 +487,8 @@ def train(cfg: DictConfig) -> float:
             "batch_size": data.batch_size,
             "steps": int(trainer.global_step),
             "epochs_completed": int(trainer.current_epoch),
+            # passes over the training pairs actually made (max_steps can stop mid-epoch)
+            "epochs": round(int(trainer.global_step) * data.batch_size / max(1, len(pairs)), 3),
             "lr": cfg.optim.get("lr"),
             "precision": str(cfg.trainer.precision),
             "max_seq_length": encoder.max_seq_length,
