@@ -123,3 +123,24 @@ def test_group_negatives_need_doc_ids():
         src.with_group_negatives([{"query": "q", "positive": "p"}])
     with pytest.raises(EmbedforgeError, match="group_negatives must be >= 0"):
         BeirSource(str(CUAD), group_negatives=-1)
+
+
+def test_group_negatives_fall_back_to_the_corpus_and_fail_when_it_is_too_small(tmp_path):
+    corpus = [
+        {"_id": f"c{g}_{i}", "title": "", "text": f"doc {g} {i}"} for g in "ab" for i in range(2)
+    ]
+    path = make_beir(
+        tmp_path / "ds",
+        corpus,
+        [{"_id": "q1", "text": "question one"}],
+        {"train": [("q1", "ca_0", 1)], "test": [("q1", "ca_1", 1)]},
+    )
+    src = BeirSource(str(path), train_queries=True, group_negatives=2, val_split=None)
+    stats: dict = {}
+    [p] = src.with_group_negatives(src.real_pairs(), stats=stats)
+    # contract "a" holds one other passage; the second negative comes from contract "b"
+    assert stats["from_group"] == 1 and stats["from_corpus"] == 1
+    assert p["negatives"][0] == "doc a 1" and p["negatives"][1].startswith("doc b")
+    src.group_negatives = 4
+    with pytest.raises(EmbedforgeError, match="only 3 documents that are not relevant"):
+        src.with_group_negatives(src.real_pairs())

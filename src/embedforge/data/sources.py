@@ -307,6 +307,11 @@ class BeirSource(DataSource):
             pool = [d for d in by_group[self._group(did)] if d not in exclude]
             chosen = rng.sample(pool, min(n, len(pool)))
             counts["from_group"] += len(chosen)
+            if len(chosen) < n and len(all_ids) - len(exclude) < n:
+                raise EmbedforgeError(
+                    f"data.group_negatives={n}: the corpus has only {len(all_ids) - len(exclude)}"
+                    f" documents that are not relevant to query {p['query'][:60]!r}"
+                )
             while len(chosen) < n:
                 d = rng.choice(all_ids)
                 if d not in exclude and d not in chosen:

@@ -64,8 +64,8 @@ class OfflineGenerator:
 
     Args:
         strategies: any of ``title``, ``keyphrase``, ``title_keyphrase``, ``span``, ``heading``,
-            ``ict``; each document gets
-            ``pairs_per_doc`` pairs from strategies that apply to it, chosen with the seed.
+            ``title_heading``, ``ict``; each document gets ``pairs_per_doc`` pairs from strategies
+            that apply to it, chosen with the seed.
         pairs_per_doc: pairs per document.
         max_pairs: cap on the total (seeded sample).
         min_query_words / max_query_words: bounds on query length.
