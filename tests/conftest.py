@@ -19,6 +19,17 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny matrices: threads only add contention on a shared CPU (``pytestmark`` a module with it)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder():
     from embedforge.models.encoder import Encoder

@@ -14,13 +14,7 @@ from embedforge.models.encoder import Encoder
 from embedforge.module import ContrastiveModule
 from tests.test_gradcache import LOSSES, make_batch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 class Losses(pl.Callback):

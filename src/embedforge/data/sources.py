@@ -284,10 +284,10 @@ class BeirSource(DataSource):
         negatives come from the whole corpus, so every pair has the same count (a dense batch).
         """
         n = self.group_negatives
-        by_group: dict[str, list[str]] = {}
-        for d in sorted(self.dataset.corpus):
-            by_group.setdefault(self._group(d), []).append(d)
         all_ids = sorted(self.dataset.corpus)
+        by_group: dict[str, list[str]] = {}
+        for d in all_ids:
+            by_group.setdefault(self._group(d), []).append(d)
         train_qrels = self.dataset.qrels.get(self.train_split, {})
         counts = {"pairs": 0, "from_group": 0, "from_corpus": 0}
         out: list[Pair] = []
