@@ -52,7 +52,7 @@ def run_one(mode: str, batch_size: int, mini_batch_size: int, steps: int, max_le
 
     from embedforge.losses import MultipleNegativesRankingLoss
     from embedforge.models.encoder import Encoder
-    from embedforge.module import ContrastiveModule
+    from embedforge.train.module import ContrastiveModule
 
     torch.manual_seed(0)
     enc = Encoder.from_pretrained("packaged:all-MiniLM-L6-v2", max_seq_length=max_length)

@@ -39,10 +39,10 @@ def run_embedforge(pairs, args) -> dict:
     import pytorch_lightning as pl
     import torch
 
-    from embedforge.data.datamodule import PairDataModule
+    from embedforge.train.datamodule import PairDataModule
     from embedforge.losses import MultipleNegativesRankingLoss
     from embedforge.models.encoder import Encoder
-    from embedforge.module import ContrastiveModule
+    from embedforge.train.module import ContrastiveModule
 
     pl.seed_everything(args.seed, verbose=False)
     enc = Encoder.from_pretrained("packaged:all-MiniLM-L6-v2", max_seq_length=args.max_len)

@@ -21,7 +21,8 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from embedforge.errors import EmbedforgeError  # noqa: E402
-from embedforge.runs import diff_metrics, load_summary, provenance_notes, rerun  # noqa: E402
+from embedforge.rerun import rerun  # noqa: E402
+from embedforge.runs import diff_metrics, load_summary, provenance_notes  # noqa: E402
 
 
 def reproduce(

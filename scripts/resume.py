@@ -19,14 +19,15 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from embedforge.errors import EmbedforgeError  # noqa: E402
-from embedforge.runs import is_run_dir, rerun  # noqa: E402
+from embedforge.rerun import rerun  # noqa: E402
+from embedforge.runs import is_run_dir  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
     ap.add_argument(
-        "overrides", nargs="*", help="key=value applied to the saved config (e.g. ~callbacks)"
+        "overrides", nargs="*", help="key=value applied to the saved config (e.g. ~callbacks.crash)"
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)

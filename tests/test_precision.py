@@ -9,9 +9,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from embedforge.data.datamodule import PairDataModule
+from embedforge.train.datamodule import PairDataModule
 from embedforge.models.encoder import Encoder
-from embedforge.module import ContrastiveModule
+from embedforge.train.module import ContrastiveModule
 from tests.test_gradcache import LOSSES, make_batch
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

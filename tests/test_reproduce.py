@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from embedforge.resume import SimulatedCrash
+from embedforge.train.resume import SimulatedCrash
 from embedforge.runs import diff_metrics, load_summary, rerun
 from tests.conftest import ROOT
 from tests.test_experiments import run_tiny_sweep
@@ -57,7 +57,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_sweep, tmp_path, on
     import resume
 
     run = tmp_path / "killed"
-    crash = ["+callbacks.crash._target_=embedforge.resume.CrashAtStep", "+callbacks.crash.step=3"]
+    crash = ["+callbacks.crash._target_=embedforge.train.resume.CrashAtStep", "+callbacks.crash.step=3"]
     with pytest.raises(SimulatedCrash):
         rerun(tiny_sweep / "0", run, crash)
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -1,36 +1,175 @@
-"""The whole chain behind ``python train.py``: data -> pairs -> baseline -> fit -> fine-tuned -> report."""
+"""The run behind ``python train.py``, as the stages :func:`train` lists in order.
+
+``build_pairs`` (-> ``pairs.jsonl``) -> ``build_module`` -> ``build_trainer`` -> ``evaluate_base``
+-> ``fit`` -> ``select`` -> ``evaluate`` -> ``write_run`` (-> ``model/``, ``metrics.json``,
+``report.md``). Each stage is a function with typed inputs and outputs and one job.
+"""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import os
-import platform
 import random
-import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from embedforge.config import build as instantiate
-from embedforge.config import validate
-from embedforge.data.datamodule import PairDataModule
+from embedforge.config import build, validate
+from embedforge.data.diagnostics import pair_diagnostics
+from embedforge.data.hard_negatives import mine_for_pipeline
 from embedforge.data.sources import DataSource, holdout_sets
 from embedforge.errors import EmbedforgeError
-from embedforge.eval.retrieval import EvalResult, RetrievalSet, evaluate
-from embedforge.generate.base import Pair
-from embedforge.io import atomic_write_text, file_hash, write_json, write_jsonl
-from embedforge.module import ContrastiveModule
+from embedforge.eval import retrieval
+from embedforge.eval.retrieval import EvalResult, RetrievalSet
+from embedforge.eval.ship import SHIP_METRIC, passes
+from embedforge.export.model_card import write_model_card
+from embedforge.io import file_hash, stable_hash, write_json, write_jsonl
+from embedforge.models.encoder import Encoder
+from embedforge.provenance import git_info, set_hash, versions
+from embedforge.report import write_report
+from embedforge.runs import RunMetrics
+from embedforge.secrets import redacted_container
+from embedforge.train.datamodule import PairDataModule
+from embedforge.train.module import ContrastiveModule
+from embedforge.types import Pair
 
 log = logging.getLogger("embedforge")
 
+#: the training pairs of a run, as trained on (``data=pairs data.path=<run>/pairs.jsonl`` reuses them)
+PAIRS_FILE = "pairs.jsonl"
+
+
+def train(cfg: DictConfig) -> float:
+    """Run the whole chain for one config; returns the monitored validation value of the shipped model."""
+    clock = Clock()
+    validate(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data: DataSource = build(cfg.data)
+    with clock("load_model"):  # hard negatives are mined with the base model
+        encoder: Encoder = build(cfg.model)
+    train_set = build_pairs(cfg, data, encoder, clock)
+    module = build_module(cfg, encoder, train_set.val_set)
+    trainer = build_trainer(cfg)
+    base = evaluate_base(cfg, module, train_set.eval_set, trainer, clock)
+    fit(cfg, trainer, module, train_set.pairs, data, base, clock)
+    if not trainer.is_global_zero:  # under DDP every rank runs train(); rank 0 reports
+        return float("nan")
+    choice = select(cfg, module, trainer.checkpoint_callback, base, clock)
+    with clock("finetuned_eval"):
+        result = evaluate(cfg, encoder, train_set.eval_set)
+    metrics = write_run(cfg, data, train_set, trainer, base, choice, result, clock)
+    return float(metrics.monitor_value)
+
+
+class Clock:
+    """Wall seconds per stage, in the order the stages ran; ``total`` since construction."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.seconds[stage] = time.perf_counter() - t
+
+    def stop(self) -> dict[str, float]:
+        self.seconds["total"] = time.perf_counter() - self.start
+        return {k: round(v, 2) for k, v in self.seconds.items()}
+
 
 # ---------------------------------------------------------------------------------------- pairs
+@dataclass
+class TrainingSet:
+    """The pairs a run trains on and the two sets that judge it.
+
+    Args:
+        pairs: training pairs (with ``negatives`` when mined or drawn from groups).
+        val_set: in-training validation (model selection), never the reported split.
+        eval_set: the reported eval set.
+        path: ``pairs.jsonl`` in the run directory.
+        negatives: counts of mined / group negatives (empty when none).
+        diagnostics: length and overlap statistics of the pairs.
+    """
+
+    pairs: list[Pair]
+    val_set: RetrievalSet
+    eval_set: RetrievalSet
+    path: Path
+    negatives: dict[str, Any]
+    diagnostics: dict[str, Any]
+
+    @property
+    def by_source(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in self.pairs:
+            counts[p.get("source", "real")] = counts.get(p.get("source", "real"), 0) + 1
+        return counts
+
+
+def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Clock) -> TrainingSet:
+    """Real and generated pairs, mixed, split from validation/eval, capped, given negatives.
+
+    Writes ``pairs.jsonl`` (and ``pair_diagnostics.png``) into the run directory.
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    with clock("data"):
+        real = data.real_pairs()
+    with clock("generate"):
+        synthetic = generate_pairs(cfg, data)
+    pairs = mix_pairs(real, synthetic, data.mix_real, data.mix_synthetic, cfg.seed)
+    if not pairs:
+        raise EmbedforgeError(
+            "no training pairs: set data.train_queries=true, data.pairs_path=..., or data.generate=true"
+        )
+    pairs, val_set, eval_set = build_sets(data, cfg, pairs)
+    if data.max_train_pairs and len(pairs) > data.max_train_pairs:
+        pairs = random.Random(cfg.seed).sample(pairs, int(data.max_train_pairs))
+    if len(pairs) < 2:
+        raise EmbedforgeError(
+            f"only {len(pairs)} training pair(s) left: need at least 2 for in-batch negatives"
+        )
+    negatives: dict[str, Any] = {}
+    if int(data.hard_negatives.get("num", 0) or 0) > 0:
+        with clock("mine_negatives"):
+            pairs = mine_for_pipeline(pairs, data, encoder, cfg.seed, stats=negatives)
+    elif data.group_negatives > 0:
+        pairs = data.with_group_negatives(pairs, stats=negatives)
+    path = write_jsonl(run_dir / PAIRS_FILE, pairs)
+    train_set = TrainingSet(
+        pairs, val_set, eval_set, path, negatives, pair_diagnostics(pairs, run_dir)
+    )
+    log.info(
+        "training pairs: %d %s | val %s | eval %s",
+        len(pairs),
+        train_set.by_source,
+        val_set.summary(),
+        eval_set.summary(),
+    )
+    return train_set
+
+
+def generate_pairs(cfg: DictConfig, data: DataSource) -> list[Pair]:
+    """The configured generator's pairs from the source's documents (none unless ``data.generate``)."""
+    if not data.generate:
+        return []
+    chunks = data.chunks()
+    if not chunks:
+        raise EmbedforgeError(f"data source {data.name!r} has no documents to generate pairs from")
+    return build(cfg.generator).generate(chunks)
+
+
 def mix_pairs(
     real: list[Pair], synthetic: list[Pair], mix_real: int, mix_synthetic: int, seed: int
 ) -> list[Pair]:
@@ -66,35 +205,83 @@ def build_sets(
     return pairs, val_set, eval_set
 
 
-def build_eval_set(cfg: DictConfig) -> RetrievalSet:
-    """The reported eval set of a config (as the run used it), for export and reproduction."""
-    data: DataSource = instantiate(cfg.data)
-    eval_set = data.eval_set()
-    if eval_set is None:
+# ---------------------------------------------------------------------------------------- model
+def build_module(cfg: DictConfig, encoder: Encoder, val_set: RetrievalSet) -> ContrastiveModule:
+    """``cfg.module`` (its ``_target_``) around the encoder, loss and optimizer of the config."""
+    make = build(
+        cfg.module, _partial_=True
+    )  # runtime objects are passed as they are, not as config
+    return make(
+        encoder=encoder,
+        loss=build(cfg.loss),
+        optimizer=build(cfg.optim),
+        val_set=val_set,
+        metrics=list(cfg.eval.metrics),
+        eval_batch_size=cfg.eval.batch_size,
+    )
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """``cfg.trainer`` with the logger (``cfg.logger``) and callbacks (``cfg.callbacks``) it names."""
+    node = cfg.get("logger")
+    logger = build(node) if node and "_target_" in node else False
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if not logger:  # it has nothing to write to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
         raise EmbedforgeError(
-            "this run evaluated on held-out pairs; its eval set is in <run>/eval_set.json"
+            "callbacks.checkpoint is missing: model selection needs the best validation checkpoint"
+            " (conf/callbacks/default.yaml)"
         )
-    return eval_set
+    return build(
+        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir
+    )
 
 
-def load_run(run_dir: str | Path) -> tuple[DictConfig, dict[str, Any]]:
-    """The saved config and metrics of a run directory."""
-    run = Path(run_dir)
-    cfg_path, metrics_path = run / ".hydra" / "config.yaml", run / "metrics.json"
-    if not cfg_path.is_file():
-        raise EmbedforgeError(f"{run} is not a run directory: .hydra/config.yaml is missing")
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return OmegaConf.load(cfg_path), metrics
+# ---------------------------------------------------------------------------------------- fit
+@dataclass
+class Base:
+    """The base model before training: its eval-set result, validation scores and weights."""
+
+    result: EvalResult | None
+    val: dict[str, float]
+    state: dict[str, torch.Tensor] | None
 
 
-def baseline_eval(cfg: DictConfig, encoder, eval_set: RetrievalSet) -> EvalResult:
-    """The base model's metrics, cached by (model config, eval set content, metrics).
+def evaluate_base(
+    cfg: DictConfig,
+    module: ContrastiveModule,
+    eval_set: RetrievalSet,
+    trainer: pl.Trainer,
+    clock: Clock,
+) -> Base:
+    """Score the base model (rank 0 only) and keep its weights when it may be shipped unchanged."""
+    encoder = module.encoder
+    log.info("baseline: evaluating %s on %s", encoder.name, eval_set.name)
+    with clock("baseline_eval"):
+        result = (
+            baseline_eval(cfg, encoder, eval_set)
+            if cfg.eval.baseline and trainer.is_global_zero
+            else None
+        )
+    with clock("baseline_val"):
+        val = module.run_validation() if trainer.is_global_zero else {}
+    state = (
+        {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+        if cfg.eval.keep_best
+        else None
+    )
+    shown = f"{result.metrics.get(SHIP_METRIC, float('nan')):.4f}" if result else "-"
+    log.info("baseline: eval %s %s | val %s", SHIP_METRIC, shown, val)
+    return Base(result, val, state)
+
+
+def baseline_eval(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
+    """The base model's metrics, cached by (model config, weights, eval set content, metrics).
 
     Every job of a sweep shares its baseline, so a sweep encodes the eval corpus with the base
     model once instead of once per job.
     """
-    from embedforge.io import stable_hash
-
     metrics = list(cfg.eval.metrics)
     with torch.no_grad():  # the weights themselves, so a changed local model dir is a new key
         weights = [round(float(p.double().sum()), 6) for p in encoder.parameters()]
@@ -107,447 +294,211 @@ def baseline_eval(cfg: DictConfig, encoder, eval_set: RetrievalSet) -> EvalResul
         metrics,
     )
     path = Path(cfg.paths.cache_dir) / "baselines" / f"{key}.json"
+    fields = ("metrics", "per_query", "n_queries", "n_skipped", "n_docs")
     if path.is_file():
         d = json.loads(path.read_text())
         log.info("baseline: cached result %s", path)
-        return EvalResult(
-            d["metrics"],
-            d["per_query"],
-            d["n_queries"],
-            d["n_skipped"],
-            d["n_docs"],
-            {"cached": 0.0},
-        )
-    r = evaluate(encoder, eval_set, metrics, cfg.eval.batch_size)
-    write_json(
-        path,
-        {
-            "metrics": r.metrics,
-            "per_query": r.per_query,
-            "n_queries": r.n_queries,
-            "n_skipped": r.n_skipped,
-            "n_docs": r.n_docs,
-        },
-    )
+        return EvalResult(*(d[f] for f in fields), {"cached": 0.0})
+    r = retrieval.evaluate(encoder, eval_set, metrics, cfg.eval.batch_size)
+    write_json(path, {f: getattr(r, f) for f in fields})
     return r
 
 
-# ---------------------------------------------------------------------------------------- logging
-def wandb_has_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+def fit(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    module: ContrastiveModule,
+    pairs: list[Pair],
+    data: DataSource,
+    base: Base,
+    clock: Clock,
+) -> None:
+    """Log the config and the base model's validation, then train (resuming from ``last.ckpt``)."""
+    if trainer.logger:
+        trainer.logger.log_hyperparams({"config": redacted_container(cfg), **git_info()})
+        trainer.logger.log_metrics(base.val, step=0)
+    dm = PairDataModule(pairs, data.batch_size, cfg.seed, data.num_workers, has_val=True)
+    last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    resume_from = str(last) if cfg.get("resume") and last.exists() else None
+    with clock("train"):
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
 
 
-def build_logger(cfg: DictConfig):
-    node = cfg.get("logger")
-    if not node or "_target_" not in node:
-        return False
-    node = copy.deepcopy(node)
-    if "WandbLogger" in str(node._target_):
-        offline = node.get("offline", "auto")
-        if offline == "auto":
-            offline = not wandb_has_key()
-        node.offline = bool(offline)
-        if offline:
-            os.environ.setdefault("WANDB_MODE", "offline")
-        os.environ.setdefault("WANDB_SILENT", "true")
-        Path(node.save_dir).mkdir(parents=True, exist_ok=True)
-    return instantiate(node)
+# ---------------------------------------------------------------------------------------- select
+@dataclass
+class Choice:
+    """The shipped model: ``base``, ``best_checkpoint`` or ``last``, by the monitored validation value.
+
+    Args:
+        selected: which weights the encoder now holds.
+        value: their monitored validation value.
+        val: the monitored value of the ``base`` model, ``best`` checkpoint and ``last`` weights.
+    """
+
+    selected: str
+    value: float
+    val: dict[str, float | None]
 
 
-def git_info() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
+def select(
+    cfg: DictConfig,
+    module: ContrastiveModule,
+    checkpoint: ModelCheckpoint,
+    base: Base,
+    clock: Clock,
+) -> Choice:
+    """Load into the encoder whichever of base / best checkpoint / last weights validates best.
+
+    Ties keep the base model; the best checkpoint must beat the last weights by more than the fp32
+    noise of its logged score.
+    """
+    key = cfg.monitor
+    with clock("select"):
+        last = module.run_validation()
+        best = (
+            float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
         )
-        return {"git_sha": sha or None, "git_dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"git_sha": None, "git_dirty": None}
+        candidates = {"last": last.get(key, float("-inf"))}
+        if best is not None and checkpoint.best_model_path and best > candidates["last"] + 1e-6:
+            candidates["best_checkpoint"] = best
+        if base.state is not None:
+            candidates["base"] = base.val.get(key, float("-inf"))
+        selected = max(candidates, key=lambda k: (candidates[k], k == "base"))
+        if selected == "best_checkpoint":
+            load_weights(module, checkpoint.best_model_path)
+        elif selected == "base":
+            module.encoder.load_state_dict(base.state)
+    val = {
+        "base": base.val.get(key, float("nan")),
+        "best": best,
+        "last": last.get(key, float("nan")),
+    }
+    return Choice(selected, candidates[selected], val)
 
 
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in [
-        "embedforge",
-        "torch",
-        "transformers",
-        "sentence-transformers",
-        "pytorch-lightning",
-        "hydra-core",
-    ]:
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+def load_weights(module: ContrastiveModule, checkpoint_path: str) -> None:
+    """The module's weights from a Lightning checkpoint (tensors only; every key must match)."""
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state, strict=True)
 
 
 # ---------------------------------------------------------------------------------------- report
-def _pct(x: float) -> str:
-    return f"{x:.4f}"
+def evaluate(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
+    """The shipped model on the reported eval set (the same set and metrics as the baseline)."""
+    return retrieval.evaluate(encoder, eval_set, list(cfg.eval.metrics), cfg.eval.batch_size)
 
 
-def write_report(run_dir: Path, m: dict[str, Any]) -> Path:
-    lines = [f"# embedforge run: {m['task']}", ""]
-    lines += [
-        f"Eval set **{m['eval_set']['name']}** ({m['n_queries']} queries with relevant documents, {m['n_docs']} documents searched"
-        + (
-            f", {m['n_skipped']} queries without relevant documents skipped"
-            if m.get("n_skipped")
-            else ""
-        )
-        + ").",
-        "",
-    ]
-    lines += ["| metric | baseline | fine-tuned | delta |", "|---|---:|---:|---:|"]
-    for k in m["finetuned"]:
-        lines.append(
-            f"| {k} | {_pct(m['baseline'].get(k, float('nan')))} | {_pct(m['finetuned'][k])} | {m['delta'].get(k, 0):+.4f} |"
-        )
-    lines += [
-        "",
-        f"Model shipped as `model/`: **{m['selected']}** (validation {m['monitor']}: base {m['val']['base']:.4f}, "
-        f"best checkpoint {m['val']['best'] if m['val']['best'] is not None else float('nan'):.4f}, last {m['val']['last']:.4f}).",
-        "",
-    ]
-    if m["selected"] == "base":
-        lines += [
-            "**No checkpoint beat the base model on validation; the base model is kept (fine-tuned = baseline).**",
-            "",
-        ]
-    gain = m["delta"].get("ndcg@10", 0.0)
-    lines += [
-        f"Ship gate: NDCG@10 gain {gain:+.4f} vs required {m['ship']['min_gain']:+.4f}: "
-        f"**{'pass' if m['ship']['passed'] else 'FAIL (export will refuse without --force)'}**.",
-        "",
-    ]
-    lines += [
-        "## Data",
-        "",
-        f"- training pairs: {m['n_train_pairs']} ({', '.join(f'{k}: {v}' for k, v in m['pairs_by_source'].items())})",
-    ]
-    lines += [
-        f"- validation: {m['val_set']['name']} ({m['val_set']['n_queries']} queries, {m['val_set']['n_docs']} docs)"
-    ]
-    for k, v in m["eval_set"].items():
-        lines.append(f"- eval {k}: {v}")
-    if m.get("hard_negatives"):
-        hn = m["hard_negatives"]
-        label = (
-            "group negatives (same group as the positive)"
-            if hn.get("scope") == "group"
-            else "hard negatives (mined with the base model)"
-        )
-        lines.append(f"- {label}: {hn}")
-    if m.get("pair_diagnostics"):
-        from embedforge.data.diagnostics import diagnostics_markdown
-
-        lines += ["", diagnostics_markdown(m["pair_diagnostics"])]
-    lines += ["", "## Training", ""]
-    for k, v in m["training"].items():
-        lines.append(f"- {k}: {v}")
-    lines += ["", "## Wall time (s)", "", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in m["seconds"].items()]
-    lines += [
-        "",
-        f"Reproduce: `python train.py --config-path {run_dir.resolve()}/.hydra --config-name config`",
-        "",
-    ]
-    return atomic_write_text(run_dir / "report.md", "\n".join(lines))
-
-
-def _set_hash(s: RetrievalSet) -> str:
-    """Content hash of an eval/validation set as used (corpus, queries, judgements)."""
-    from embedforge.io import stable_hash
-
-    return stable_hash(s.corpus, s.queries, s.qrels)
-
-
-def _metrics_of(r: EvalResult) -> dict[str, float]:
-    return {k: round(float(v), 6) for k, v in r.metrics.items()}
-
-
-# ---------------------------------------------------------------------------------------- train
-def train(cfg: DictConfig) -> float:
-    """Run the whole chain for one config; returns the monitored validation metric of the shipped model."""
-    t0 = time.perf_counter()
-    validate(cfg)
-    seconds: dict[str, float] = {}
+def write_run(
+    cfg: DictConfig,
+    data: DataSource,
+    train_set: TrainingSet,
+    trainer: pl.Trainer,
+    base: Base,
+    choice: Choice,
+    result: EvalResult,
+    clock: Clock,
+) -> RunMetrics:
+    """``model/`` (with its model card), ``metrics.json`` and ``report.md``; final logger metrics."""
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    # -- data and pairs
-    t = time.perf_counter()
-    data: DataSource = instantiate(cfg.data)
-    real = data.real_pairs()
-    seconds["data"] = time.perf_counter() - t
-    t = time.perf_counter()
-    synthetic: list[Pair] = []
-    if data.generate:
-        chunks = data.chunks()
-        if not chunks:
-            raise EmbedforgeError(
-                f"data source {data.name!r} has no documents to generate pairs from"
-            )
-        synthetic = instantiate(cfg.generator).generate(chunks)
-    seconds["generate"] = time.perf_counter() - t
-    pairs = mix_pairs(real, synthetic, data.mix_real, data.mix_synthetic, cfg.seed)
-    if not pairs:
-        raise EmbedforgeError(
-            "no training pairs: set data.train_queries=true, data.pairs_path=..., or data.generate=true"
-        )
-    pairs, val_set, eval_set = build_sets(data, cfg, pairs)
-    if data.max_train_pairs and len(pairs) > data.max_train_pairs:
-        pairs = random.Random(cfg.seed).sample(pairs, int(data.max_train_pairs))
-    if len(pairs) < 2:
-        raise EmbedforgeError(
-            f"only {len(pairs)} training pair(s) left: need at least 2 for in-batch negatives"
-        )
-
-    # -- model (hard negatives are mined with the base model)
-    t = time.perf_counter()
-    encoder = instantiate(cfg.model)
-    seconds["load_model"] = time.perf_counter() - t
-    mining: dict[str, Any] = {}
-    if int(data.hard_negatives.get("num", 0) or 0) > 0:
-        from embedforge.data.hard_negatives import mine_for_pipeline
-
-        t = time.perf_counter()
-        pairs = mine_for_pipeline(pairs, data, encoder, cfg.seed, stats=mining)
-        seconds["mine_negatives"] = time.perf_counter() - t
-    elif int(getattr(data, "group_negatives", 0) or 0) > 0:
-        pairs = data.with_group_negatives(pairs, stats=mining)
-    pairs_file = write_jsonl(run_dir / "train_pairs.jsonl", pairs)
-    by_source: dict[str, int] = {}
-    for p in pairs:
-        by_source[p.get("source", "real")] = by_source.get(p.get("source", "real"), 0) + 1
-    from embedforge.data.diagnostics import pair_diagnostics
-
-    diagnostics = pair_diagnostics(pairs, run_dir)
-    log.info(
-        "training pairs: %d %s | val %s | eval %s",
-        len(pairs),
-        by_source,
-        val_set.summary(),
-        eval_set.summary(),
-    )
-    module = ContrastiveModule(
-        encoder=encoder,
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optim),
-        val_set=val_set,
-        metrics=list(cfg.eval.metrics),
-        eval_batch_size=cfg.eval.batch_size,
-        **{
-            k: v
-            for k, v in OmegaConf.to_container(cfg.module, resolve=True).items()
-            if k != "_target_"
+    encoder: Encoder = trainer.lightning_module.encoder
+    with clock("save"):
+        model_dir = encoder.save(run_dir / "model")
+    metrics = run_metrics(cfg, data, train_set, trainer, base, choice, result, clock.stop())
+    metrics.write(run_dir / "metrics.json")
+    write_report(run_dir, metrics)
+    if trainer.logger:
+        log_final(trainer.logger, metrics)
+    write_model_card(
+        model_dir,
+        {
+            "base_model": cfg.model.get("name_or_path", encoder.name),
+            "metrics": metrics,
+            "config": OmegaConf.to_yaml(OmegaConf.create(redacted_container(cfg))),
         },
     )
+    shown = f"{metrics.finetuned[SHIP_METRIC]:.4f}"
+    if metrics.baseline:
+        shown = f"{metrics.baseline[SHIP_METRIC]:.4f} -> {shown} ({metrics.ship_gain:+.4f})"
+    log.info("%s %s; report: %s", SHIP_METRIC, shown, run_dir / "report.md")
+    return metrics
 
-    # -- fit
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    logger = build_logger(cfg)
-    ckpt = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
-        filename="best",
-        monitor=cfg.monitor,
-        mode=cfg.monitor_mode,
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
-    from embedforge.resume import ResumableTraining
-
-    callbacks = [ckpt, ResumableTraining(cfg.seed)] + (
-        [LearningRateMonitor("step")] if logger else []
-    )
-    callbacks += [
-        instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c
-    ]  # e.g. +callbacks.x._target_=...
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir)
-    )
-    # the baseline is needed on rank 0 only (under DDP every rank runs this function)
-    log.info("baseline: evaluating %s on %s", encoder.name, eval_set.name)
-    t = time.perf_counter()
-    base_eval = (
-        baseline_eval(cfg, encoder, eval_set)
-        if cfg.eval.baseline and trainer.is_global_zero
-        else None
-    )
-    seconds["baseline_eval"] = time.perf_counter() - t
-    t = time.perf_counter()
-    base_val = module.run_validation() if trainer.is_global_zero else {}
-    seconds["baseline_val"] = time.perf_counter() - t
-    base_state = (
-        {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-        if cfg.eval.keep_best
-        else None
-    )
-    if logger:
-        from embedforge.secrets import redacted_container
-
-        logger.log_hyperparams({"config": redacted_container(cfg), **git_info()})
-        logger.log_metrics(base_val, step=0)
-    dm = PairDataModule(pairs, data.batch_size, cfg.seed, data.num_workers, has_val=True)
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last_ckpt) if cfg.get("resume") and last_ckpt.exists() else None
-    log.info(
-        "baseline %s: eval %s | val %s",
-        cfg.monitor.removeprefix("val/"),
-        f"{base_eval.metrics.get('ndcg@10', float('nan')):.4f}" if base_eval else "-",
-        base_val,
-    )
-    t = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
-    seconds["train"] = time.perf_counter() - t
-    if not trainer.is_global_zero:
-        return float("nan")
-
-    # -- choose the model to ship: base, best checkpoint or last weights, by validation
-    t = time.perf_counter()
-    last_val = module.run_validation()
-    key = cfg.monitor
-    candidates = {"last": last_val.get(key, float("-inf"))}
-    best_score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
-    # the checkpoint score was logged in fp32: only a real gain over the last weights counts
-    if best_score is not None and ckpt.best_model_path and best_score > candidates["last"] + 1e-6:
-        candidates["best_checkpoint"] = best_score
-    if base_state is not None:
-        candidates["base"] = base_val.get(key, float("-inf"))
-    selected = max(
-        candidates, key=lambda k: (candidates[k], k == "base")
-    )  # ties keep the base model
-    if selected == "best_checkpoint":
-        state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)[
-            "state_dict"
-        ]
-        module.load_state_dict(state, strict=False)
-    elif selected == "base":
-        encoder.load_state_dict(base_state)
-    seconds["select"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ft_eval = evaluate(encoder, eval_set, list(cfg.eval.metrics), cfg.eval.batch_size)
-    seconds["finetuned_eval"] = time.perf_counter() - t
-
-    # -- write
-    t = time.perf_counter()
-    model_dir = encoder.save(run_dir / "model")
-    seconds["save"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t0
-    baseline = _metrics_of(base_eval) if base_eval else {}
-    finetuned = _metrics_of(ft_eval)
+def run_metrics(
+    cfg: DictConfig,
+    data: DataSource,
+    train_set: TrainingSet,
+    trainer: pl.Trainer,
+    base: Base,
+    choice: Choice,
+    result: EvalResult,
+    seconds: dict[str, float],
+) -> RunMetrics:
+    """The run's :class:`RunMetrics` (``metrics.json``)."""
+    baseline = _rounded(base.result) if base.result else {}
+    finetuned = _rounded(result)
     delta = {k: round(finetuned[k] - baseline[k], 6) for k in finetuned if k in baseline}
     min_gain = float(cfg.ship.min_gain)
-    metrics = {
-        "task": cfg.task,
-        "baseline": baseline,
-        "finetuned": finetuned,
-        "delta": delta,
-        "eval_split": eval_set.info.get("split", "held-out"),
-        "n_queries": ft_eval.n_queries,
-        "n_skipped": ft_eval.n_skipped,
-        "n_docs": ft_eval.n_docs,
-        "n_train_pairs": len(pairs),
-        "pairs_by_source": by_source,
-        "pair_diagnostics": diagnostics,
-        "hard_negatives": mining or None,
-        "monitor": key,
-        "monitor_value": candidates[selected],
-        "selected": selected,
-        "val": {
-            "base": base_val.get(key, float("nan")),
-            "best": best_score,
-            "last": last_val.get(key, float("nan")),
-        },
-        "ship": {"min_gain": min_gain, "passed": delta.get("ndcg@10", 0.0) >= min_gain},
-        "eval_set": eval_set.summary(),
-        "val_set": val_set.summary(),
-        "data": data.summary(),
-        "training": {
+    encoder: Encoder = trainer.lightning_module.encoder
+    steps, n_pairs = int(trainer.global_step), len(train_set.pairs)
+    return RunMetrics(
+        task=cfg.task,
+        baseline=baseline,
+        finetuned=finetuned,
+        delta=delta,
+        eval_split=train_set.eval_set.info.get("split", "held-out"),
+        n_queries=result.n_queries,
+        n_skipped=result.n_skipped,
+        n_docs=result.n_docs,
+        n_train_pairs=n_pairs,
+        pairs_by_source=train_set.by_source,
+        pair_diagnostics=train_set.diagnostics,
+        hard_negatives=train_set.negatives or None,
+        monitor=cfg.monitor,
+        monitor_value=choice.value,
+        selected=choice.selected,
+        val=choice.val,
+        ship={"min_gain": min_gain, "passed": passes(delta.get(SHIP_METRIC, 0.0), min_gain)},
+        eval_set=train_set.eval_set.summary(),
+        val_set=train_set.val_set.summary(),
+        data=data.summary(),
+        training={
             "model": encoder.name,
             "loss": cfg.loss._target_.rsplit(".", 1)[-1],
             "batch_size": data.batch_size,
-            "steps": int(trainer.global_step),
+            "steps": steps,
             "epochs_completed": int(trainer.current_epoch),
             # passes over the training pairs actually made (max_steps can stop mid-epoch)
-            "epochs": round(int(trainer.global_step) * data.batch_size / max(1, len(pairs)), 3),
+            "epochs": round(steps * data.batch_size / max(1, n_pairs), 3),
             "lr": cfg.optim.get("lr"),
             "precision": str(cfg.trainer.precision),
             "max_seq_length": encoder.max_seq_length,
         },
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "provenance": {
+        seconds=seconds,
+        provenance={
             "seed": cfg.seed,
-            "pairs_sha": file_hash(pairs_file),
-            "eval_sha": _set_hash(eval_set),
-            "val_sha": _set_hash(val_set),
+            "pairs_sha": file_hash(train_set.path),
+            "eval_sha": set_hash(train_set.eval_set),
+            "val_sha": set_hash(train_set.val_set),
             **git_info(),
             "versions": versions(),
         },
-    }
-    write_json(run_dir / "metrics.json", metrics)
-    write_report(run_dir, metrics)
-    if logger:
-        logger.log_metrics(
-            {f"final/baseline/{k}": v for k, v in baseline.items()}
-            | {f"final/finetuned/{k}": v for k, v in finetuned.items()}
-        )
-        if hasattr(logger, "log_table"):
-            logger.log_table(
-                "final/metrics",
-                columns=["metric", "baseline", "finetuned", "delta"],
-                data=[[k, baseline.get(k), finetuned[k], delta.get(k)] for k in finetuned],
-            )
-        logger.finalize("success")
-    try:
-        from embedforge.export.model_card import write_model_card
-
-        write_model_card(
-            model_dir,
-            {
-                "base_model": cfg.model.get("name_or_path", encoder.name),
-                "metrics": metrics,
-                "config": OmegaConf.to_yaml(redact(cfg)),
-            },
-        )
-    except ImportError:
-        pass
-    if baseline:
-        log.info(
-            "NDCG@10 %.4f -> %.4f (%+.4f); report: %s",
-            baseline["ndcg@10"],
-            finetuned["ndcg@10"],
-            delta["ndcg@10"],
-            run_dir / "report.md",
-        )
-    else:
-        log.info(
-            "NDCG@10 %.4f (no baseline evaluated); report: %s",
-            finetuned["ndcg@10"],
-            run_dir / "report.md",
-        )
-    return float(candidates[selected])
+    )
 
 
-def redact(cfg: DictConfig) -> DictConfig:
-    from embedforge.secrets import redacted_container
+def _rounded(r: EvalResult) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in r.metrics.items()}
 
-    return OmegaConf.create(redacted_container(cfg))
+
+def log_final(logger: Any, m: RunMetrics) -> None:
+    """Final baseline / fine-tuned metrics (and a table where the logger has one); closes the logger."""
+    logger.log_metrics(
+        {f"final/baseline/{k}": v for k, v in m.baseline.items()}
+        | {f"final/finetuned/{k}": v for k, v in m.finetuned.items()}
+    )
+    if hasattr(logger, "log_table"):
+        logger.log_table(
+            "final/metrics",
+            columns=["metric", "baseline", "finetuned", "delta"],
+            data=[[k, m.baseline.get(k), m.finetuned[k], m.delta.get(k)] for k in m.finetuned],
+        )
+    logger.finalize("success")

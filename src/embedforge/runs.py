@@ -1,24 +1,32 @@
-"""Run registry: find run directories, summarise them, diff their configs and metrics.
+"""Run directories: the schema of ``metrics.json``, loading a run, finding and comparing runs.
 
 A run directory is what ``python train.py`` writes (``.hydra/config.yaml``, ``metrics.json``, ...);
 a multirun directory holds one run directory per job (``0/``, ``1/``, ...) and a sweep summary.
-A job that raised writes ``failed.json`` instead of ``metrics.json``.
+A job that raised writes ``failed.json`` instead of ``metrics.json``. :class:`RunMetrics` is the one
+schema of ``metrics.json``: the pipeline writes it; the report, model card, ship gate, run tables
+and reproduction read it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
+from embedforge.eval.ship import SHIP_METRIC
 from embedforge.io import write_json
+
+if TYPE_CHECKING:
+    from embedforge.eval.retrieval import RetrievalSet
 
 #: keys that differ between any two runs but say nothing about the experiment
 VOLATILE_KEYS = ("paths.output_dir", "resume")
@@ -34,6 +42,83 @@ COMPARED_FIELDS = (
     "n_queries",
     "n_docs",
 )
+
+
+@dataclass
+class RunMetrics:
+    """``metrics.json``: what a run measured, in the order it is written.
+
+    Args:
+        task: the run's task name (``cfg.task``).
+        baseline: base-model metrics on the eval set (empty when ``eval.baseline=false``).
+        finetuned: metrics of the shipped model on the same eval set.
+        delta: ``finetuned - baseline`` per metric.
+        eval_split: the reported split (``held-out`` when held out of the pairs).
+        n_queries / n_skipped / n_docs: queries scored, queries without a relevant doc, docs searched.
+        n_train_pairs: training pairs after splitting, capping and negatives.
+        pairs_by_source: training pairs per ``source`` (real, offline, synthetic).
+        pair_diagnostics: length and overlap statistics of the pairs (``data.diagnostics``).
+        hard_negatives: counts of mined or group negatives, or None.
+        monitor: the validation metric that selects the model (``cfg.monitor``).
+        monitor_value: its value for the shipped model.
+        selected: ``base``, ``best_checkpoint`` or ``last``.
+        val: the monitored value of the ``base``, ``best`` checkpoint and ``last`` weights.
+        ship: ``{"min_gain", "passed"}``: the ship gate's verdict.
+        eval_set / val_set / data: summaries of the eval set, validation set and data source.
+        training: model, loss, batch size, steps, epochs, lr, precision, max_seq_length.
+        seconds: wall time per stage.
+        provenance: seed, content hashes of pairs / eval / val sets, git, package versions.
+    """
+
+    task: str = ""
+    baseline: dict[str, float] = field(default_factory=dict)
+    finetuned: dict[str, float] = field(default_factory=dict)
+    delta: dict[str, float] = field(default_factory=dict)
+    eval_split: str = "held-out"
+    n_queries: int = 0
+    n_skipped: int = 0
+    n_docs: int = 0
+    n_train_pairs: int = 0
+    pairs_by_source: dict[str, int] = field(default_factory=dict)
+    pair_diagnostics: dict[str, Any] | None = None
+    hard_negatives: dict[str, Any] | None = None
+    monitor: str = ""
+    monitor_value: float | None = None
+    selected: str = ""
+    val: dict[str, float | None] = field(default_factory=dict)
+    ship: dict[str, Any] = field(default_factory=dict)
+    eval_set: dict[str, Any] = field(default_factory=dict)
+    val_set: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunMetrics:
+        """Parse ``metrics.json`` content; keys an older run lacks take their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunMetrics:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def write(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+    def metric(self, which: str, name: str) -> float:
+        """``which`` in baseline | finetuned | delta; NaN when absent."""
+        v = getattr(self, which).get(name)
+        return float(v) if v is not None else float("nan")
+
+    @property
+    def ship_gain(self) -> float:
+        """The ``SHIP_METRIC`` delta (0 without a baseline)."""
+        return float(self.delta.get(SHIP_METRIC, 0.0))
 
 
 @dataclass
@@ -53,26 +138,25 @@ class RunSummary:
     status: str
     config: dict[str, Any] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
     error: str | None = None
 
     @property
     def monitor(self) -> str:
-        return self.metrics.get("monitor") or str(self.config.get("monitor", "val/ndcg@10"))
+        return self.metrics.monitor or str(self.config.get("monitor", f"val/{SHIP_METRIC}"))
 
     @property
     def monitor_value(self) -> float:
-        v = self.metrics.get("monitor_value")
+        v = self.metrics.monitor_value
         return float(v) if v is not None else float("nan")
 
     def metric(self, which: str, name: str) -> float:
         """``which`` in baseline | finetuned | delta; NaN when absent."""
-        v = self.metrics.get(which, {}).get(name)
-        return float(v) if v is not None else float("nan")
+        return self.metrics.metric(which, name)
 
     @property
     def seconds(self) -> float:
-        v = self.metrics.get("seconds", {}).get("total")
+        v = self.metrics.seconds.get("total")
         return float(v) if v is not None else float("nan")
 
 
@@ -95,6 +179,30 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def is_run_dir(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file()
+
+
+def load_run(run_dir: str | Path) -> tuple[DictConfig, RunMetrics | None]:
+    """The saved config and ``metrics.json`` of a run directory (None while it has no metrics)."""
+    run = Path(run_dir)
+    if not is_run_dir(run):
+        raise EmbedforgeError(f"{run} is not a run directory: .hydra/config.yaml is missing")
+    metrics_path = run / "metrics.json"
+    metrics = RunMetrics.load(metrics_path) if metrics_path.is_file() else None
+    return OmegaConf.load(run / ".hydra" / "config.yaml"), metrics
+
+
+def run_eval_set(cfg: DictConfig) -> RetrievalSet:
+    """The reported eval set of a run's config, rebuilt as the run used it (for export, reproduction)."""
+    from embedforge.config import build
+
+    if cfg is None or "data" not in cfg:
+        raise EmbedforgeError("run config has no `data` node; pass --beir DIR for the eval set")
+    eval_set = build(cfg.data).eval_set()
+    if eval_set is None:
+        raise EmbedforgeError(
+            "this run evaluated on held-out pairs; its eval set is in <run>/eval_set.json"
+        )
+    return eval_set
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -129,15 +237,11 @@ def _natural(p: Path) -> tuple:
 def load_summary(run_dir: str | Path) -> RunSummary:
     """Read one run directory (config, overrides, metrics or failure)."""
     run = Path(run_dir)
-    if not is_run_dir(run):
-        raise EmbedforgeError(f"{run} is not a run directory: .hydra/config.yaml is missing")
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg, metrics = load_run(run)
     ov_path = run / ".hydra" / "overrides.yaml"
     overrides = [str(o) for o in OmegaConf.load(ov_path)] if ov_path.is_file() else []
-    if (run / "metrics.json").is_file():
-        return RunSummary(
-            run, "ok", flatten(cfg), overrides, json.loads((run / "metrics.json").read_text())
-        )
+    if metrics is not None:
+        return RunSummary(run, "ok", flatten(cfg), overrides, metrics)
     if (run / "failed.json").is_file():
         err = json.loads((run / "failed.json").read_text()).get("error")
         return RunSummary(run, "failed", flatten(cfg), overrides, error=err)
@@ -181,7 +285,7 @@ def sort_runs(runs: list[RunSummary], descending: bool = True) -> list[RunSummar
 
 
 def table_rows(
-    runs: list[RunSummary], metric: str = "ndcg@10", keys: list[str] | None = None
+    runs: list[RunSummary], metric: str = SHIP_METRIC, keys: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """One flat dict per run: path, status, monitor, baseline/fine-tuned/delta ``metric``, seconds, keys."""
     keys = differing_keys(runs) if keys is None else keys
@@ -253,12 +357,15 @@ def short_names(paths: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- reproduction
-def diff_metrics(old: dict[str, Any], new: dict[str, Any], tolerance: float = 1e-6) -> list[str]:
+def diff_metrics(
+    old: RunMetrics | dict[str, Any], new: RunMetrics | dict[str, Any], tolerance: float = 1e-6
+) -> list[str]:
     """Mismatches between two ``metrics.json`` beyond ``tolerance`` (absolute), one line each.
 
     Compares the results (baseline, fine-tuned, delta, monitored and validation values, selected model,
     data sizes) and the training-pair hash; never wall times.
     """
+    old, new = _as_dict(old), _as_dict(new)
     out: list[str] = []
 
     def walk(a: Any, b: Any, key: str) -> None:
@@ -288,62 +395,15 @@ def diff_metrics(old: dict[str, Any], new: dict[str, Any], tolerance: float = 1e
     return out
 
 
-def rerun(
-    run_dir: str | Path, out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()
-) -> float:
-    """Run ``train`` again from a run's saved ``.hydra/config.yaml`` into ``out_dir`` (in-process).
-
-    Equivalent to ``python train.py --config-path RUN/.hydra --config-name config
-    hydra.run.dir=OUT [overrides]``: the saved config (not today's ``conf/``) is composed, ``hydra:``
-    interpolations resolve against ``out_dir`` and the current directory, and ``out_dir/.hydra``
-    records the config and the original overrides plus ``overrides``. Returns the monitored value.
-    """
-    import os
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    run, out = Path(run_dir).resolve(), Path(out_dir).resolve()
-    if not is_run_dir(run):
-        raise EmbedforgeError(f"{run} is not a run directory: .hydra/config.yaml is missing")
-    old_overrides = load_summary(run).overrides
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(run / ".hydra"), version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    except Exception as e:  # hydra's override/compose errors name the bad key
-        raise EmbedforgeError(
-            f"cannot compose {run}/.hydra/config.yaml with {list(overrides)}: {e}"
-        ) from None
-    finally:
-        GlobalHydra.instance().clear()
-    cfg.hydra.runtime.output_dir = str(out)
-    cfg.hydra.runtime.cwd = os.getcwd()
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)
-    (out / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    kept = [o for o in old_overrides if not _overridden(o.split("=", 1)[0].lstrip("+~"), keys)]
-    merged = kept + list(overrides)
-    (out / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(merged)))
-    from embedforge.pipeline import train
-
-    value = train(cfg)
-    (out / "failed.json").unlink(missing_ok=True)  # a resumed failed job is no longer failed
-    return value
+def _as_dict(m: RunMetrics | dict[str, Any]) -> dict[str, Any]:
+    return m.to_dict() if isinstance(m, RunMetrics) else m
 
 
-def _overridden(key: str, keys: set[str]) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in keys)
-
-
-def provenance_notes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def provenance_notes(
+    old: RunMetrics | dict[str, Any], new: RunMetrics | dict[str, Any]
+) -> list[str]:
     """Environment differences (git, versions) that may explain a mismatch; informational."""
-    a, b = old.get("provenance", {}), new.get("provenance", {})
+    a, b = _as_dict(old).get("provenance", {}), _as_dict(new).get("provenance", {})
     notes = []
     for k in ("git_sha", "git_dirty", "seed"):
         if a.get(k) != b.get(k):
@@ -395,13 +455,7 @@ def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
     return path
 
 
-try:  # the Hydra callback; hydra is a dependency, but keep the registry importable without it
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover
-    _HydraCallback = object  # type: ignore[misc,assignment]
-
-
-class SweepSummary(_HydraCallback):
+class SweepSummary(Callback):
     """Hydra callback (``hydra.callbacks`` in conf/train.yaml): writes the sweep summary at the end."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -8,12 +8,9 @@ from pathlib import Path
 
 from embedforge.errors import EmbedforgeError
 from embedforge.io import iter_jsonl
+from embedforge.types import doc_text
 
-
-def doc_text(row: dict) -> str:
-    """Title and text joined the way BEIR evaluates dense models (``title + " " + text``)."""
-    title, text = (row.get("title") or "").strip(), (row.get("text") or "").strip()
-    return f"{title} {text}".strip() if title else text
+__all__ = ["BeirDataset", "doc_text", "load_beir", "read_qrels"]
 
 
 @dataclass

@@ -13,12 +13,15 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embedforge.errors import EmbedforgeError
-from embedforge.generate.base import Pair
+from embedforge.types import Pair, doc_text
+
+if TYPE_CHECKING:
+    from embedforge.data.sources import DataSource
 from embedforge.io import stable_hash, write_jsonl
 
 
@@ -129,20 +132,18 @@ def mine_hard_negatives(
 
 
 def mine_for_pipeline(
-    pairs: list[Pair], data: Any, encoder: Any, seed: int, stats: dict[str, Any] | None = None
+    pairs: list[Pair],
+    data: DataSource,
+    encoder: Any,
+    seed: int,
+    stats: dict[str, Any] | None = None,
 ) -> list[Pair]:
     """Mine with the base model over the data source's documents, as ``data.hard_negatives`` says.
 
     Judged-relevant documents of the source's training split are excluded too (BEIR sources).
     """
-    from embedforge.data.beir import doc_text
-
     opts = dict(data.hard_negatives)
     corpus = {str(c["id"]): doc_text(c) for c in data.chunks()}
-    qrels = None
-    ds = getattr(data, "dataset", None)
-    if ds is not None and getattr(data, "train_split", None) in ds.qrels:
-        qrels = ds.qrels[data.train_split]
     return mine_hard_negatives(
         pairs,
         corpus,
@@ -151,6 +152,6 @@ def mine_for_pipeline(
         rank_window=tuple(opts.get("rank_window", (10, 100))),
         margin=opts.get("margin", 0.05),
         seed=seed,
-        qrels=qrels,
+        qrels=data.train_qrels(),
         stats=stats,
     )

@@ -2,7 +2,10 @@
 
 A source is built from ``conf/data/<name>.yaml`` (YAML keys = constructor arguments). The pipeline
 asks it for ``chunks()`` (documents a generator turns into pairs), ``real_pairs()`` (labelled
-pairs), ``val_set()`` (in-training validation) and ``eval_set()`` (the reported split).
+pairs), ``val_set()`` (in-training validation) and ``eval_set()`` (the reported split). What a
+stage may need beyond that is declared here too, with a neutral default: ``train_qrels()`` (judged
+documents that mining must never use as negatives) and ``group_negatives`` /
+``with_group_negatives()`` (negatives drawn from the positive's group).
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from embedforge.data.beir import BeirDataset, doc_text, load_beir
+from embedforge.data.beir import BeirDataset, load_beir
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.retrieval import RetrievalSet
-from embedforge.generate.base import Chunk, Pair
 from embedforge.io import iter_jsonl
+from embedforge.types import Chunk, Pair, doc_text
 
 
 class DataSource:
@@ -36,6 +39,9 @@ class DataSource:
         hard_negatives: mining options (``num`` = 0 disables).
         seed: sampling seed.
     """
+
+    #: negatives per pair drawn from the positive's group (0 = the source has none to offer)
+    group_negatives: int = 0
 
     def __init__(
         self,
@@ -76,6 +82,18 @@ class DataSource:
 
     def eval_set(self) -> RetrievalSet | None:
         return None
+
+    def train_qrels(self) -> dict[str, dict[str, int]] | None:
+        """Judgements of the training split (query id -> {doc id: relevance}), if the source has any."""
+        return None
+
+    def with_group_negatives(
+        self, pairs: list[Pair], stats: dict[str, Any] | None = None
+    ) -> list[Pair]:
+        """Copies of ``pairs`` with ``group_negatives`` same-group negatives each."""
+        raise EmbedforgeError(
+            f"data source {self.name!r} has no document groups to draw negatives from"
+        )
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name}
@@ -273,6 +291,9 @@ class BeirSource(DataSource):
         if self.pairs_path:
             pairs.extend(read_pairs(self.pairs_path))
         return pairs
+
+    def train_qrels(self) -> dict[str, dict[str, int]] | None:
+        return self.dataset.qrels.get(self.train_split)
 
     def with_group_negatives(
         self, pairs: list[Pair], stats: dict[str, Any] | None = None

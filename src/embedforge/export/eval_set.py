@@ -1,51 +1,16 @@
-"""Where an export's eval set comes from: the run's own config, or a BEIR dir; subset for speed."""
+"""An export's eval set from a BEIR dir (a run's own is :func:`embedforge.runs.run_eval_set`); subset for speed."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.retrieval import RetrievalSet
 from embedforge.io import stable_hash
 
 
-def load_run(run_dir: str | Path) -> tuple[Any, dict | None]:
-    """``(cfg, metrics)`` of a run dir; the pipeline's loader when present, else read the files."""
-    try:
-        from embedforge.pipeline import load_run as pipeline_load_run
-
-        return pipeline_load_run(run_dir)
-    except ImportError:
-        pass
-    from omegaconf import OmegaConf
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else None
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    return cfg, metrics
-
-
-def run_eval_set(cfg: Any) -> RetrievalSet:
-    """The eval set a run was scored on (its ``data`` node's ``eval_set()``)."""
-    try:
-        from embedforge.pipeline import build_eval_set
-
-        return build_eval_set(cfg)
-    except ImportError:
-        pass
-    import hydra.utils
-
-    if cfg is None or "data" not in cfg:
-        raise EmbedforgeError("run config has no `data` node; pass --beir DIR for the eval set")
-    return hydra.utils.instantiate(cfg.data).eval_set()
-
-
 def beir_eval_set(path: str | Path, split: str = "test") -> RetrievalSet:
-    """A BEIR dir's ``split`` as a RetrievalSet (documents as ``title + " " + text``)."""
+    """A BEIR dir's ``split`` as a RetrievalSet (documents as :func:`embedforge.types.doc_text`)."""
     from embedforge.data.beir import load_beir
 
     ds = load_beir(path)

@@ -5,18 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from embedforge.eval.metrics import DEFAULT_METRICS
 from embedforge.io import atomic_write_text
-
-METRIC_ORDER = ("ndcg@10", "recall@5", "mrr@10", "recall@100")
+from embedforge.runs import RunMetrics
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def _metrics_table(metrics: dict[str, Any]) -> str:
-    base, tuned = metrics.get("baseline") or {}, metrics.get("finetuned") or {}
-    keys = [k for k in METRIC_ORDER if k in base or k in tuned]
+def _metrics_table(metrics: RunMetrics) -> str:
+    base, tuned = metrics.baseline, metrics.finetuned
+    keys = [k for k in DEFAULT_METRICS if k in base or k in tuned]
     keys += sorted(k for k in {**base, **tuned} if k not in keys)
     rows = ["| metric | baseline | fine-tuned | delta |", "|---|---:|---:|---:|"]
     for k in keys:
@@ -40,16 +40,16 @@ def write_model_card(model_dir: str | Path, info: dict[str, Any]) -> Path:
     Args:
         model_dir: the SentenceTransformer dir (``run_dir/model``).
         info: ``base_model`` (str), ``data`` (summary: sources and counts, dict or list),
-            ``config`` (the composed config as a YAML string), ``metrics`` (metrics.json content);
-            optional ``name``, ``prompts`` ({"query", "document"}).
+            ``config`` (the composed config as a YAML string), ``metrics`` (the run's
+            :class:`~embedforge.runs.RunMetrics`); optional ``name``, ``prompts``
+            ({"query", "document"}).
 
     Returns:
         The README path.
     """
     model_dir = Path(model_dir)
     name = info.get("name") or model_dir.resolve().parent.name or model_dir.name
-    metrics = info.get("metrics") or {}
-    eval_set = metrics.get("eval_set") or {}
+    metrics: RunMetrics = info.get("metrics") or RunMetrics()
     prompts = info.get("prompts") or {}
     if not prompts:
         from embedforge.export.onnx_encoder import read_prompts
@@ -58,10 +58,10 @@ def write_model_card(model_dir: str | Path, info: dict[str, Any]) -> Path:
     eval_line = ", ".join(
         f"{k}: {v}"
         for k, v in {
-            "set": eval_set.get("name"),
-            "split": metrics.get("eval_split"),
-            "queries": metrics.get("n_queries"),
-            "documents": metrics.get("n_docs"),
+            "set": metrics.eval_set.get("name"),
+            "split": metrics.eval_split,
+            "queries": metrics.n_queries,
+            "documents": metrics.n_docs,
         }.items()
         if v is not None
     )
@@ -80,7 +80,7 @@ Query prompt: `{prompts.get("query", "")!r}`; document prompt: `{prompts.get("do
 
 ## Training data
 {_data_lines(info.get("data"))}
-- **training pairs**: {metrics.get("n_train_pairs", "n/a")}
+- **training pairs**: {metrics.n_train_pairs or "n/a"}
 
 ## Evaluation
 Exact dense retrieval, cosine similarity ({eval_line or "eval set not recorded"}).

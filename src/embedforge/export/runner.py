@@ -13,18 +13,19 @@ import numpy as np
 import torch
 
 from embedforge.errors import EmbedforgeError
+from embedforge.eval.metrics import DEFAULT_METRICS
 from embedforge.eval.retrieval import RetrievalSet, evaluate
+from embedforge.eval.ship import check_quality_gate
 from embedforge.export.checks import Bounds, dir_size_mb, judge, measure_speed, onnx_size_mb, parity
-from embedforge.export.eval_set import beir_eval_set, load_run, run_eval_set, subset
-from embedforge.export.gate import check_quality_gate
+from embedforge.export.eval_set import beir_eval_set, subset
 from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
 from embedforge.export.onnx_export import export_onnx
 from embedforge.export.quantize import Int8Recipe, quantize_int8
 from embedforge.io import write_json
+from embedforge.runs import load_run, run_eval_set
 
 log = logging.getLogger(__name__)
 REPORT = "export_report.json"
-METRICS = ("ndcg@10", "recall@5", "mrr@10", "recall@100")
 
 
 @dataclass
@@ -117,21 +118,7 @@ def export_model(
         else (run_dir / "onnx" if run_dir else model_dir.with_name(model_dir.name + "-onnx"))
     )
     report: dict[str, Any] = {"source": str(source), "model_dir": str(model_dir), "out": str(out)}
-
-    rset: RetrievalSet | None = None
-    if run_dir is not None:
-        cfg, metrics = load_run(run_dir)
-        min_gain = s.min_gain
-        if cfg is not None and cfg.get("ship") is not None and "min_gain" in cfg.ship:
-            min_gain = float(cfg.ship.min_gain)
-        report["gate"] = check_quality_gate(metrics, min_gain, s.force, where=str(run_dir))
-        if not s.beir:
-            rset = run_eval_set(cfg)
-    if s.beir:
-        rset = beir_eval_set(s.beir, s.split)
-    if rset is None:
-        raise EmbedforgeError(f"{model_dir} is a bare model dir; pass --beir DIR for the eval set")
-    rset = subset(rset, s.max_queries, s.max_docs)
+    rset = _gate_and_eval_set(model_dir, run_dir, s, report)
     report["eval_set"] = rset.summary()
     report["bounds"] = asdict(s.bounds)
 
@@ -145,38 +132,84 @@ def export_model(
         "export": round(t1 - t0, 2),
         "quantize": round(time.perf_counter() - t1, 2),
     }
-
-    docs = list(rset.corpus.values())[: s.parity_texts]
-    queries = list(rset.queries.values())[: s.parity_texts]
-    enc = _torch_encoder(model_dir)
-    ref = {"doc": enc.encode(docs, "doc"), "query": enc.encode(queries, "query")}
-    torch_metrics = evaluate(enc, rset, METRICS).metrics
-    report["torch"] = {"size_mb": dir_size_mb(model_dir), "metrics": torch_metrics}
-    speed_texts = docs[:32]
-    if s.speed:
-        report["torch"]["speed"] = _speed_torch(model_dir, speed_texts)
-    del enc
-
-    report["variants"] = {}
-    for name, vdir in (("fp32", fp32_dir), ("int8", int8_dir)):
-        onnx = OnnxEncoder(vdir)
-        emb = np.concatenate([onnx.encode(docs, "doc"), onnx.encode(queries, "query")])
-        v: dict[str, Any] = {
-            "path": str(vdir),
-            "size_mb": onnx_size_mb(vdir),
-            "parity": parity(np.concatenate([ref["doc"], ref["query"]]), emb),
-            "metrics": evaluate(onnx, rset, METRICS).metrics,
-        }
-        if name == "int8":
-            v["recipe"] = asdict(s.recipe)
-        v["delta_vs_torch"] = {
-            k: round(v["metrics"][k] - torch_metrics[k], 6) for k in torch_metrics
-        }
-        if s.speed:
-            v["speed"] = _speed_onnx(vdir, speed_texts)
-        v["failed"] = judge(v, torch_metrics, s.bounds)
-        v["good"] = not v["failed"]
-        report["variants"][name] = v
+    texts = {
+        "doc": list(rset.corpus.values())[: s.parity_texts],
+        "query": list(rset.queries.values())[: s.parity_texts],
+    }
+    report["torch"], ref = _torch_reference(model_dir, rset, texts, s.speed)
+    report["variants"] = {
+        name: _check_variant(name, vdir, rset, texts, ref, report["torch"]["metrics"], s)
+        for name, vdir in (("fp32", fp32_dir), ("int8", int8_dir))
+    }
     report["seconds"]["total"] = round(time.perf_counter() - t0, 2)
     write_json(out / "export_report.json", report)
     return report
+
+
+def _gate_and_eval_set(
+    model_dir: Path, run_dir: Path | None, s: ExportSettings, report: dict[str, Any]
+) -> RetrievalSet:
+    """The (subset) eval set to check against; a run must first pass its ship gate (``report["gate"]``)."""
+    rset: RetrievalSet | None = None
+    if run_dir is not None:
+        cfg, metrics = load_run(run_dir)
+        min_gain = s.min_gain
+        if cfg.get("ship") is not None and "min_gain" in cfg.ship:
+            min_gain = float(cfg.ship.min_gain)
+        report["gate"] = check_quality_gate(
+            metrics.baseline if metrics else None,
+            metrics.finetuned if metrics else None,
+            min_gain,
+            s.force,
+            where=str(run_dir),
+        )
+        if not s.beir:
+            rset = run_eval_set(cfg)
+    if s.beir:
+        rset = beir_eval_set(s.beir, s.split)
+    if rset is None:
+        raise EmbedforgeError(f"{model_dir} is a bare model dir; pass --beir DIR for the eval set")
+    return subset(rset, s.max_queries, s.max_docs)
+
+
+def _torch_reference(
+    model_dir: Path, rset: RetrievalSet, texts: dict[str, list[str]], speed: bool
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The PyTorch model's size, metrics (and speed), and its embeddings of ``texts``."""
+    enc = _torch_encoder(model_dir)
+    ref = {kind: enc.encode(t, kind) for kind, t in texts.items()}
+    info: dict[str, Any] = {
+        "size_mb": dir_size_mb(model_dir),
+        "metrics": evaluate(enc, rset, DEFAULT_METRICS).metrics,
+    }
+    if speed:
+        info["speed"] = _speed_torch(model_dir, texts["doc"][:32])
+    return info, ref
+
+
+def _check_variant(
+    name: str,
+    vdir: Path,
+    rset: RetrievalSet,
+    texts: dict[str, list[str]],
+    ref: dict[str, np.ndarray],
+    torch_metrics: dict[str, float],
+    s: ExportSettings,
+) -> dict[str, Any]:
+    """One ONNX variant against the PyTorch model: size, parity, metrics, speed, verdict."""
+    onnx = OnnxEncoder(vdir)
+    emb = np.concatenate([onnx.encode(texts["doc"], "doc"), onnx.encode(texts["query"], "query")])
+    v: dict[str, Any] = {
+        "path": str(vdir),
+        "size_mb": onnx_size_mb(vdir),
+        "parity": parity(np.concatenate([ref["doc"], ref["query"]]), emb),
+        "metrics": evaluate(onnx, rset, DEFAULT_METRICS).metrics,
+    }
+    if name == "int8":
+        v["recipe"] = asdict(s.recipe)
+    v["delta_vs_torch"] = {k: round(v["metrics"][k] - torch_metrics[k], 6) for k in torch_metrics}
+    if s.speed:
+        v["speed"] = _speed_onnx(vdir, texts["doc"][:32])
+    v["failed"] = judge(v, torch_metrics, s.bounds)
+    v["good"] = not v["failed"]
+    return v

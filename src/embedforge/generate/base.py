@@ -1,16 +1,12 @@
-"""The generator protocol: ``generate(chunks) -> pairs``.
-
-A chunk is ``{"id": str, "text": str, "title": str (may be ""), ...provenance}``.
-A pair is ``{"query": str, "positive": str, "negatives": [str] (optional), "source": str,
-"doc_id": str (optional)}`` where ``source`` is ``real``, ``synthetic`` (LLM) or ``offline``.
-"""
+"""The generator protocol: ``generate(chunks) -> pairs`` (records defined in :mod:`embedforge.types`)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-Chunk = dict[str, Any]
-Pair = dict[str, Any]
+from embedforge.types import Chunk, Pair
+
+__all__ = ["Chunk", "Generator", "Pair"]
 
 
 @runtime_checkable

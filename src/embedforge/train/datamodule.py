@@ -10,7 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from embedforge.generate.base import Pair
+from embedforge.types import Pair
 
 
 class PairDataset(Dataset):

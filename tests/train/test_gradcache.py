@@ -8,10 +8,10 @@ import functools
 import pytest
 import torch
 
-from embedforge.gradcache import cached_backward
+from embedforge.train.gradcache import cached_backward
 from embedforge.losses import MultipleNegativesRankingLoss, TripletLoss
 from embedforge.models.encoder import Encoder
-from embedforge.module import ContrastiveModule
+from embedforge.train.module import ContrastiveModule
 
 LOSSES = {
     "mnrl": lambda: MultipleNegativesRankingLoss(scale=20.0),

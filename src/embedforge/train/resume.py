@@ -89,7 +89,7 @@ class SimulatedCrash(RuntimeError):
 class CrashAtStep(pl.Callback):
     """Fault injection for resume tests: raise before optimizer step ``step`` (0-based) starts.
 
-    Add it from the command line: ``+callbacks.crash._target_=embedforge.resume.CrashAtStep
+    Add it from the command line: ``+callbacks.crash._target_=embedforge.train.resume.CrashAtStep
     +callbacks.crash.step=5``.
     """
 

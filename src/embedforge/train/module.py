@@ -17,10 +17,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from embedforge.distributed import all_gather_with_grad, world
+from embedforge.eval.metrics import DEFAULT_METRICS
 from embedforge.eval.retrieval import RetrievalSet, evaluate
-from embedforge.gradcache import cached_backward
+from embedforge.eval.ship import SHIP_METRIC
 from embedforge.models.encoder import Encoder
+from embedforge.train.distributed import all_gather_with_grad, world
+from embedforge.train.gradcache import cached_backward
 
 log = logging.getLogger("embedforge")
 
@@ -69,7 +71,7 @@ class ContrastiveModule(pl.LightningModule):
         gather_across_devices: bool = True,
         l2sp_weight: float = 0.0,
         val_set: RetrievalSet | None = None,
-        metrics: list[str] | tuple[str, ...] = ("ndcg@10", "recall@5", "mrr@10", "recall@100"),
+        metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS,
         eval_batch_size: int = 64,
         gradient_clip_val: float | None = None,
         gather_queries: bool = False,
@@ -88,7 +90,6 @@ class ContrastiveModule(pl.LightningModule):
         self.val_set = val_set
         self.metrics = list(metrics)
         self.eval_batch_size = int(eval_batch_size)
-        self.last_val: dict[str, float] = {}
         self._announced = False
         if self.l2sp_weight > 0:
             # frozen copy of the starting weights; not a parameter, not saved in checkpoints' state
@@ -283,9 +284,8 @@ class ContrastiveModule(pl.LightningModule):
         # rank 0 evaluates, every rank logs the same numbers (the checkpoint monitor needs them)
         scores = self.run_validation() if self.trainer.is_global_zero else {}
         scores = self.trainer.strategy.broadcast(scores, src=0)
-        self.last_val = scores
         for k, v in scores.items():
-            self.log(k, v, prog_bar=k.endswith("ndcg@10"), batch_size=1)
+            self.log(k, v, prog_bar=k.endswith(SHIP_METRIC), batch_size=1)
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> dict[str, Any]:

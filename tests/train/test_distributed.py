@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from embedforge.distributed import all_gather_with_grad
+from embedforge.train.distributed import all_gather_with_grad
 from embedforge.models.encoder import Encoder
-from embedforge.module import ContrastiveModule
+from embedforge.train.module import ContrastiveModule
 from tests.test_gradcache import LOSSES, grads, make_batch
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def test_lightning_ddp_step_equals_single_process(tmp_path):
     step on 2 ranks moves the weights exactly as one process on the global batch does."""
     import pytorch_lightning as pl
 
-    from embedforge.data.datamodule import PairDataModule
+    from embedforge.train.datamodule import PairDataModule
 
     torch.set_num_threads(1)
     batch = make_batch(8, 1)
@@ -172,7 +172,7 @@ def test_lightning_ddp_step_equals_single_process(tmp_path):
     trainer.fit(module, datamodule=PairDataModule(pairs, batch_size=8, seed=0, has_val=False))
     # (ddp_spawn copies rank 0's weights back into this process's module; the trainer stays here)
     # the global batch in the order the sampler served it (rank 0's half, then rank 1's)
-    from embedforge.data.datamodule import UniqueBatchSampler
+    from embedforge.train.datamodule import UniqueBatchSampler
 
     keys = [(("p", p["positive"]), ("q", p["query"])) for p in pairs]
     order = UniqueBatchSampler(keys, 8, 0).global_batches()[0]

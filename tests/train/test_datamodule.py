@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedforge.data.datamodule import UniqueBatchSampler, collate_pairs
+from embedforge.train.datamodule import UniqueBatchSampler, collate_pairs
 
 
 def keys_of(pairs):

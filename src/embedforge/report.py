@@ -1,0 +1,90 @@
+"""``report.md``: a run's ``metrics.json`` (:class:`~embedforge.runs.RunMetrics`) for a reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from embedforge.eval.ship import SHIP_METRIC
+from embedforge.io import atomic_write_text
+from embedforge.runs import RunMetrics
+
+
+def write_report(run_dir: Path, m: RunMetrics) -> Path:
+    """Write ``run_dir/report.md``: results, the shipped model and the gate, data, training, time."""
+    lines = [f"# embedforge run: {m.task}", ""]
+    lines += _results(m) + _data(m) + _training(m)
+    lines += [
+        "",
+        f"Reproduce: `python train.py --config-path {run_dir.resolve()}/.hydra --config-name config`",
+        "",
+    ]
+    return atomic_write_text(run_dir / "report.md", "\n".join(lines))
+
+
+def _results(m: RunMetrics) -> list[str]:
+    skipped = f", {m.n_skipped} queries without relevant documents skipped" if m.n_skipped else ""
+    lines = [
+        f"Eval set **{m.eval_set['name']}** ({m.n_queries} queries with relevant documents,"
+        f" {m.n_docs} documents searched{skipped}).",
+        "",
+        "| metric | baseline | fine-tuned | delta |",
+        "|---|---:|---:|---:|",
+    ]
+    for k in m.finetuned:
+        lines.append(
+            f"| {k} | {m.baseline.get(k, float('nan')):.4f} | {m.finetuned[k]:.4f}"
+            f" | {m.delta.get(k, 0):+.4f} |"
+        )
+    best = m.val["best"] if m.val["best"] is not None else float("nan")
+    lines += [
+        "",
+        f"Model shipped as `model/`: **{m.selected}** (validation {m.monitor}: base"
+        f" {m.val['base']:.4f}, best checkpoint {best:.4f}, last {m.val['last']:.4f}).",
+        "",
+    ]
+    if m.selected == "base":
+        lines += [
+            "**No checkpoint beat the base model on validation; the base model is kept"
+            " (fine-tuned = baseline).**",
+            "",
+        ]
+    verdict = "pass" if m.ship["passed"] else "FAIL (export will refuse without --force)"
+    lines += [
+        f"Ship gate: {SHIP_METRIC.upper()} gain {m.ship_gain:+.4f} vs"
+        f" required {m.ship['min_gain']:+.4f}: **{verdict}**.",
+        "",
+    ]
+    return lines
+
+
+def _data(m: RunMetrics) -> list[str]:
+    by_source = ", ".join(f"{k}: {v}" for k, v in m.pairs_by_source.items())
+    vs = m.val_set
+    lines = [
+        "## Data",
+        "",
+        f"- training pairs: {m.n_train_pairs} ({by_source})",
+        f"- validation: {vs['name']} ({vs['n_queries']} queries, {vs['n_docs']} docs)",
+    ]
+    lines += [f"- eval {k}: {v}" for k, v in m.eval_set.items()]
+    if m.hard_negatives:
+        hn = m.hard_negatives
+        label = (
+            "group negatives (same group as the positive)"
+            if hn.get("scope") == "group"
+            else "hard negatives (mined with the base model)"
+        )
+        lines.append(f"- {label}: {hn}")
+    if m.pair_diagnostics:
+        from embedforge.data.diagnostics import diagnostics_markdown
+
+        lines += ["", diagnostics_markdown(m.pair_diagnostics)]
+    return lines
+
+
+def _training(m: RunMetrics) -> list[str]:
+    lines = ["", "## Training", ""]
+    lines += [f"- {k}: {v}" for k, v in m.training.items()]
+    lines += ["", "## Wall time (s)", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in m.seconds.items()]
+    return lines

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, its DataModule, gradient caching, DDP helpers, crash-safe resume."""
