@@ -37,22 +37,38 @@ def tiny_encoder():
     return Encoder.tiny(seed=0)
 
 
-@pytest.fixture()
-def compose():
-    """``compose(*overrides)`` -> the composed train config (no Hydra run dir needed)."""
+def compose_config(*overrides: str, return_hydra_config: bool = False):
+    """The train config of ``conf/`` composed with ``overrides`` (no Hydra run dir needed)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    def _compose(*overrides: str, return_hydra_config: bool = False):
-        GlobalHydra.instance().clear()
+    GlobalHydra.instance().clear()
+    try:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             return hydra_compose(
                 "train", overrides=list(overrides), return_hydra_config=return_hydra_config
             )
+    finally:
+        GlobalHydra.instance().clear()
 
-    yield _compose
-    GlobalHydra.instance().clear()
+
+def loss_configs() -> list[str]:
+    """Every ``conf/loss/*.yaml`` by name: tests parametrized over it cover a new loss unasked."""
+    return sorted(p.stem for p in (ROOT / "conf" / "loss").glob("*.yaml"))
+
+
+def build_loss(name: str):
+    """The loss ``conf/loss/<name>.yaml`` builds."""
+    from embedforge.config import build
+
+    return build(compose_config(f"loss={name}").loss)
+
+
+@pytest.fixture()
+def compose():
+    """``compose(*overrides)`` -> the composed train config (no Hydra run dir needed)."""
+    return compose_config
 
 
 def make_beir(

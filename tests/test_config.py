@@ -21,17 +21,48 @@ def test_defaults_compose_and_validate(compose):
     assert cfg.monitor == "val/ndcg@10" and cfg.trainer.precision == "32-true"
 
 
+def accepted_keys(target: str) -> set[str] | None:
+    """Keyword arguments a ``_target_`` accepts (following ``**kwargs`` up to the base class);
+    None when it takes any keyword."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    obj = get_object(target)
+    chain = [c.__init__ for c in obj.__mro__] if isinstance(obj, type) else [obj]
+    names: set[str] = set()
+    for fn in chain:
+        params = inspect.signature(fn).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
 @pytest.mark.parametrize(
-    "group", ["model", "loss", "data", "generator", "optim", "trainer", "logger"]
+    "group", ["model", "loss", "data", "generator", "optim", "trainer", "logger", "callbacks"]
 )
-def test_every_option_composes(compose, group):
+def test_every_option_composes_and_its_keys_are_constructor_arguments(compose, group):
     for opt in options(group):
         extra = []
         if group == "data" and opt in {"beir", "pairs", "folder"}:
             extra = ["data.path=/some/dir"]
         cfg = compose(f"{group}={opt}", *extra)
         validate(cfg)
-        assert cfg[group] is not None
+        nodes = cfg[group].values() if group == "callbacks" else [cfg[group]]
+        for node in nodes:
+            if "_target_" not in node:
+                assert not node, f"{group}={opt}: keys without a _target_ build nothing"
+                continue
+            accepted = accepted_keys(node._target_)
+            extra_keys = set(node) - {"_target_", "_partial_"} - (accepted or set(node))
+            assert not extra_keys, f"{group}={opt}: {sorted(extra_keys)} are not arguments"
+
+
+def test_default_metric_list_is_the_code_default(compose):
+    from embedforge.eval.metrics import DEFAULT_METRICS
+
+    assert list(compose().eval.metrics) == list(DEFAULT_METRICS)
 
 
 def test_hub_models_have_their_prefixes_and_pooling(compose):

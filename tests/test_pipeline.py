@@ -55,7 +55,9 @@ def test_end_to_end_tiny_on_legal_summarization(compose, tmp_path):
     assert m["val_set"]["name"].endswith(
         "/val"
     )  # held out of training pairs, not the reported split
-    assert value == pytest.approx(m["monitor_value"])
+    # the returned and recorded value is the validation score of the model that was shipped
+    slot = {"base": "base", "best_checkpoint": "best", "last": "last"}[m["selected"]]
+    assert value == m["monitor_value"] == pytest.approx(m["val"][slot])
     assert (tmp_path / "report.md").read_text().count("| ndcg@10 |") == 1
     # the saved model reloads with sentence-transformers and reproduces the reported NDCG@10
     from sentence_transformers import SentenceTransformer
@@ -145,7 +147,7 @@ def test_hard_negatives_and_triplet_end_to_end(compose, tmp_path):
         "data.batch_size=4",
         "eval.baseline=false",
     )
-    pairs = [json.loads(x) for x in (tmp_path / "train_pairs.jsonl").read_text().splitlines()]
+    pairs = [json.loads(x) for x in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert all(len(p["negatives"]) == 2 and p["positive"] not in p["negatives"] for p in pairs)
     assert m["hard_negatives"]["pairs"] == len(pairs)
     assert (tmp_path / "pair_diagnostics.png").exists()
@@ -169,3 +171,99 @@ def test_baseline_eval_is_cached_per_model_and_eval_set(compose, tmp_path, tiny_
     assert (
         "cached" not in baseline_eval(cfg, tiny_encoder, rset).seconds
     )  # another eval set: recomputed
+
+
+# ---------------------------------------------------------------------------------------- select
+class _Checkpoint:
+    def __init__(self, score, path):
+        self.best_model_score = None if score is None else torch.tensor(score)
+        self.best_model_path = str(path) if path else ""
+
+
+@pytest.fixture()
+def module_and_base(compose, tiny_encoder):
+    import copy
+    import functools
+
+    from embedforge.eval.retrieval import RetrievalSet
+    from embedforge.losses import MultipleNegativesRankingLoss
+    from embedforge.pipeline import Base
+    from embedforge.train.module import ContrastiveModule
+
+    rset = RetrievalSet(
+        corpus={"a": "alpha clause", "b": "beta clause", "c": "gamma term"},
+        queries={"q1": "alpha", "q2": "gamma"},
+        qrels={"q1": {"a": 1}, "q2": {"c": 1}},
+    )
+    module = ContrastiveModule(
+        copy.deepcopy(tiny_encoder),
+        MultipleNegativesRankingLoss(),
+        functools.partial(torch.optim.SGD, lr=0.1),
+        val_set=rset,
+        metrics=["ndcg@10"],
+    )
+    state = {k: v.clone() for k, v in module.encoder.state_dict().items()}
+    return module, Base(None, module.run_validation(), state), compose("model=tiny")
+
+
+def _perturb(module, by: float) -> None:
+    with torch.no_grad():
+        for p in module.encoder.parameters():
+            p.add_(by)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_select_loads_a_better_checkpoint_strictly(module_and_base, tmp_path):
+    from embedforge.pipeline import Clock, select
+
+    module, base, cfg = module_and_base
+    base.state = None  # the base model is not a candidate (eval.keep_best=false)
+    _perturb(module, 0.01)
+    path = tmp_path / "best.ckpt"
+    torch.save({"state_dict": module.state_dict(), "epoch": 0}, path)
+    saved = {k: v.clone() for k, v in module.state_dict().items()}
+    _perturb(module, 0.05)  # the "last" weights
+    last = module.run_validation()["val/ndcg@10"]
+    choice = select(cfg, module, _Checkpoint(last + 0.1, path), base, Clock())
+    assert choice.selected == "best_checkpoint" and choice.value == pytest.approx(last + 0.1)
+    assert _same(saved, module.state_dict()) and choice.val["last"] == last
+
+
+def test_select_keeps_last_weights_unless_the_checkpoint_beats_them(module_and_base, tmp_path):
+    from embedforge.pipeline import Clock, select
+
+    module, base, cfg = module_and_base
+    base.state = None
+    _perturb(module, 0.05)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    last = module.run_validation()["val/ndcg@10"]
+    # a checkpoint as good as the last weights (up to fp32 logging noise) is not loaded
+    choice = select(cfg, module, _Checkpoint(last, tmp_path / "missing.ckpt"), base, Clock())
+    assert choice.selected == "last" and _same(before, module.state_dict())
+
+
+def test_select_ties_keep_the_base_model(module_and_base):
+    from embedforge.pipeline import Clock, select
+
+    module, base, cfg = module_and_base
+    _perturb(module, 0.05)
+    base.val = {
+        "val/ndcg@10": module.run_validation()["val/ndcg@10"]
+    }  # a tie with the last weights
+    choice = select(cfg, module, _Checkpoint(None, None), base, Clock())
+    assert choice.selected == "base" and _same(base.state, module.encoder.state_dict())
+
+
+def test_select_refuses_a_checkpoint_that_does_not_fit(module_and_base, tmp_path):
+    from embedforge.pipeline import Clock, select
+
+    module, base, cfg = module_and_base
+    base.state = None
+    state = dict(module.state_dict())
+    state.pop(next(iter(state)))
+    torch.save({"state_dict": state}, tmp_path / "best.ckpt")
+    with pytest.raises(EmbedforgeError, match="does not fit the module"):
+        select(cfg, module, _Checkpoint(2.0, tmp_path / "best.ckpt"), base, Clock())

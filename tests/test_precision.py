@@ -8,11 +8,11 @@ import functools
 import pytest
 import pytorch_lightning as pl
 import torch
-
-from embedforge.train.datamodule import PairDataModule
-from embedforge.models.encoder import Encoder
-from embedforge.train.module import ContrastiveModule
 from tests.test_gradcache import LOSSES, make_batch
+
+from embedforge.models.encoder import Encoder
+from embedforge.train.datamodule import PairDataModule
+from embedforge.train.module import ContrastiveModule
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -9,8 +9,9 @@ import sys
 import pytest
 import torch
 
+from embedforge.rerun import rerun
+from embedforge.runs import diff_metrics, load_summary
 from embedforge.train.resume import SimulatedCrash
-from embedforge.runs import diff_metrics, load_summary, rerun
 from tests.conftest import ROOT
 from tests.test_experiments import run_tiny_sweep
 
@@ -57,7 +58,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_sweep, tmp_path, on
     import resume
 
     run = tmp_path / "killed"
-    crash = ["+callbacks.crash._target_=embedforge.train.resume.CrashAtStep", "+callbacks.crash.step=3"]
+    crash = [
+        "+callbacks.crash._target_=embedforge.train.resume.CrashAtStep",
+        "+callbacks.crash.step=3",
+    ]
     with pytest.raises(SimulatedCrash):
         rerun(tiny_sweep / "0", run, crash)
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -65,7 +69,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_sweep, tmp_path, on
         last["global_step"] == 2 and not (run / "metrics.json").exists()
     )  # checkpoint of step 2, mid-epoch
 
-    assert resume.main([str(run), "~callbacks"]) == 0
+    assert resume.main([str(run), "~callbacks.crash"]) == 0
     full = json.loads((tiny_sweep / "0" / "metrics.json").read_text())
     resumed = json.loads((run / "metrics.json").read_text())
     assert resumed["training"]["steps"] == 6 and resumed["training"]["epochs_completed"] >= 1
@@ -78,4 +82,4 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_sweep, tmp_path, on
     assert a["optimizer_states"][0]["state"][0]["exp_avg"].equal(
         b["optimizer_states"][0]["state"][0]["exp_avg"]
     )
-    assert load_summary(run).overrides[-2:] == ["resume=true", "~callbacks"]
+    assert load_summary(run).overrides[-2:] == ["resume=true", "~callbacks.crash"]

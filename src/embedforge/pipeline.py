@@ -379,7 +379,13 @@ def select(
 def load_weights(module: ContrastiveModule, checkpoint_path: str) -> None:
     """The module's weights from a Lightning checkpoint (tensors only; every key must match)."""
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state, strict=True)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise EmbedforgeError(
+            f"{checkpoint_path} does not fit the module: {first[1].strip() if len(first) > 1 else e}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------- report

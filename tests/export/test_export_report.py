@@ -8,9 +8,9 @@ import pytest
 from onnx import numpy_helper
 
 from embedforge.errors import EmbedforgeError
+from embedforge.eval.ship import check_quality_gate
 from embedforge.export import runner
 from embedforge.export.checks import Bounds, judge
-from embedforge.export.gate import check_quality_gate
 from embedforge.export.quantize import quantize_int8
 from embedforge.export.runner import ExportSettings, export_model
 
@@ -113,7 +113,7 @@ def test_gate_force_exports_and_records_the_override(tmp_path, tiny_dir):
 
 
 def test_gate_passes_a_run_that_beats_baseline():
-    rec = check_quality_gate({"baseline": {"ndcg@10": 0.5}, "finetuned": {"ndcg@10": 0.52}}, 0.01)
+    rec = check_quality_gate({"ndcg@10": 0.5}, {"ndcg@10": 0.52}, 0.01)
     assert rec["passed"] and not rec["forced"] and abs(rec["gain"] - 0.02) < 1e-9
     with pytest.raises(EmbedforgeError, match="no baseline/finetuned"):
-        check_quality_gate({"finetuned": {"ndcg@10": 0.5}}, 0.01)
+        check_quality_gate(None, {"ndcg@10": 0.5}, 0.01)

@@ -1,6 +1,7 @@
 from sentence_transformers import SentenceTransformer
 
 from embedforge.export.model_card import write_model_card
+from embedforge.runs import RunMetrics
 
 
 def test_model_card_has_metrics_table_data_config_and_loads(tiny_dir, tmp_path):
@@ -8,15 +9,15 @@ def test_model_card_has_metrics_table_data_config_and_loads(tiny_dir, tmp_path):
 
     model_dir = tmp_path / "run" / "model"
     shutil.copytree(tiny_dir, model_dir)
-    metrics = {
-        "baseline": {"ndcg@10": 0.5, "recall@5": 0.4},
-        "finetuned": {"ndcg@10": 0.55, "recall@5": 0.47},
-        "eval_split": "test",
-        "n_queries": 290,
-        "n_docs": 445,
-        "n_train_pairs": 1234,
-        "eval_set": {"name": "legal-summarization"},
-    }
+    metrics = RunMetrics(
+        baseline={"ndcg@10": 0.5, "recall@5": 0.4},
+        finetuned={"ndcg@10": 0.55, "recall@5": 0.47},
+        eval_split="test",
+        n_queries=290,
+        n_docs=445,
+        n_train_pairs=1234,
+        eval_set={"name": "legal-summarization"},
+    )
     path = write_model_card(
         model_dir,
         {

@@ -1,4 +1,8 @@
-"""Each loss against a naive loop implementation on random embeddings."""
+"""Each loss against a naive loop implementation on random embeddings.
+
+The properties every loss must have are parametrized over ``conf/loss/*.yaml``: a new loss file
+fails here until it has a naive reference in ``NAIVE``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from embedforge.errors import EmbedforgeError
 from embedforge.losses import MultipleNegativesRankingLoss, TripletLoss
+from tests.conftest import build_loss, loss_configs
 
 
 def cos(a, b):
@@ -75,10 +81,61 @@ def test_triplet_matches_naive(with_negs):
     assert got.item() == pytest.approx(naive_triplet(q, d, negs, 0.3), rel=1e-5)
 
 
-def test_losses_compute_in_fp32_from_half_inputs():
-    q = torch.randn(4, 8).to(torch.bfloat16).requires_grad_()
-    d = torch.randn(4, 8).to(torch.bfloat16)
-    loss = MultipleNegativesRankingLoss()(q, d)
+#: naive loop reference of each loss class, called with the configured loss and (q, d, negatives)
+NAIVE = {
+    MultipleNegativesRankingLoss: lambda f, q, d, n: naive_mnrl(q, d, n, f.scale, f.symmetric),
+    TripletLoss: lambda f, q, d, n: naive_triplet(q, d, n, f.margin),
+}
+
+
+@pytest.mark.parametrize("name", loss_configs())
+@pytest.mark.parametrize("with_negs", [False, True])
+def test_configured_loss_matches_its_naive_reference(name, with_negs):
+    loss = build_loss(name)
+    assert type(loss) in NAIVE, f"conf/loss/{name}.yaml: add a naive reference to NAIVE"
+    g = torch.Generator().manual_seed(3)
+    q, d = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    negs = torch.randn(6, 2, 8, generator=g) if with_negs else None
+    expected = NAIVE[type(loss)](loss, q, d, negs)
+    assert loss(q, d, negs).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", loss_configs())
+def test_configured_loss_follows_labels_among_gathered_docs(name):
+    """Under DDP a rank's positives sit at ``labels`` among every rank's documents: moving the
+    documents (and their negatives) with the labels must not change the loss."""
+    loss = build_loss(name)
+    g = torch.Generator().manual_seed(4)
+    q, d = torch.randn(3, 8, generator=g), torch.randn(9, 8, generator=g)
+    negs = torch.randn(9, 2, 8, generator=g)
+    labels = torch.tensor([3, 4, 5])
+    perm = torch.randperm(9, generator=g)  # new row i holds old row perm[i]
+    where = torch.argsort(perm)  # old row r is now at where[r]
+    moved = loss(q, d[perm], negs[perm], where[labels])
+    assert moved.item() == pytest.approx(loss(q, d, negs, labels).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", loss_configs())
+def test_configured_loss_computes_in_fp32_from_half_inputs(name):
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(4, 8, generator=g).to(torch.bfloat16).requires_grad_()
+    d = torch.randn(4, 8, generator=g).to(torch.bfloat16)
+    loss = build_loss(name)(q, d)
     assert loss.dtype == torch.float32
     loss.backward()
     assert q.grad is not None and torch.isfinite(q.grad.float()).all()
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda: MultipleNegativesRankingLoss(scale=0), "scale"),
+        (lambda: MultipleNegativesRankingLoss(similarity="l2"), "similarity"),
+        (lambda: TripletLoss(margin=-0.1), "margin"),
+        (lambda: TripletLoss(similarity="euclid"), "similarity"),
+    ],
+)
+def test_bad_loss_arguments_are_one_line_errors(make, needle):
+    with pytest.raises(EmbedforgeError, match=needle) as e:
+        make()
+    assert "\n" not in str(e.value)

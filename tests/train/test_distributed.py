@@ -14,11 +14,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-from embedforge.train.distributed import all_gather_with_grad
-from embedforge.models.encoder import Encoder
-from embedforge.train.module import ContrastiveModule
 from tests.test_gradcache import LOSSES, grads, make_batch
+
+from embedforge.models.encoder import Encoder
+from embedforge.train.distributed import all_gather_with_grad
+from embedforge.train.module import ContrastiveModule
 
 pytestmark = pytest.mark.slow
 WORLD = 2

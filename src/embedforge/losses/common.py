@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from embedforge.errors import EmbedforgeError
+
+SIMILARITIES = ("cos", "dot")
+
+
+def check_similarity(kind: str) -> str:
+    """``kind`` if it names a similarity (``cos`` or ``dot``), else a one-line error."""
+    if kind not in SIMILARITIES:
+        raise EmbedforgeError(f"loss.similarity must be 'cos' or 'dot', got {kind!r}")
+    return kind
+
+
+def check_positive(name: str, value: float) -> float:
+    """``value`` as a float if finite and > 0, else a one-line error naming ``loss.<name>``."""
+    x = float(value)
+    if not (math.isfinite(x) and x > 0):
+        raise EmbedforgeError(f"loss.{name} must be a finite number > 0, got {value!r}")
+    return x
 
 
 def candidates(d: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedforge.losses.common import candidates, similarity
+from embedforge.losses.common import candidates, check_positive, check_similarity, similarity
 
 
 class MultipleNegativesRankingLoss(nn.Module):
@@ -31,9 +31,9 @@ class MultipleNegativesRankingLoss(nn.Module):
 
     def __init__(self, scale: float = 20.0, symmetric: bool = False, similarity: str = "cos"):
         super().__init__()
-        self.scale = float(scale)
+        self.scale = check_positive("scale", scale)
         self.symmetric = bool(symmetric)
-        self.similarity = similarity
+        self.similarity = check_similarity(similarity)
 
     def forward(
         self,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from embedforge.losses.common import row_similarity, similarity
+from embedforge.errors import EmbedforgeError
+from embedforge.losses.common import check_similarity, row_similarity, similarity
 
 
 class TripletLoss(nn.Module):
@@ -27,8 +28,10 @@ class TripletLoss(nn.Module):
 
     def __init__(self, margin: float = 0.1, similarity: str = "cos"):
         super().__init__()
+        if not float(margin) >= 0:
+            raise EmbedforgeError(f"loss.margin must be a number >= 0, got {margin!r}")
         self.margin = float(margin)
-        self.similarity = similarity
+        self.similarity = check_similarity(similarity)
 
     def forward(
         self,
