@@ -11,7 +11,8 @@ from tests.conftest import ROOT
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    """The options of a config group (``_base.yaml`` and other ``_`` files are shared parts)."""
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml") if p.stem[0] != "_")
 
 
 def test_defaults_compose_and_validate(compose):
@@ -57,6 +58,18 @@ def test_every_option_composes_and_its_keys_are_constructor_arguments(compose, g
             accepted = accepted_keys(node._target_)
             extra_keys = set(node) - {"_target_", "_partial_"} - (accepted or set(node))
             assert not extra_keys, f"{group}={opt}: {sorted(extra_keys)} are not arguments"
+
+
+def test_data_sources_share_their_common_keys_from_base(compose):
+    import yaml
+
+    base = yaml.safe_load((ROOT / "conf" / "data" / "_base.yaml").read_text())
+    for opt in options("data"):
+        own = yaml.safe_load((ROOT / "conf" / "data" / f"{opt}.yaml").read_text())
+        copied = {k for k in base if k in own and own[k] == base[k]}
+        assert not copied, f"conf/data/{opt}.yaml repeats {sorted(copied)} from _base.yaml"
+        cfg = compose(f"data={opt}", "data.path=/x") if "path" in own else compose(f"data={opt}")
+        assert set(base) <= set(cfg.data)
 
 
 def test_default_metric_list_is_the_code_default(compose):
