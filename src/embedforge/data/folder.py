@@ -17,8 +17,8 @@ from embedforge.data.ingest import ingest
 from embedforge.data.sources import BeirSource, DataSource, read_pairs
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.retrieval import RetrievalSet
-from embedforge.generate.base import Chunk, Pair
 from embedforge.io import stable_hash
+from embedforge.types import Chunk, Pair
 
 log = logging.getLogger(__name__)
 

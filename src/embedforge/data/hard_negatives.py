@@ -60,50 +60,23 @@ def mine_hard_negatives(
     if not 0 <= lo < hi:
         raise EmbedforgeError(f"rank_window must satisfy 0 <= lo < hi, got {list(rank_window)}")
     if isinstance(corpus_texts, dict):
-        ids = [str(i) for i in corpus_texts]
+        ids: list[str] | None = [str(i) for i in corpus_texts]
         texts = [corpus_texts[i] for i in corpus_texts]
     else:
         ids, texts = None, list(corpus_texts)
     if not texts:
         raise EmbedforgeError("hard-negative mining needs a non-empty corpus")
-    qrels = qrels or {}
-
-    # every positive of a query (a query can have several pairs), by text and by id
-    pos_texts: dict[str, set[str]] = defaultdict(set)
-    pos_ids: dict[str, set[str]] = defaultdict(set)
-    for p in pairs:
-        q = p["query"]
-        pos_texts[q].add(p["positive"])
-        if p.get("doc_id") is not None:
-            pos_ids[q].add(str(p["doc_id"]))
-        for key in (p.get("query_id"), q):
-            if key is not None and str(key) in qrels:
-                pos_ids[q].update(d for d, rel in qrels[str(key)].items() if rel > 0)
-
-    d_emb = encoder.encode(texts, "doc", batch_size)  # (N, D), once
-    queries = list(dict.fromkeys(p["query"] for p in pairs))
-    q_emb = encoder.encode(queries, "query", batch_size)  # (Q, D)
-    text_index = {t: i for i, t in enumerate(texts)}
-    missing = list(dict.fromkeys(p["positive"] for p in pairs if p["positive"] not in text_index))
-    m_emb = (
-        encoder.encode(missing, "doc", batch_size)
-        if missing
-        else np.zeros((0, d_emb.shape[1]), np.float32)
-    )
-    missing_index = {t: i for i, t in enumerate(missing)}
-
+    pos_texts, pos_ids = known_positives(pairs, qrels or {})
+    emb = _Embeddings(encoder, texts, pairs, batch_size)
     from embedforge.eval.retrieval import search
 
-    top, scores = search(q_emb, d_emb, hi)  # (Q, hi)
-    qrow = {q: i for i, q in enumerate(queries)}
+    top, scores = search(emb.queries, emb.docs, hi)  # (Q, hi)
     counts = {"positive": 0, "false_negative": 0, "pairs_short": 0}
     out: list[Pair] = []
     for p in pairs:
         q = p["query"]
-        row = qrow[q]
-        pi = text_index.get(p["positive"])
-        pvec = d_emb[pi] if pi is not None else m_emb[missing_index[p["positive"]]]
-        pos_score = float(q_emb[row] @ pvec)
+        row = emb.query_row[q]
+        pos_score = float(emb.queries[row] @ emb.positive(p["positive"]))
         threshold = None if margin is None else (1.0 - float(margin)) * pos_score
         candidates: list[str] = []
         seen: set[str] = set()
@@ -114,21 +87,61 @@ def mine_hard_negatives(
             seen.add(text)
             if text in pos_texts[q] or (ids is not None and ids[idx] in pos_ids[q]):
                 counts["positive"] += 1
-                continue
-            if threshold is not None and score > threshold:
+            elif threshold is not None and score > threshold:
                 counts["false_negative"] += 1
-                continue
-            candidates.append(text)
+            else:
+                candidates.append(text)
         rng = random.Random(stable_hash(seed, q, p["positive"]))
         chosen = rng.sample(candidates, min(int(num_negatives), len(candidates)))
-        if len(chosen) < num_negatives:
-            counts["pairs_short"] += 1
+        counts["pairs_short"] += len(chosen) < num_negatives
         out.append({**p, "negatives": chosen})
     if stats is not None:
         stats.update(counts, pairs=len(out), corpus=len(texts))
     if out_path is not None:
         write_jsonl(out_path, out)
     return out
+
+
+def known_positives(
+    pairs: list[Pair], qrels: dict[str, dict[str, int]]
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Every positive of each query (a query can have several pairs): by text, and by doc id
+    (the pairs' ``doc_id`` plus every judged-relevant document of ``qrels``)."""
+    pos_texts: dict[str, set[str]] = defaultdict(set)
+    pos_ids: dict[str, set[str]] = defaultdict(set)
+    for p in pairs:
+        q = p["query"]
+        pos_texts[q].add(p["positive"])
+        if p.get("doc_id") is not None:
+            pos_ids[q].add(str(p["doc_id"]))
+        for key in (p.get("query_id"), q):
+            if key is not None and str(key) in qrels:
+                pos_ids[q].update(d for d, rel in qrels[str(key)].items() if rel > 0)
+    return pos_texts, pos_ids
+
+
+class _Embeddings:
+    """The corpus (once), the distinct queries and the positives missing from the corpus."""
+
+    def __init__(self, encoder: Any, texts: list[str], pairs: list[Pair], batch_size: int):
+        self.docs = encoder.encode(texts, "doc", batch_size)  # (N, D)
+        queries = list(dict.fromkeys(p["query"] for p in pairs))
+        self.queries = encoder.encode(queries, "query", batch_size)  # (Q, D)
+        self.query_row = {q: i for i, q in enumerate(queries)}
+        self.doc_row = {t: i for i, t in enumerate(texts)}
+        missing = list(
+            dict.fromkeys(p["positive"] for p in pairs if p["positive"] not in self.doc_row)
+        )
+        self.missing = (
+            encoder.encode(missing, "doc", batch_size)
+            if missing
+            else np.zeros((0, self.docs.shape[1]), np.float32)
+        )
+        self.missing_row = {t: i for i, t in enumerate(missing)}
+
+    def positive(self, text: str) -> np.ndarray:
+        i = self.doc_row.get(text)
+        return self.docs[i] if i is not None else self.missing[self.missing_row[text]]
 
 
 def mine_for_pipeline(

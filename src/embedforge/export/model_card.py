@@ -34,6 +34,44 @@ def _data_lines(data: Any) -> str:
     return f"- {data}" if data else "- (none recorded)"
 
 
+def _usage(model_dir: Path, name: str) -> str:
+    """How to load, export and serve the model."""
+    export_source = model_dir.parent if (model_dir.parent / "metrics.json").exists() else model_dir
+    return f"""## Usage
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{model_dir}")
+q = model.encode_query(["what happens to my data if I delete my account?"])
+d = model.encode_document(["We delete your personal data within 30 days ..."])
+print(model.similarity(q, d))
+```
+
+### ONNX (pooling and normalization are inside the graph)
+```bash
+python scripts/export.py {export_source}
+```
+```python
+from embedforge.export.onnx_encoder import OnnxEncoder
+
+enc = OnnxEncoder("<export dir>/int8")  # or fp32; see export_report.json for parity and metrics
+emb = enc.encode(["..."], "query")       # (N, D) float32, normalized
+```
+
+### Server (OpenAI-compatible)
+```bash
+python scripts/serve.py {model_dir} --backend torch        # or: <export dir> --backend onnx
+```
+```python
+import openai
+
+client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="x")
+client.embeddings.create(input=["..."], model="{name}", extra_body={{"input_type": "query"}})
+```
+
+"""
+
+
 def write_model_card(model_dir: str | Path, info: dict[str, Any]) -> Path:
     """Write ``model_dir/README.md``.
 
@@ -88,39 +126,7 @@ Baseline = the base model with the same prompts on the same eval set.
 
 {_metrics_table(metrics)}
 
-## Usage
-```python
-from sentence_transformers import SentenceTransformer
-
-model = SentenceTransformer("{model_dir}")
-q = model.encode_query(["what happens to my data if I delete my account?"])
-d = model.encode_document(["We delete your personal data within 30 days ..."])
-print(model.similarity(q, d))
-```
-
-### ONNX (pooling and normalization are inside the graph)
-```bash
-python scripts/export.py {model_dir.parent if (model_dir.parent / "metrics.json").exists() else model_dir}
-```
-```python
-from embedforge.export.onnx_encoder import OnnxEncoder
-
-enc = OnnxEncoder("<export dir>/int8")  # or fp32; see export_report.json for parity and metrics
-emb = enc.encode(["..."], "query")       # (N, D) float32, normalized
-```
-
-### Server (OpenAI-compatible)
-```bash
-python scripts/serve.py {model_dir} --backend torch        # or: <export dir> --backend onnx
-```
-```python
-import openai
-
-client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="x")
-client.embeddings.create(input=["..."], model="{name}", extra_body={{"input_type": "query"}})
-```
-
-## Training config
+{_usage(model_dir, name)}## Training config
 ```yaml
 {(info.get("config") or "# not recorded").rstrip()}
 ```
