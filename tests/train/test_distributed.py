@@ -14,11 +14,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from tests.test_gradcache import LOSSES, grads, make_batch
 
 from embedforge.models.encoder import Encoder
 from embedforge.train.distributed import all_gather_with_grad
 from embedforge.train.module import ContrastiveModule
+from tests.conftest import build_loss
+from tests.train.test_gradcache import grads, make_batch
 
 pytestmark = pytest.mark.slow
 WORLD = 2
@@ -42,7 +43,7 @@ def _module(
 ) -> ContrastiveModule:
     return ContrastiveModule(
         copy.deepcopy(encoder),
-        LOSSES[loss](),
+        build_loss(loss),
         functools.partial(torch.optim.SGD, lr=1.0),
         mini_batch_size=mbs,
         gather_queries=gather_queries,
@@ -151,7 +152,7 @@ def test_lightning_ddp_step_equals_single_process(tmp_path):
     encoder = Encoder.tiny(seed=0, dropout=0.0)
     module = ContrastiveModule(
         copy.deepcopy(encoder),
-        LOSSES["mnrl"](),
+        build_loss("mnrl"),
         functools.partial(torch.optim.SGD, lr=1.0),
         warmup_ratio=0.0,
         mini_batch_size=2,

@@ -8,11 +8,12 @@ import functools
 import pytest
 import pytorch_lightning as pl
 import torch
-from tests.test_gradcache import LOSSES, make_batch
 
 from embedforge.models.encoder import Encoder
 from embedforge.train.datamodule import PairDataModule
 from embedforge.train.module import ContrastiveModule
+from tests.conftest import build_loss
+from tests.train.test_gradcache import make_batch
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -34,7 +35,7 @@ def test_bf16_mixed_trains_on_cpu(tmp_path, mini_batch_size):
     ]
     module = ContrastiveModule(
         copy.deepcopy(Encoder.tiny(seed=0, dropout=0.0)),
-        LOSSES["mnrl"](),
+        build_loss("mnrl"),
         functools.partial(torch.optim.AdamW, lr=3e-3),
         warmup_ratio=0.0,
         mini_batch_size=mini_batch_size,
@@ -66,12 +67,14 @@ def test_logits_and_loss_in_fp32_under_autocast():
     torch.manual_seed(0)
     q, d = torch.randn(16, 32), torch.randn(16, 32)
     module = ContrastiveModule(
-        Encoder.tiny(seed=0), LOSSES["mnrl_symmetric"](), functools.partial(torch.optim.SGD, lr=0.1)
+        Encoder.tiny(seed=0),
+        build_loss("mnrl_symmetric"),
+        functools.partial(torch.optim.SGD, lr=0.1),
     )
     exact = module.contrastive_loss(q, d)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_autocast = module.contrastive_loss(q.bfloat16().float(), d.bfloat16().float())
-        naive = LOSSES["mnrl_symmetric"]()(q.bfloat16().float(), d.bfloat16().float())
+        naive = build_loss("mnrl_symmetric")(q.bfloat16().float(), d.bfloat16().float())
     assert under_autocast.dtype == torch.float32
     exact_rounded = module.contrastive_loss(q.bfloat16().float(), d.bfloat16().float())
     torch.testing.assert_close(under_autocast, exact_rounded, rtol=1e-6, atol=1e-6)
