@@ -267,3 +267,49 @@ def test_select_refuses_a_checkpoint_that_does_not_fit(module_and_base, tmp_path
     torch.save({"state_dict": state}, tmp_path / "best.ckpt")
     with pytest.raises(EmbedforgeError, match="does not fit the module"):
         select(cfg, module, _Checkpoint(2.0, tmp_path / "best.ckpt"), base, Clock())
+
+
+# ---------------------------------------------------------------------------------------- config
+class RecordingModule(torch.nn.Module):
+    """Stands in for ContrastiveModule: records what ``build_module`` passes."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+
+def test_module_is_built_from_its_target_with_the_runtime_objects(compose, tiny_encoder):
+    from embedforge.eval.retrieval import RetrievalSet
+    from embedforge.pipeline import build_module
+
+    cfg = compose(
+        "model=tiny",
+        "module._target_=tests.test_pipeline.RecordingModule",
+        "module.l2sp_weight=0.5",
+    )
+    rset = RetrievalSet(corpus={"a": "x"}, queries={"q": "y"}, qrels={"q": {"a": 1}})
+    module = build_module(cfg, tiny_encoder, rset)
+    kw = module.kwargs
+    # (by name: pytest imports this file under another module name than the _target_ does)
+    assert type(module).__name__ == "RecordingModule" and kw["l2sp_weight"] == 0.5
+    assert kw["encoder"] is tiny_encoder and kw["val_set"] is rset  # passed as is, not as config
+    assert kw["metrics"] == list(cfg.eval.metrics) and kw["optimizer"].func is torch.optim.AdamW
+
+
+def test_trainer_gets_the_configured_callbacks(compose, tmp_path):
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from embedforge.pipeline import build_trainer
+    from embedforge.train.resume import ResumableTraining
+
+    base = ["trainer=debug", f"paths.output_dir={tmp_path}"]
+    trainer = build_trainer(compose(*base, "logger=csv"))
+    ckpt = trainer.checkpoint_callback
+    assert isinstance(ckpt, ModelCheckpoint) and ckpt.monitor == "val/ndcg@10"
+    assert ckpt.dirpath == str(tmp_path / "checkpoints")
+    assert any(isinstance(c, ResumableTraining) for c in trainer.callbacks)
+    assert any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
+    quiet = build_trainer(compose(*base, "logger=none"))
+    assert not any(isinstance(c, LearningRateMonitor) for c in quiet.callbacks)
+    with pytest.raises(EmbedforgeError, match="callbacks.checkpoint"):
+        build_trainer(compose(*base, "logger=none", "~callbacks.checkpoint"))
