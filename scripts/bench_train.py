@@ -39,9 +39,9 @@ def run_embedforge(pairs, args) -> dict:
     import pytorch_lightning as pl
     import torch
 
-    from embedforge.train.datamodule import PairDataModule
     from embedforge.losses import MultipleNegativesRankingLoss
     from embedforge.models.encoder import Encoder
+    from embedforge.train.datamodule import PairDataModule
     from embedforge.train.module import ContrastiveModule
 
     pl.seed_everything(args.seed, verbose=False)
