@@ -83,3 +83,17 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_sweep, tmp_path, on
         b["optimizer_states"][0]["state"][0]["exp_avg"]
     )
     assert load_summary(run).overrides[-2:] == ["resume=true", "~callbacks.crash"]
+
+
+def test_a_config_saved_before_conf_callbacks_gets_the_default_callbacks():
+    from omegaconf import OmegaConf
+
+    from embedforge.rerun import _add_default_callbacks
+
+    old = OmegaConf.create({"monitor": "val/ndcg@10", "callbacks": {"crash": {"step": 3}}})
+    _add_default_callbacks(old)
+    assert set(old.callbacks) == {"checkpoint", "resume", "lr_monitor", "crash"}
+    assert OmegaConf.to_container(old.callbacks.checkpoint)["monitor"] == "${monitor}"
+    new = OmegaConf.create({"callbacks": {"checkpoint": {"monitor": "val/mrr@10"}}})
+    _add_default_callbacks(new)  # a config that names its callbacks keeps them
+    assert set(new.callbacks) == {"checkpoint"}
