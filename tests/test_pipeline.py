@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -59,6 +60,11 @@ def test_end_to_end_tiny_on_legal_summarization(compose, tmp_path):
     slot = {"base": "base", "best_checkpoint": "best", "last": "last"}[m["selected"]]
     assert value == m["monitor_value"] == pytest.approx(m["val"][slot])
     assert (tmp_path / "report.md").read_text().count("| ndcg@10 |") == 1
+    # metrics.json is exactly RunMetrics: every key, in order, and nothing else
+    from embedforge.runs import RunMetrics
+
+    assert list(RunMetrics.load(tmp_path / "metrics.json").to_dict().items()) == list(m.items())
+    assert list(m) == [f.name for f in dataclasses.fields(RunMetrics)]
     # the saved model reloads with sentence-transformers and reproduces the reported NDCG@10
     from sentence_transformers import SentenceTransformer
 
