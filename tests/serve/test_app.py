@@ -13,10 +13,6 @@ from embedforge.serve.app import create_app
 from embedforge.serve.config import ServeConfig
 
 
-def single(backend, texts, prefix=""):
-    return np.stack([backend.embed([prefix + t])[0][0] for t in texts])
-
-
 @pytest.fixture()
 def client(backend):
     cfg = ServeConfig(max_inputs=8, max_chars=500, model_name="tiny")
@@ -24,7 +20,7 @@ def client(backend):
         yield c
 
 
-def test_embeddings_shape_order_and_prefix(client, backend, texts):
+def test_embeddings_shape_order_and_prefix(client, backend, reference, texts):
     r = client.post("/v1/embeddings", json={"input": texts[:5], "input_type": "query"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -32,15 +28,15 @@ def test_embeddings_shape_order_and_prefix(client, backend, texts):
     assert [d["index"] for d in body["data"]] == list(range(5))
     got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
     assert got.shape == (5, backend.dim)
-    np.testing.assert_allclose(got, single(backend, texts[:5], "query: "), atol=1e-5)
-    assert not np.allclose(got, single(backend, texts[:5]), atol=1e-4)  # prefix really applied
+    np.testing.assert_allclose(got, reference(texts[:5], "query"), atol=1e-5)
+    assert not np.allclose(got, reference(texts[:5]), atol=1e-4)  # prefix really applied
     assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 5
 
 
-def test_base64_and_single_string(client, backend, texts):
+def test_base64_and_single_string(client, reference, texts):
     r = client.post("/v1/embeddings", json={"input": texts[0], "encoding_format": "base64"})
     emb = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
-    np.testing.assert_allclose(emb, single(backend, texts[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(emb, reference(texts[:1])[0], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -89,13 +85,13 @@ async def _concurrent(app, bodies):
             return await asyncio.gather(*(c.post("/v1/embeddings", json=b) for b in bodies))
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(backend, texts):
+def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(backend, reference, texts):
     app = create_app(backend, ServeConfig(max_batch_size=16, max_wait_ms=50))
     bodies = [{"input": texts[i : i + 1 + i % 3]} for i in range(24)]
     rs = asyncio.run(_concurrent(app, bodies))
     for b, r in zip(bodies, rs):
         got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
-        np.testing.assert_allclose(got, single(backend, b["input"]), atol=1e-5)
+        np.testing.assert_allclose(got, reference(b["input"]), atol=1e-5)
     m = app.state.metrics
     assert m.batch_size.count < 24 + 1  # 24 requests (+ warm-up) shared fewer model calls
     assert m.batch_size.sum == sum(len(b["input"]) for b in bodies) + 1
@@ -106,6 +102,7 @@ class Blocking:
 
     def __init__(self, inner):
         self.inner, self.prompts, self.dim = inner, inner.prompts, inner.dim
+        self.max_tokens, self.count_tokens = inner.max_tokens, inner.count_tokens
         self.gate = threading.Event()
         self.gate.set()
 
