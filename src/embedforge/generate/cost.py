@@ -1,4 +1,9 @@
-"""Token estimates and spend accounting against ``generator.max_usd``."""
+"""Token estimates and spend accounting against ``generator.max_usd``.
+
+The budget holds: before each call the worst case of that call is reserved (input bounded by the
+prompt's UTF-8 bytes, output by ``max_output_tokens``); a call is sent only when actual spend plus
+every reservation stays within ``max_usd``, so no concurrency can push spend past it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,12 @@ CHARS_PER_TOKEN = 4.0  # English prose with Claude/GPT tokenizers: about 4 chara
 def estimate_tokens(text: str) -> int:
     """A cheap, tokenizer-free estimate: characters / 4, rounded up."""
     return int(math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def max_input_tokens(text: str) -> int:
+    """An upper bound on a prompt's tokens: its UTF-8 bytes (a token covers at least one byte)
+    plus room for the message framing."""
+    return len(text.encode("utf-8")) + 32
 
 
 @dataclass
@@ -28,7 +39,7 @@ class Price:
 
 @dataclass
 class CostTracker:
-    """Actual usage from responses plus estimates of requests in flight, for the budget check."""
+    """Actual usage from responses plus worst-case reservations of requests in flight."""
 
     price: Price
     max_usd: float | None = None
@@ -41,12 +52,12 @@ class CostTracker:
     def usd(self) -> float:
         return self.price.usd(self.input_tokens, self.output_tokens)
 
-    def can_spend(self, estimate_usd: float) -> bool:
-        """Whether a new request of ``estimate_usd`` keeps actual + in-flight spend within budget."""
-        return self.max_usd is None or self.usd + self.reserved_usd + estimate_usd <= self.max_usd
-
-    def reserve(self, estimate_usd: float) -> None:
-        self.reserved_usd += estimate_usd
+    def try_reserve(self, worst_usd: float) -> bool:
+        """Reserve ``worst_usd`` for a call if actual + reserved spend stays within budget."""
+        if self.max_usd is not None and self.usd + self.reserved_usd + worst_usd > self.max_usd:
+            return False
+        self.reserved_usd += worst_usd
+        return True
 
     def release(self, estimate_usd: float) -> None:
         self.reserved_usd = max(0.0, self.reserved_usd - estimate_usd)

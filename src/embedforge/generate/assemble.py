@@ -1,0 +1,72 @@
+"""From cached LLM answers to training pairs: validation, chunk order, the round-trip filter."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from embedforge.generate.base import Chunk, Pair
+from embedforge.generate.cache import GenerationCache
+from embedforge.generate.parsing import validate_queries
+
+
+def positive_text(chunk: Chunk) -> str:
+    """The chunk as a pair's positive: ``title text`` when it has a title."""
+    text = str(chunk.get("text", ""))
+    title = str(chunk.get("title") or "").strip()
+    return f"{title} {text}".strip() if title else text
+
+
+def assemble_pairs(
+    keyed: list[tuple[Chunk, str]],
+    cache: GenerationCache,
+    validation: dict[str, Any],
+    generator: str,
+    style: str,
+) -> tuple[list[Pair], dict[str, int]]:
+    """Pairs in chunk order from the cache, whatever order answers arrived in.
+
+    Args:
+        keyed: ``(chunk, cache key)`` in corpus order.
+        cache: the answers by key.
+        validation: keyword arguments of :func:`~embedforge.generate.parsing.validate_queries`.
+        generator: ``backend:model`` label written into every pair.
+        style: the prompt style, written into every pair.
+
+    Returns:
+        (pairs, queries dropped by reason).
+    """
+    seen: set[str] = set()
+    dropped: Counter = Counter()
+    pairs: list[Pair] = []
+    for chunk, key in keyed:
+        rec = cache.get(key)
+        if rec is None or not rec.get("queries"):
+            continue
+        title = str(chunk.get("title") or "").strip()
+        context = f"{title} {chunk.get('text', '')}"
+        kept, why = validate_queries(rec["queries"], context, seen=seen, **validation)
+        dropped.update(why)
+        positive = positive_text(chunk)
+        for q in kept:
+            pairs.append(
+                {
+                    "query": q,
+                    "positive": positive,
+                    "source": "synthetic",
+                    "doc_id": chunk.get("id"),
+                    "generator": generator,
+                    "style": style,
+                }
+            )
+    return pairs, dict(dropped)
+
+
+def round_trip(
+    pairs: list[Pair], chunks: list[Chunk], encoder: Any, k: int, batch_size: int
+) -> tuple[list[Pair], dict[str, Any]]:
+    """Keep pairs whose chunk ``encoder`` ranks in the top ``k`` for their query (see filters)."""
+    from embedforge.generate.filters import round_trip_filter
+
+    texts = [positive_text(c) for c in chunks]
+    return round_trip_filter(pairs, texts, encoder, int(k), int(batch_size))
