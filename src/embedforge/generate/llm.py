@@ -89,7 +89,7 @@ class LLMGenerator:
 
     async def _with_retries(self, call: Any) -> Any:
         """``call()`` with retries; RequestFailed, or EmbedforgeError when the API refuses for good."""
-        return await self.retry(call, f"{self.backend} API (model {self.settings.model!r})")
+        return await self.retry(call, f"{self.backend} API, model {self.settings.model!r}")
 
     def _log(self, msg: str) -> None:
         print(f"[generate:{self.backend}] {msg}", file=sys.stderr, flush=True)

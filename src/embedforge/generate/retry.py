@@ -32,6 +32,7 @@ class ErrorInfo:
     retry_after: float | None = None
     fatal: bool = False
     why: str = ""
+    status: int | None = None
 
 
 class RequestFailed(Exception):
@@ -72,11 +73,11 @@ def classify_sdk_error(exc: BaseException, sdk: Any) -> ErrorInfo:
         return ErrorInfo("bad_response", False)
     status = exc.status_code
     headers = getattr(exc.response, "headers", None) or {}
-    detail = str(getattr(exc, "message", "") or exc).splitlines()[0][:200]
     if status in (401, 403):
-        return ErrorInfo("auth", False, fatal=True, why="check the API key and model access")
+        why = "check the API key and model access"
+        return ErrorInfo("auth", False, fatal=True, why=why, status=status)
     if status in (400, 404) or headers.get("x-should-retry") == "false":
-        return ErrorInfo(f"http_{status}", False, fatal=True, why=detail)
+        return ErrorInfo(f"http_{status}", False, fatal=True, why=_api_message(exc), status=status)
     retry_after = parse_retry_after(headers)
     if status == 429:
         return ErrorInfo("rate_limit", True, retry_after)
@@ -85,6 +86,14 @@ def classify_sdk_error(exc: BaseException, sdk: Any) -> ErrorInfo:
     if status in (408, 409) or status >= 500:
         return ErrorInfo("server" if status >= 500 else f"http_{status}", True, retry_after)
     return ErrorInfo(f"http_{status}", False)
+
+
+def _api_message(exc: Any) -> str:
+    """The API's own error message (``{"error": {"message"}}``), one line, else the exception's."""
+    body = getattr(exc, "body", None)
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    msg = inner.get("message") if isinstance(inner, dict) else None
+    return " ".join(str(msg or exc).split())[:200]
 
 
 @dataclass
@@ -130,8 +139,8 @@ class Retrier:
                 if info.fatal:
                     self.stopped = True
                     raise EmbedforgeError(
-                        f"{what} refused the request ({info.kind}, {type(exc).__name__}):"
-                        f" {info.why}; stopped, nothing more is sent"
+                        f"{what}: HTTP {info.status} ({info.kind}): {info.why};"
+                        " stopped, nothing more is sent"
                     ) from None
                 self.errors.setdefault(info.kind, f"{type(exc).__name__}: {exc}"[:200])
                 if not info.retryable or attempt == self.max_retries:
