@@ -63,10 +63,28 @@ def assemble_pairs(
 
 
 def round_trip(
-    pairs: list[Pair], chunks: list[Chunk], encoder: Any, k: int, batch_size: int
-) -> tuple[list[Pair], dict[str, Any]]:
-    """Keep pairs whose chunk ``encoder`` ranks in the top ``k`` for their query (see filters)."""
+    pairs: list[Pair], chunks: list[Chunk], settings: dict[str, Any], encoder: Any = None
+) -> tuple[list[Pair], dict[str, Any] | None, Any]:
+    """Keep pairs whose chunk the base model ranks in the top ``round_trip_k`` for their query.
+
+    Args:
+        pairs / chunks: the generated pairs and every chunk.
+        settings: ``{round_trip_k, model, batch_size}`` (``round_trip_k`` null: keep all).
+        encoder: the base model if already loaded (else ``settings["model"]`` is loaded).
+
+    Returns:
+        (kept pairs, the filter's report or None when off, the encoder used).
+    """
+    k = settings.get("round_trip_k")
+    if not k or not pairs:
+        return pairs, None, encoder
     from embedforge.generate.filters import round_trip_filter
 
+    if encoder is None:
+        from embedforge.models.encoder import Encoder
+
+        encoder = Encoder.from_pretrained(settings.get("model") or "packaged:all-MiniLM-L6-v2")
     texts = [positive_text(c) for c in chunks]
-    return round_trip_filter(pairs, texts, encoder, int(k), int(batch_size))
+    batch_size = int(settings.get("batch_size", 64))
+    kept, report = round_trip_filter(pairs, texts, encoder, int(k), batch_size)
+    return kept, report, encoder

@@ -8,7 +8,11 @@ every reservation stays within ``max_usd``, so no concurrency can push spend pas
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from embedforge.errors import EmbedforgeError
 
 CHARS_PER_TOKEN = 4.0  # English prose with Claude/GPT tokenizers: about 4 characters per token
 
@@ -65,3 +69,22 @@ class CostTracker:
     def add(self, input_tokens: int, output_tokens: int) -> None:
         self.input_tokens += int(input_tokens)
         self.output_tokens += int(output_tokens)
+
+
+def plan_estimate(jobs: Sequence[Any], price: Price, max_usd: float | None) -> dict[str, float]:
+    """Typical cost of ``jobs`` (each with ``est_input``/``est_output``) for the log and stats.
+
+    Raises:
+        EmbedforgeError: the estimate alone exceeds ``max_usd`` (nothing has been sent).
+    """
+    usd = sum(price.usd(j.est_input, j.est_output) for j in jobs)
+    if max_usd is not None and usd > max_usd:
+        raise EmbedforgeError(
+            f"estimated cost ${usd:.2f} for {len(jobs)} requests exceeds generator.max_usd="
+            f"{max_usd:.2f}: raise it or send fewer chunks"
+        )
+    return {
+        "estimated_usd": usd,
+        "estimated_input_tokens": sum(j.est_input for j in jobs),
+        "estimated_output_tokens": sum(j.est_output for j in jobs),
+    }

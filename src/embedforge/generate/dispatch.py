@@ -8,15 +8,17 @@ a concurrency limit and stops everything at the first error that is not a per-re
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from embedforge.generate.base import Chunk
 from embedforge.generate.cache import GenerationCache
-from embedforge.generate.cost import estimate_tokens, max_input_tokens
+from embedforge.generate.cost import CostTracker, Price, estimate_tokens, max_input_tokens
 from embedforge.generate.parsing import parse_queries
 from embedforge.generate.prompts import PromptBuilder
+from embedforge.generate.retry import RequestFailed
 
 
 @dataclass
@@ -90,3 +92,38 @@ async def run_concurrent(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class Sender:
+    """Sends one job: reserves its worst-case cost (so spend never passes ``max_usd``), sends it
+    with retries, records the answer in the cache and counts what failed."""
+
+    send: Callable[[str], Awaitable[tuple[str | None, dict[str, int]]]]  # prompt -> text, usage
+    record: Callable[[Job, str | None, dict[str, int]], dict[str, Any]]
+    tracker: CostTracker
+    price: Price
+    max_output_tokens: int
+    cache: GenerationCache
+    failures: Counter
+    stopped: Callable[[], bool]
+    bar: Any
+
+    async def __call__(self, job: Job) -> None:
+        if self.stopped():
+            return
+        worst = self.price.usd(job.max_input, self.max_output_tokens)
+        if not self.tracker.try_reserve(worst):
+            self.failures["budget"] += 1  # not sent: a rerun with more budget does it
+            return
+        try:
+            text, usage = await self.send(job.prompt)
+        except RequestFailed as f:
+            self.failures[f.kind] += 1
+            return
+        finally:
+            self.tracker.release(worst)
+        self.tracker.add(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        self.cache.put(self.record(job, text, usage))
+        self.bar.update(1)
+        self.bar.set_postfix(usd=f"{self.tracker.usd:.4f}", refresh=False)

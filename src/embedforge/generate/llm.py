@@ -17,14 +17,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from embedforge.errors import EmbedforgeError
 from embedforge.generate.assemble import assemble_pairs, round_trip
 from embedforge.generate.base import Chunk, Pair
 from embedforge.generate.cache import GenerationCache
-from embedforge.generate.cost import CostTracker, Price
-from embedforge.generate.dispatch import Job, make_record, plan_jobs, run_concurrent
+from embedforge.generate.cost import CostTracker, Price, plan_estimate
+from embedforge.generate.dispatch import Job, Sender, make_record, plan_jobs, run_concurrent
 from embedforge.generate.prompts import PROMPT_VERSION, PromptBuilder, load_few_shot
-from embedforge.generate.retry import ErrorInfo, RequestFailed, Retrier
+from embedforge.generate.retry import ErrorInfo, Retrier
 from embedforge.generate.settings import LLMSettings
 from embedforge.io import stable_hash
 
@@ -109,35 +108,24 @@ class LLMGenerator:
             self.stats["cache_lines_skipped"] = dict(cache.skipped)
             self._log(f"cache {self.cache_path}: skipped damaged lines {dict(cache.skipped)}")
         keyed, pending = plan_jobs(chunks, self.prompts, self._key, cache, s.max_output_tokens)
-        self._check_estimate(len({k for _, k in keyed}), pending)
+        self.stats["cached"] = len({k for _, k in keyed}) - len(pending)
+        self.stats.update(plan_estimate(pending, self._effective_price(), s.max_usd))
+        budget = "no limit" if s.max_usd is None else f"max_usd {s.max_usd:.2f}"
+        self._log(
+            f"{len(pending)} requests to send ({self.stats['cached']} cached), estimated cost"
+            f" ${self.stats['estimated_usd']:.4f} ({budget}), model {s.model}"
+        )
         tracker = CostTracker(self._effective_price(), s.max_usd)
         if pending:
             await self._send_all(pending, cache, tracker)
         label = f"{self.backend}:{s.model}"
         pairs, self.stats["dropped"] = assemble_pairs(keyed, cache, s.validation, label, s.style)
-        pairs = self._round_trip(pairs, chunks)
+        pairs, report, self.encoder = round_trip(pairs, chunks, s.filter, self.encoder)
+        if report is not None:
+            self.stats["round_trip"] = report
+            self.stats["dropped"]["round_trip"] = report["dropped"]
         self._finish(tracker, len(pairs), time.perf_counter() - t0)
         return pairs
-
-    def _check_estimate(self, n_keys: int, pending: list[Job]) -> None:
-        """Log the plan; refuse before any request when its estimated cost exceeds max_usd."""
-        s, price = self.settings, self._effective_price()
-        estimate = sum(price.usd(j.est_input, j.est_output) for j in pending)
-        self.stats["cached"] = n_keys - len(pending)
-        self.stats.update(
-            estimated_usd=estimate, estimated_input_tokens=sum(j.est_input for j in pending),
-            estimated_output_tokens=sum(j.est_output for j in pending),
-        )  # fmt: skip
-        budget = "no limit" if s.max_usd is None else f"max_usd {s.max_usd:.2f}"
-        self._log(
-            f"{len(pending)} requests to send ({self.stats['cached']} cached), estimated cost"
-            f" ${estimate:.4f} ({budget}), model {s.model}"
-        )
-        if s.max_usd is not None and estimate > s.max_usd:
-            raise EmbedforgeError(
-                f"estimated cost ${estimate:.2f} for {len(pending)} requests exceeds generator.max_usd="
-                f"{s.max_usd:.2f}: raise it or send fewer chunks"
-            )
 
     async def _send_all(self, pending: list[Job], cache: GenerationCache, tracker: CostTracker):
         from tqdm import tqdm
@@ -163,58 +151,24 @@ class LLMGenerator:
     async def _run_pending(
         self, client: Any, jobs: list[Job], cache: GenerationCache, tracker: CostTracker, bar: Any
     ) -> None:
-        """Send every job; each first reserves its worst-case cost (never past max_usd)."""
-        price, max_out = self._effective_price(), self.settings.max_output_tokens
-
-        async def send(job: Job) -> None:
-            if self.retry.stopped:
-                return
-            worst = price.usd(job.max_input, max_out)
-            if not tracker.try_reserve(worst):
-                self.stats["failures"]["budget"] += 1  # not sent: a rerun with more budget does it
-                return
-            try:
-                text, usage = await self._with_retries(lambda: self._request(client, job.prompt))
-            except RequestFailed as f:
-                self.stats["failures"][f.kind] += 1
-                return
-            finally:
-                tracker.release(worst)
-            tracker.add(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-            cache.put(self._record(job, text, usage))
-            bar.update(1)
-            bar.set_postfix(usd=f"{tracker.usd:.4f}", refresh=False)
-
-        await run_concurrent(jobs, send, self.settings.concurrency)
-
-    def _round_trip(self, pairs: list[Pair], chunks: list[Chunk]) -> list[Pair]:
-        f = self.settings.filter
-        if not f.get("round_trip_k") or not pairs:
-            return pairs
-        if self.encoder is None:
-            from embedforge.models.encoder import Encoder
-
-            self.encoder = Encoder.from_pretrained(f.get("model") or "packaged:all-MiniLM-L6-v2")
-        kept, report = round_trip(
-            pairs, chunks, self.encoder, f["round_trip_k"], f.get("batch_size", 64)
-        )
-        self.stats["round_trip"] = report
-        self.stats["dropped"]["round_trip"] = report["dropped"]
-        return kept
+        """Send every job, ``concurrency`` at a time (the Batches mode overrides this)."""
+        sender = Sender(
+            lambda prompt: self._with_retries(lambda: self._request(client, prompt)),
+            self._record, tracker, self._effective_price(), self.settings.max_output_tokens,
+            cache, self.stats["failures"], lambda: self.retry.stopped, bar,
+        )  # fmt: skip
+        await run_concurrent(jobs, sender, self.settings.concurrency)
 
     def _finish(self, tracker: CostTracker, n_pairs: int, seconds: float) -> None:
         """Final stats and the one-line summary."""
-        r, st = self.retry, self.stats
+        st = self.stats
         st.update(
-            requests=r.requests, retries=sum(r.retries.values()), retries_by_kind=dict(r.retries),
-            input_tokens=tracker.input_tokens, output_tokens=tracker.output_tokens,
-            usd=round(tracker.usd, 6), pairs=n_pairs, seconds=round(seconds, 3),
-            failures=dict(st["failures"]),
+            self.retry.summary(), input_tokens=tracker.input_tokens, pairs=n_pairs,
+            output_tokens=tracker.output_tokens, usd=round(tracker.usd, 6),
+            seconds=round(seconds, 3), failures=dict(st["failures"]),
         )  # fmt: skip
-        if r.errors:
-            st["errors"] = dict(r.errors)
         self._log(
-            f"requests {r.requests}, retries {st['retries']}, failures {st['failures'] or 0},"
+            f"requests {st['requests']}, retries {st['retries']}, failures {st['failures'] or 0},"
             f" tokens {tracker.input_tokens}+{tracker.output_tokens}, ${tracker.usd:.4f},"
             f" pairs {n_pairs}, dropped {st['dropped'] or 0}"
         )

@@ -119,6 +119,12 @@ class Retrier:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
+    def summary(self) -> dict[str, Any]:
+        """Requests sent, retries (by kind) and one example message per error kind."""
+        out = {"requests": self.requests, "retries": sum(self.retries.values())}
+        out["retries_by_kind"] = dict(self.retries)
+        return {**out, "errors": dict(self.errors)} if self.errors else out
+
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``attempt`` (0-based)."""
         if retry_after is not None:
