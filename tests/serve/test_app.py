@@ -111,9 +111,8 @@ class Blocking:
         return self.inner.embed(texts)
 
 
-def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
-    slow = Blocking(backend)
-    app = create_app(slow, ServeConfig(max_batch_size=2, max_wait_ms=0, max_queue=4))
+def _gated_posts(app, slow, n, **kw):
+    """``n`` concurrent posts while the model is blocked; the gate opens after 0.5 s."""
 
     async def go():
         async with app.router.lifespan_context(app):
@@ -122,13 +121,19 @@ def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 tasks = [
                     asyncio.create_task(c.post("/v1/embeddings", json={"input": f"t {i}"}))
-                    for i in range(12)
+                    for i in range(n)
                 ]
                 await asyncio.sleep(0.5)
                 slow.gate.set()
-                return await asyncio.gather(*tasks)
+                return await asyncio.gather(*tasks), app.state.metrics.render()
 
-    rs = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
+    slow = Blocking(backend)
+    app = create_app(slow, ServeConfig(max_batch_size=2, max_wait_ms=0, max_queue=4))
+    rs, _ = _gated_posts(app, slow, 12)
     codes = [r.status_code for r in rs]
     assert 503 in codes and 200 in codes
     for r in rs:
@@ -136,3 +141,23 @@ def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
             assert r.headers["retry-after"] == "1" and "queue full" in r.json()["error"]["message"]
         else:
             assert len(r.json()["data"]) == 1
+
+
+def test_limit_concurrency_refuses_with_503(backend):
+    slow = Blocking(backend)
+    app = create_app(slow, ServeConfig(limit_concurrency=2, max_wait_ms=0))
+    rs, metrics = _gated_posts(app, slow, 6)
+    codes = sorted(r.status_code for r in rs)
+    assert codes == [200, 200, 503, 503, 503, 503]
+    refused = next(r for r in rs if r.status_code == 503)
+    assert "limit 2" in refused.json()["error"]["message"] and refused.headers["retry-after"]
+    assert 'embedforge_requests_total{code="503"} 4' in metrics
+
+
+def test_request_deadline_gives_504(backend):
+    slow = Blocking(backend)
+    app = create_app(slow, ServeConfig(request_timeout_s=0.2, max_wait_ms=0))
+    rs, metrics = _gated_posts(app, slow, 3)
+    assert [r.status_code for r in rs] == [504] * 3
+    assert "within 0.2 s" in rs[0].json()["error"]["message"]
+    assert 'embedforge_requests_total{code="504"} 3' in metrics
