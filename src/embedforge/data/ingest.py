@@ -404,14 +404,11 @@ def ingest(
     files, outside = list_files(root, exclude=out)
     max_bytes = int(max_file_mb * 2**20)
     hashes = {f: _hash_or_reason(f, max_bytes) for f in files}
-    config = {
-        "chunk_tokens": int(chunk_tokens),
-        "overlap_tokens": int(overlap_tokens),
-        "min_tokens": int(min_tokens),
-        "near_dup_threshold": float(near_dup_threshold),
-        "csv_text_column": csv_text_column,
-        "max_file_mb": float(max_file_mb),
-    }
+    config = dict(
+        chunk_tokens=int(chunk_tokens), overlap_tokens=int(overlap_tokens),
+        min_tokens=int(min_tokens), near_dup_threshold=float(near_dup_threshold),
+        csv_text_column=csv_text_column, max_file_mb=float(max_file_mb),
+    )  # fmt: skip
     tok_name = tokenizer_name(tokenizer)
     listing = sorted((f.relative_to(base).as_posix(), h) for f, h in hashes.items())
     key = stable_hash(INGEST_VERSION, listing, config, tok_name)
