@@ -1,10 +1,17 @@
 """Benchmark the server: N concurrent clients sending single-text requests over loopback.
 
     nice -n 10 python scripts/bench_serve.py [--model packaged:all-MiniLM-L6-v2] [--seconds 15]
+    nice -n 10 python scripts/bench_serve.py --overload [--clients 64] [--max-queue 256]
 
 Configurations: {torch, onnx int8} x {batching on (max batch 32), off (max batch 1)}. Each starts
 scripts/serve.py as a subprocess, waits for /readyz, runs the clients for --seconds, and records
 throughput and p50/p99 latency. JSON into outputs/bench/serve.json.
+
+``--overload``: the torch server with a small queue, many clients sending 1-16 texts of mixed
+lengths, and a few poison requests (a lone surrogate, an over-long input with truncate off).
+Counts requests sent / answered 200 / refused 503 / poison refused 4xx / failed, and checks every
+200 answer against a precomputed embedding of the texts it sent (lost or mixed-up answers).
+JSON into outputs/bench/serve_overload.json.
 """
 
 from __future__ import annotations
@@ -88,7 +95,62 @@ async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict
     }
 
 
-def run_config(model_dir: Path, backend: str, batch: int, args, texts: list[str]) -> dict:
+POISON = [  # raw JSON bodies: a lone surrogate (422), an over-long input with truncate off (413)
+    '{"input": ["fine", "\\ud800"]}',
+    json.dumps({"input": "clause " * 1000, "truncate": False}),
+]
+
+
+async def overload(url: str, texts: list[str], refs: np.ndarray, clients: int, seconds: float):
+    """Clients send 1-16 texts per request (every 50th request is poison) and check each answer."""
+    import httpx
+
+    counts = {"sent": 0, "ok": 0, "refused_503": 0, "poison_4xx": 0, "failed": 0, "mixed_up": 0}
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(i: int, c: httpx.AsyncClient) -> None:
+        rng = np.random.default_rng(i)
+        while time.perf_counter() < stop:
+            counts["sent"] += 1
+            poison = counts["sent"] % 50 == 0
+            idx = rng.choice(len(texts), size=int(rng.integers(1, 17)), replace=False)
+            body = (
+                POISON[counts["sent"] // 50 % 2]
+                if poison
+                else json.dumps({"input": [texts[k] for k in idx]})
+            )
+            try:
+                r = await c.post(
+                    "/v1/embeddings", content=body, headers={"content-type": "application/json"}
+                )
+            except httpx.HTTPError:
+                counts["failed"] += 1
+                continue
+            if r.status_code == 200 and not poison:
+                got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+                same = got.shape == refs[idx].shape and np.allclose(got, refs[idx], atol=1e-3)
+                counts["ok" if same else "mixed_up"] += 1
+            elif r.status_code == 503:
+                counts["refused_503"] += 1
+            elif poison and r.status_code in (413, 422):
+                counts["poison_4xx"] += 1
+            else:
+                counts["failed"] += 1
+
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as c:
+        await asyncio.gather(*(client(i, c) for i in range(clients)))
+    answered = sum(v for k, v in counts.items() if k != "sent")
+    return {
+        **counts,
+        "lost": counts["sent"] - answered,
+        "wall_s": round(time.perf_counter() - t0, 2),
+    }
+
+
+def start_server(model_dir: Path, backend: str, batch: int, args, *extra: str):
+    """scripts/serve.py as a subprocess, ready (``/readyz`` 200); returns (process, url)."""
     import httpx
 
     port = free_port()
@@ -107,21 +169,38 @@ def run_config(model_dir: Path, backend: str, batch: int, args, texts: list[str]
         "--threads",
         str(args.threads),
         "--log-level",
-        "warning",
+        "error",
+        *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise EmbedforgeError(f"server exited: {proc.stderr.read()[-500:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_server(proc)
+    raise EmbedforgeError("server not ready within 300 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)  # graceful: drains the queue
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise EmbedforgeError(f"server exited: {proc.stderr.read()[-500:]}")
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_config(model_dir: Path, backend: str, batch: int, args, texts: list[str]) -> dict:
+    import httpx
+
+    proc, url = start_server(model_dir, backend, batch, args)
+    try:
         res = asyncio.run(load(url, texts, args.clients, args.seconds))
         metrics = httpx.get(url + "/metrics").text
         for line in metrics.splitlines():
@@ -133,11 +212,31 @@ def run_config(model_dir: Path, backend: str, batch: int, args, texts: list[str]
             )
         return res
     finally:
-        proc.send_signal(signal.SIGTERM)  # graceful: drains the queue
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
+
+
+def run_overload(model: str, args, texts: list[str]) -> dict:
+    """The overload run (see the module docstring) against the torch server."""
+    import httpx
+    from sentence_transformers import SentenceTransformer
+
+    from embedforge.models.encoder import Encoder
+
+    st_dir = Path(args.work) / "model"
+    if not (st_dir / "modules.json").is_file():
+        Encoder.from_pretrained(model).save(st_dir)
+    rng = np.random.default_rng(0)
+    pool = [t[: int(rng.integers(20, 1200))] for t in texts[: args.pool]]  # mixed lengths
+    refs = SentenceTransformer(str(st_dir), device="cpu").encode(pool, batch_size=32)
+    extra = ["--max-queue", str(args.max_queue), "--no-truncate"]
+    proc, url = start_server(st_dir, "torch", 32, args, *extra)
+    try:
+        res = asyncio.run(overload(url, pool, np.asarray(refs), args.clients, args.seconds))
+        codes = [x for x in httpx.get(url + "/metrics").text.splitlines() if "requests_total{" in x]
+        res["server_counts"] = {x.split('"')[1]: int(x.split()[-1]) for x in codes}
+    finally:
+        stop_server(proc)
+    return {"clients": args.clients, "max_queue": args.max_queue, "pool": len(pool), **res}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,11 +258,23 @@ def main(argv: list[str] | None = None) -> int:
         default=["torch:32", "torch:1", "onnx:32", "onnx:1"],
         help="backend:max_batch_size",
     )
+    ap.add_argument("--overload", action="store_true", help="the overload run instead")
+    ap.add_argument("--max-queue", type=int, default=256, help="overload run: texts waiting")
+    ap.add_argument("--pool", type=int, default=300, help="overload run: distinct texts")
     args = ap.parse_args(argv)
     try:
         from embedforge.io import read_jsonl, write_json
 
+        if args.overload:
+            args.texts = args.texts.replace("queries.jsonl", "corpus.jsonl")  # longer texts
         texts = [r["text"] for r in read_jsonl(args.texts) if r.get("text", "").strip()]
+        if args.overload:
+            res = run_overload(args.model, args, texts)
+            res["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+            out = str(Path(args.out).with_name("serve_overload.json"))
+            write_json(out, res)
+            print(json.dumps(res), f"\nwrote {out}")
+            return 0
         models = prepare_models(args.model, Path(args.work))
         out = {
             "model": args.model,

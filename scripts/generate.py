@@ -4,7 +4,8 @@
     python scripts/generate.py generator=openai generator.base_url=http://localhost:8000/v1 \
         generator.model=Qwen/Qwen2.5-7B-Instruct data=beir data.path=../shared/data/legal-summarization
 
-Writes ``pairs.jsonl`` and ``generate_stats.json`` into the Hydra run directory.
+Writes ``pairs.jsonl`` and ``generate_stats.json`` into the Hydra run directory. A run that yields
+no pairs writes only the stats and exits 2 with one line saying why.
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ def run(cfg: DictConfig) -> Path:
     generator = instantiate(cfg.generator)
     pairs = generator.generate(chunks)
     out_dir = Path(cfg.paths.output_dir)
-    out = write_jsonl(out_dir / "pairs.jsonl", pairs)
     stats = getattr(generator, "stats", None) or {"pairs": len(pairs)}
     write_json(out_dir / "generate_stats.json", stats)
+    if not pairs:
+        why = stats.get("failures") or stats.get("dropped") or "none"
+        raise EmbedforgeError(
+            f"0 pairs from {len(chunks)} chunks (failures/drops: {why}); no pairs file written,"
+            f" see {out_dir / 'generate_stats.json'}"
+        )
+    out = write_jsonl(out_dir / "pairs.jsonl", pairs)
     print(f"wrote {len(pairs)} pairs from {len(chunks)} chunks to {out}")
     return out
 

@@ -2,7 +2,7 @@
 
     python scripts/ingest.py PATH --out DIR [--chunk-tokens 384] [--overlap 64] [--min-tokens 16]
         [--model packaged:all-MiniLM-L6-v2|tiny|<dir or hub id>] [--near-dup 0.9]
-        [--csv-text-column text] [--force]
+        [--csv-text-column text] [--max-file-mb 100] [--force]
 
 Prints a summary; a rerun with the same files, settings and tokenizer reuses the output. Any input
 problem is one line ``error: ...`` on stderr and exit code 2.
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "--near-dup", type=float, default=0.9, help="shingle Jaccard threshold (1 = off)"
     )
     ap.add_argument("--csv-text-column", default="text")
+    ap.add_argument("--max-file-mb", type=float, default=100.0, help="larger files are skipped")
     ap.add_argument("--force", action="store_true", help="ignore the cached output")
     args = ap.parse_args(argv)
     try:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         _, report = ingest(
             args.path, tokenizer, chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap,
             min_tokens=args.min_tokens, out_dir=args.out, near_dup_threshold=args.near_dup,
-            csv_text_column=args.csv_text_column, force=args.force,
+            csv_text_column=args.csv_text_column, force=args.force, max_file_mb=args.max_file_mb,
         )  # fmt: skip
     except EmbedforgeError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,13 +1,17 @@
 """Serve a model: OpenAI-compatible embeddings with micro-batching.
 
     python scripts/serve.py MODEL [--backend torch|onnx] [--host 127.0.0.1] [--port 8000]
+        [--api-key KEY | env EMBEDFORGE_API_KEY] [--request-timeout 60] [--limit-concurrency N]
+        [--no-truncate] [--force]
 
-MODEL: a SentenceTransformer dir or run dir (torch), an ONNX dir or export dir (onnx; int8/ used).
+MODEL: a SentenceTransformer dir or run dir (torch), an ONNX dir or export dir (onnx; int8/ used;
+refused when its export report marks it failed, unless --force).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-inputs", type=int, default=256)
     ap.add_argument("--max-chars", type=int, default=8192)
     ap.add_argument("--model-name", default="")
+    ap.add_argument(
+        "--api-key",
+        default=os.environ.get("EMBEDFORGE_API_KEY"),
+        help="require Authorization: Bearer KEY on /v1/* and /metrics (default: EMBEDFORGE_API_KEY)",
+    )
+    ap.add_argument("--request-timeout", type=float, default=60.0, help="seconds, else 504")
+    ap.add_argument("--body-timeout", type=float, default=10.0, help="slow-client limit, else 408")
+    ap.add_argument("--max-body-mb", type=float, default=0, help="0 = from max inputs x chars")
+    ap.add_argument("--limit-concurrency", type=int, default=0, help="API requests in progress")
+    ap.add_argument(
+        "--truncate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="default of a request's truncate: cut over-long inputs (else 413)",
+    )
+    ap.add_argument("--force", action="store_true", help="serve an ONNX variant marked failed")
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
     try:
@@ -36,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         from embedforge.serve.backends import load_backend
         from embedforge.serve.config import ServeConfig
 
-        backend = load_backend(args.model, args.backend, args.threads)
+        backend = load_backend(args.model, args.backend, args.threads, force=args.force)
         cfg = ServeConfig(
             max_batch_size=args.max_batch_size,
             max_wait_ms=args.max_wait_ms,
@@ -44,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             max_inputs=args.max_inputs,
             max_chars=args.max_chars,
             model_name=args.model_name or Path(args.model).resolve().name,
+            truncate=args.truncate,
+            api_key=args.api_key or None,
+            request_timeout_s=args.request_timeout,
+            body_timeout_s=args.body_timeout,
+            max_body_bytes=int(args.max_body_mb * 2**20),
+            limit_concurrency=args.limit_concurrency,
         )
         app = create_app(backend, cfg)
     except EmbedforgeError as e:

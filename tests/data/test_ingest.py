@@ -366,3 +366,19 @@ def test_folder_source_composes_and_caps_chunks(compose, corpus, tmp_path):
     assert source.summary()["files_read"] == 8
     with pytest.raises(EmbedforgeError, match="data.path not found"):
         FolderSource(path=str(tmp_path / "missing"))
+
+
+def test_html_boilerplate_is_dropped(tokenizer, tmp_path):
+    body = " ".join(["The tenant must notify the landlord within thirty days."] * 6)
+    (tmp_path / "page.html").write_text(
+        "<html><head><title>Lease</title></head><body><header>Site banner menu</header>"
+        "<nav><a>Home</a> <a>Pricing</a></nav><main><h1>Notice</h1><p>" + body + "</p></main>"
+        "<footer>Copyright footer links</footer><script>var tracking = 1;</script></body></html>"
+    )
+    chunks, _ = ingest(
+        tmp_path, tokenizer, chunk_tokens=CHUNK, overlap_tokens=OVERLAP, min_tokens=MIN
+    )
+    text = " ".join(c["text"] for c in chunks)
+    assert "tenant must notify" in text and chunks[0]["title"] == "Notice"
+    for junk in ("banner", "Pricing", "Copyright", "tracking"):
+        assert junk not in text

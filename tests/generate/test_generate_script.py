@@ -39,11 +39,15 @@ def test_llm_generator_configs_compose_and_instantiate(tmp_path, monkeypatch):
     ]:
         cfg = cfg_for(tmp_path, f"generator={name}")
         g = instantiate(cfg.generator)
-        assert isinstance(g, cls) and g.model == model and g.cache_dir == tmp_path / "generate"
-        assert g.prompts.queries_per_chunk == 3 and g.style == "search" and g.max_usd == 5.0
-        assert g.filter["round_trip_k"] is None
+        s = g.settings
+        assert isinstance(g, cls) and s.model == model and s.cache_dir == tmp_path / "generate"
+        assert g.prompts.queries_per_chunk == 3 and s.style == "search" and s.max_usd == 5.0
+        assert s.filter["round_trip_k"] is None
     assert (
-        instantiate(cfg_for(tmp_path, "generator=anthropic").generator).price.output_per_mtok == 5.0
+        instantiate(
+            cfg_for(tmp_path, "generator=anthropic").generator
+        ).settings.price.output_per_mtok
+        == 5.0
     )
 
 

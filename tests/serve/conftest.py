@@ -3,6 +3,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvicorn
 
@@ -15,9 +16,29 @@ LEGAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "legal-
 
 
 @pytest.fixture(scope="session")
-def backend(tmp_path_factory):
+def model_dir(tmp_path_factory) -> Path:
     enc = Encoder.tiny(query_prefix="query: ", doc_prefix="", dropout=0.0)
-    return TorchBackend(enc.save(tmp_path_factory.mktemp("tiny") / "model"))
+    return enc.save(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def backend(model_dir):
+    return TorchBackend(model_dir)
+
+
+@pytest.fixture(scope="session")
+def reference(model_dir):
+    """``reference(texts, prompt_name=None)``: embeddings from an independent
+    ``SentenceTransformer.encode`` of the saved model dir, one text at a time (no padding)."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model_dir), device="cpu")
+
+    def encode(texts, prompt_name=None):
+        rows = [st.encode([t], prompt_name=prompt_name, convert_to_numpy=True)[0] for t in texts]
+        return np.stack(rows).astype(np.float32)
+
+    return encode
 
 
 @pytest.fixture(scope="session")

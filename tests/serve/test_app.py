@@ -13,10 +13,6 @@ from embedforge.serve.app import create_app
 from embedforge.serve.config import ServeConfig
 
 
-def single(backend, texts, prefix=""):
-    return np.stack([backend.embed([prefix + t])[0][0] for t in texts])
-
-
 @pytest.fixture()
 def client(backend):
     cfg = ServeConfig(max_inputs=8, max_chars=500, model_name="tiny")
@@ -24,7 +20,7 @@ def client(backend):
         yield c
 
 
-def test_embeddings_shape_order_and_prefix(client, backend, texts):
+def test_embeddings_shape_order_and_prefix(client, backend, reference, texts):
     r = client.post("/v1/embeddings", json={"input": texts[:5], "input_type": "query"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -32,15 +28,15 @@ def test_embeddings_shape_order_and_prefix(client, backend, texts):
     assert [d["index"] for d in body["data"]] == list(range(5))
     got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
     assert got.shape == (5, backend.dim)
-    np.testing.assert_allclose(got, single(backend, texts[:5], "query: "), atol=1e-5)
-    assert not np.allclose(got, single(backend, texts[:5]), atol=1e-4)  # prefix really applied
+    np.testing.assert_allclose(got, reference(texts[:5], "query"), atol=1e-5)
+    assert not np.allclose(got, reference(texts[:5]), atol=1e-4)  # prefix really applied
     assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 5
 
 
-def test_base64_and_single_string(client, backend, texts):
+def test_base64_and_single_string(client, reference, texts):
     r = client.post("/v1/embeddings", json={"input": texts[0], "encoding_format": "base64"})
     emb = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
-    np.testing.assert_allclose(emb, single(backend, texts[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(emb, reference(texts[:1])[0], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -89,13 +85,13 @@ async def _concurrent(app, bodies):
             return await asyncio.gather(*(c.post("/v1/embeddings", json=b) for b in bodies))
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(backend, texts):
+def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(backend, reference, texts):
     app = create_app(backend, ServeConfig(max_batch_size=16, max_wait_ms=50))
     bodies = [{"input": texts[i : i + 1 + i % 3]} for i in range(24)]
     rs = asyncio.run(_concurrent(app, bodies))
     for b, r in zip(bodies, rs):
         got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
-        np.testing.assert_allclose(got, single(backend, b["input"]), atol=1e-5)
+        np.testing.assert_allclose(got, reference(b["input"]), atol=1e-5)
     m = app.state.metrics
     assert m.batch_size.count < 24 + 1  # 24 requests (+ warm-up) shared fewer model calls
     assert m.batch_size.sum == sum(len(b["input"]) for b in bodies) + 1
@@ -106,6 +102,7 @@ class Blocking:
 
     def __init__(self, inner):
         self.inner, self.prompts, self.dim = inner, inner.prompts, inner.dim
+        self.max_tokens, self.count_tokens = inner.max_tokens, inner.count_tokens
         self.gate = threading.Event()
         self.gate.set()
 
@@ -114,9 +111,8 @@ class Blocking:
         return self.inner.embed(texts)
 
 
-def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
-    slow = Blocking(backend)
-    app = create_app(slow, ServeConfig(max_batch_size=2, max_wait_ms=0, max_queue=4))
+def _gated_posts(app, slow, n, **kw):
+    """``n`` concurrent posts while the model is blocked; the gate opens after 0.5 s."""
 
     async def go():
         async with app.router.lifespan_context(app):
@@ -125,13 +121,19 @@ def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 tasks = [
                     asyncio.create_task(c.post("/v1/embeddings", json={"input": f"t {i}"}))
-                    for i in range(12)
+                    for i in range(n)
                 ]
                 await asyncio.sleep(0.5)
                 slow.gate.set()
-                return await asyncio.gather(*tasks)
+                return await asyncio.gather(*tasks), app.state.metrics.render()
 
-    rs = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
+    slow = Blocking(backend)
+    app = create_app(slow, ServeConfig(max_batch_size=2, max_wait_ms=0, max_queue=4))
+    rs, _ = _gated_posts(app, slow, 12)
     codes = [r.status_code for r in rs]
     assert 503 in codes and 200 in codes
     for r in rs:
@@ -139,3 +141,23 @@ def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
             assert r.headers["retry-after"] == "1" and "queue full" in r.json()["error"]["message"]
         else:
             assert len(r.json()["data"]) == 1
+
+
+def test_limit_concurrency_refuses_with_503(backend):
+    slow = Blocking(backend)
+    app = create_app(slow, ServeConfig(limit_concurrency=2, max_wait_ms=0))
+    rs, metrics = _gated_posts(app, slow, 6)
+    codes = sorted(r.status_code for r in rs)
+    assert codes == [200, 200, 503, 503, 503, 503]
+    refused = next(r for r in rs if r.status_code == 503)
+    assert "limit 2" in refused.json()["error"]["message"] and refused.headers["retry-after"]
+    assert 'embedforge_requests_total{code="503"} 4' in metrics
+
+
+def test_request_deadline_gives_504(backend):
+    slow = Blocking(backend)
+    app = create_app(slow, ServeConfig(request_timeout_s=0.2, max_wait_ms=0))
+    rs, metrics = _gated_posts(app, slow, 3)
+    assert [r.status_code for r in rs] == [504] * 3
+    assert "within 0.2 s" in rs[0].json()["error"]["message"]
+    assert 'embedforge_requests_total{code="504"} 3' in metrics

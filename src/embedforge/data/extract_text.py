@@ -5,7 +5,11 @@ knows its character span in the document's extracted text (``Document.text``), t
 heading above it (``title``) and, for PDFs, its 1-based page. For ``.txt``/``.md`` the extracted
 text is the decoded file itself, so offsets point into the file. A file that cannot be used raises
 :class:`Unusable` with a short reason key (``empty``, ``binary``, ``garbage``, ``unreadable``,
-``encrypted``, ``no_text``, ``unsupported``) and a human-readable detail.
+``encrypted``, ``no_text``, ``unsupported``, ``too_large``) and a human-readable detail.
+
+Text that is not UTF-8 is decoded with the encoding ``charset-normalizer`` detects (not a fixed
+fallback, which turned other scripts into mojibake). A DOCX (a zip) whose members would decompress
+to more than ``MAX_UNZIPPED_BYTES`` is refused before anything is decompressed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ _PARA_SPLIT = re.compile(r"\n[ \t\r\f\v]*\n")
 _ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
+MAX_UNZIPPED_BYTES = 256 * 2**20  # a DOCX's declared decompressed size (zip members stop there)
 
 
 class Unusable(Exception):
@@ -80,19 +85,21 @@ def check_text(text: str, what: str = "text") -> str:
 
 
 def decode(data: bytes) -> str:
-    """Decode text bytes (UTF-8 with or without BOM, else cp1252); binary data is rejected."""
+    """Decode text bytes: UTF-8 (with or without BOM), else the encoding charset-normalizer
+    detects; binary data is rejected."""
     if not data.strip():
         raise Unusable("empty", "file is empty" if not data else "file holds only whitespace")
     if b"\x00" in data[:8192]:
         raise Unusable("binary", "binary content (NUL bytes)")
-    for enc in ("utf-8-sig", "cp1252"):
-        try:
-            text = data.decode(enc)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        raise Unusable("binary", "not decodable as UTF-8 or cp1252 text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        if best is None:
+            raise Unusable("binary", "not decodable as text in any known encoding") from None
+        text = str(best)
     return check_text(text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
@@ -182,11 +189,11 @@ class _HTMLText(HTMLParser):
     """Collect visible text as paragraphs; h1-h6 become the heading of what follows."""
 
     BLOCK = {
-        "p", "div", "li", "ul", "ol", "br", "tr", "table", "section", "article", "header",
-        "footer", "main", "aside", "nav", "blockquote", "pre", "dd", "dt", "dl", "figcaption",
-        "form", "hr", "td", "th",
+        "p", "div", "li", "ul", "ol", "br", "tr", "table", "section", "article", "main",
+        "aside", "blockquote", "pre", "dd", "dt", "dl", "figcaption", "form", "hr", "td", "th",
     }  # fmt: skip
-    HIDDEN = {"script", "style", "noscript", "template", "svg", "head"}
+    # not content: code, page chrome (navigation, site header and footer) and metadata
+    HIDDEN = {"script", "style", "noscript", "template", "svg", "head", "nav", "header", "footer"}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -292,18 +299,23 @@ def read_docx(path: Path) -> list[Document]:
     if not path.stat().st_size:
         raise Unusable("empty", "file is empty")
     try:
+        check_unzipped_size(path)
         document = docx.Document(str(path))
         items = list(document.iter_inner_content())
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
         raise Unusable("unreadable", f"unreadable DOCX ({type(e).__name__}: {e})") from None
     paras, heading = [], ""
+    styles: dict[str | None, str] = {}  # by style id: python-docx looks a style up in O(styles)
     for item in items:
         if isinstance(item, Table):
             for row in item.rows:
                 cells = [" ".join(c.text.split()) for c in row.cells]
                 paras.append((" | ".join(dict.fromkeys(c for c in cells if c)), heading, None))
             continue
-        style = (item.style.name if item.style is not None else "") or ""
+        style_id = item._p.style
+        if style_id not in styles:
+            styles[style_id] = (item.style.name if item.style is not None else "") or ""
+        style = styles[style_id]
         text = item.text.strip()
         if text and (style.startswith("Heading") or style == "Title"):
             heading = " ".join(text.split())
@@ -313,6 +325,20 @@ def read_docx(path: Path) -> list[Document]:
     doc = join_paragraphs(paras, title)
     check_text(doc.text)
     return [doc]
+
+
+def check_unzipped_size(path: Path, limit: int | None = None) -> None:
+    """Refuse a zip (DOCX) whose members declare more than ``limit`` bytes decompressed; reading
+    a member stops at its declared size, so nothing larger is ever inflated."""
+    import zipfile
+
+    limit = MAX_UNZIPPED_BYTES if limit is None else limit
+    with zipfile.ZipFile(path) as z:
+        total = sum(i.file_size for i in z.infolist())
+    if total > limit:
+        raise Unusable(
+            "too_large", f"decompresses to {total / 2**20:.0f} MB > {limit / 2**20:.0f} MB allowed"
+        )
 
 
 def _record_doc(text, title, record: int, doc_id, default_title: str) -> Document:

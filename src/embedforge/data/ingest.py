@@ -22,10 +22,11 @@ with the exact Jaccard, so no pair below the threshold is removed.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ from embedforge.data.extract_text import READERS, Document, Unusable, extract
 from embedforge.errors import EmbedforgeError
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
 
-INGEST_VERSION = 1  # bump when chunking or extraction changes output, to invalidate caches
+log = logging.getLogger(__name__)
+INGEST_VERSION = 2  # bump when chunking or extraction changes output, to invalidate caches
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 _WORD = re.compile(r"\S+")
 
@@ -323,20 +325,40 @@ def near_duplicates(
 
 
 # ---------------------------------------------------------------------------- driver
-def list_files(root: Path, exclude: Path | None = None) -> list[Path]:
-    """Files under ``root`` in sorted order, skipping hidden files/folders and ``exclude``."""
+def list_files(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[dict]]:
+    """Files under ``root`` in sorted order, skipping hidden files/folders and ``exclude``, and
+    the links resolving outside ``root`` (returned as skipped, never read)."""
     if root.is_file():
-        return [root]
-    files = []
+        return [root], []
+    files, outside = [], []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
         if exclude is not None and (p == exclude or exclude in p.parents):
             continue
+        target = p.resolve()
+        if target != root and root not in target.parents:
+            detail = "link to a path outside the ingested folder"
+            outside.append({"path": rel.as_posix(), "reason": "outside_root", "detail": detail})
+            continue
         if p.is_file():
             files.append(p)
-    return files
+    return files, outside
+
+
+@dataclass
+class _Tally:
+    """What reading the files found: chunks before dedup, skipped files and records, counts."""
+
+    raw: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    records_skipped: list[dict] = field(default_factory=list)
+    by_type: Counter = field(default_factory=Counter)
+    by_hash: dict[str, str] = field(default_factory=dict)  # content hash -> first file read
+    documents: int = 0
+    files_read: int = 0
+    short: int = 0
 
 
 def ingest(
@@ -349,21 +371,24 @@ def ingest(
     near_dup_threshold: float = 0.9,
     csv_text_column: str = "text",
     force: bool = False,
+    max_file_mb: float = 100.0,
 ) -> tuple[list[dict], dict]:
     """Extract, chunk and deduplicate a folder (recursive) or a single file.
 
     Args:
-        path: folder or file (.txt .md .html .htm .pdf .docx .jsonl .csv).
+        path: folder or file (.txt .md .html .htm .pdf .docx .jsonl .csv). Links resolving
+            outside the folder are skipped and reported (``outside_root``).
         tokenizer: the model's Hugging Face tokenizer; budgets count its tokens without specials.
         chunk_tokens: maximum tokens per chunk (keep it <= the model's max_seq_length - 2).
         overlap_tokens: at most this many tokens of the previous chunk start the next one.
         min_tokens: chunks shorter than this are dropped (counted in the report).
         out_dir: if set, write ``chunks.jsonl`` + ``ingest_report.json`` there (and reuse them when
-            the inputs, config and tokenizer are unchanged).
+            the inputs, config and tokenizer are unchanged; a damaged cache is rebuilt).
         near_dup_threshold: word 5-shingle Jaccard at or above which a chunk is a near duplicate
             of an earlier one; >= 1.0 disables near-duplicate removal.
         csv_text_column: the column of a CSV file that holds the text.
         force: recompute even when the cache matches.
+        max_file_mb: larger files are skipped (``too_large``).
 
     Returns:
         (chunks, report): chunks are ``{"id", "text", "title", "source", "start", "end",
@@ -373,6 +398,54 @@ def ingest(
     """
     t0 = time.perf_counter()
     root = Path(path).expanduser().resolve()
+    _check_args(root, chunk_tokens, overlap_tokens, min_tokens)
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
+    base = root if root.is_dir() else root.parent
+    files, outside = list_files(root, exclude=out)
+    max_bytes = int(max_file_mb * 2**20)
+    hashes = {f: _hash_or_reason(f, max_bytes) for f in files}
+    config = dict(
+        chunk_tokens=int(chunk_tokens), overlap_tokens=int(overlap_tokens),
+        min_tokens=int(min_tokens), near_dup_threshold=float(near_dup_threshold),
+        csv_text_column=csv_text_column, max_file_mb=float(max_file_mb),
+    )  # fmt: skip
+    tok_name = tokenizer_name(tokenizer)
+    listing = sorted((f.relative_to(base).as_posix(), h) for f, h in hashes.items())
+    key = stable_hash(INGEST_VERSION, listing, config, tok_name)
+    rebuilt = None
+    if out is not None and not force:
+        cached, rebuilt = _load_cache(out, key)
+        if cached is not None:
+            cached[1]["seconds"] = round(time.perf_counter() - t0, 2)
+            return cached
+    tally = _Tally(skipped=list(outside))
+    for f in files:
+        _read_file(f, f.relative_to(base).as_posix(), hashes, tally, config, tokenizer)
+    chunks, near, unique = _dedup(tally.raw, near_dup_threshold)
+    if not chunks:
+        reasons = Counter(s["reason"] for s in tally.skipped)
+        raise EmbedforgeError(
+            f"no chunks from {root}: {len(files)} files, {tally.files_read} read, skipped"
+            f" {dict(reasons) or 'none'}"
+            + (
+                f" ({tally.short} chunks shorter than min_tokens={min_tokens})"
+                if tally.short
+                else ""
+            )
+        )
+    report = _report(root, len(files) + len(outside), tally, chunks, near, unique)
+    report.update(config=config, tokenizer=tok_name, cache_key=key, cached=False)
+    report["tokenizer_max_length"] = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    if rebuilt:
+        report["cache_rebuilt"] = rebuilt
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    if out is not None:
+        write_jsonl(out / "chunks.jsonl", chunks)
+        write_json(out / "ingest_report.json", report)  # written last: its key marks a complete run
+    return chunks, report
+
+
+def _check_args(root: Path, chunk_tokens: int, overlap_tokens: int, min_tokens: int) -> None:
     if not root.exists():
         raise EmbedforgeError(f"input path not found: {root}")
     if chunk_tokens < 8:
@@ -383,133 +456,106 @@ def ingest(
         )
     if min_tokens > chunk_tokens:
         raise EmbedforgeError(f"min_tokens ({min_tokens}) exceeds chunk_tokens ({chunk_tokens})")
-    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
-    base = root if root.is_dir() else root.parent
-    files = list_files(root, exclude=out)
-    hashes = {f: _hash_or_reason(f) for f in files}
-    config = {
-        "chunk_tokens": int(chunk_tokens),
-        "overlap_tokens": int(overlap_tokens),
-        "min_tokens": int(min_tokens),
-        "near_dup_threshold": float(near_dup_threshold),
-        "csv_text_column": csv_text_column,
-    }
-    tok_name = tokenizer_name(tokenizer)
-    key = stable_hash(
-        INGEST_VERSION,
-        sorted((f.relative_to(base).as_posix(), h) for f, h in hashes.items()),
-        config,
-        tok_name,
+
+
+def _read_file(
+    f: Path, rel: str, hashes: dict, tally: _Tally, config: dict, tokenizer: Any
+) -> None:
+    """Extract and chunk one file into ``tally`` (or record why it was skipped)."""
+    h = hashes[f]
+    if h.startswith("too_large"):
+        detail = f"{int(h.split(':')[1]) / 2**20:.1f} MB > max_file_mb={config['max_file_mb']:g}"
+        tally.skipped.append({"path": rel, "reason": "too_large", "detail": detail})
+        return
+    if h in tally.by_hash and f.stat().st_size:
+        detail = f"same bytes as {tally.by_hash[h]}"
+        tally.skipped.append({"path": rel, "reason": "duplicate", "detail": detail})
+        return
+    problems: list = []
+    try:
+        docs = extract(f, problems, csv_text_column=config["csv_text_column"])
+    except Unusable as e:
+        tally.skipped.append({"path": rel, "reason": e.reason, "detail": e.detail})
+        return
+    except Exception as e:  # a reader bug or exotic file must not stop a whole corpus
+        detail = f"{type(e).__name__}: {e}"
+        tally.skipped.append({"path": rel, "reason": "unreadable", "detail": detail})
+        return
+    tally.by_hash[h] = rel
+    tally.files_read += 1
+    tally.by_type[f.suffix.lower()] += 1
+    tally.records_skipped.extend(
+        {"path": f"{rel}:{ln}", "reason": r, "detail": d} for ln, r, d in problems
     )
-    if out is not None and not force:
-        cached = _load_cache(out, key)
-        if cached is not None:
-            cached[1]["seconds"] = round(time.perf_counter() - t0, 2)
-            return cached
+    n, overlap, least = config["chunk_tokens"], config["overlap_tokens"], config["min_tokens"]
+    windows = [  # batches bound the memory of token offsets on huge JSONL/CSV files
+        w
+        for k in range(0, len(docs), 512)
+        for w in chunk_documents(docs[k : k + 512], tokenizer, n, overlap, least)
+    ]
+    for doc, doc_windows in zip(docs, windows):
+        tally.documents += 1
+        for text, units, n_tok in doc_windows:
+            if n_tok < least:
+                tally.short += 1
+                continue
+            tally.raw.append(_chunk(doc, text, units, n_tok, rel))
 
-    skipped: list[dict] = []
-    records_skipped: list[dict] = []
-    seen_hash: dict[str, str] = {}
-    raw: list[dict] = []
-    by_type: Counter = Counter()
-    n_docs, files_read, short = 0, 0, 0
-    for f in files:
-        rel = f.relative_to(base).as_posix()
-        if hashes[f] in seen_hash and f.stat().st_size:
-            skipped.append(
-                {
-                    "path": rel,
-                    "reason": "duplicate",
-                    "detail": f"same bytes as {seen_hash[hashes[f]]}",
-                }
-            )
-            continue
-        problems: list = []
-        try:
-            docs = extract(f, problems, csv_text_column=csv_text_column)
-        except Unusable as e:
-            skipped.append({"path": rel, "reason": e.reason, "detail": e.detail})
-            continue
-        except Exception as e:  # a reader bug or exotic file must not stop a whole corpus
-            skipped.append(
-                {"path": rel, "reason": "unreadable", "detail": f"{type(e).__name__}: {e}"}
-            )
-            continue
-        seen_hash[hashes[f]] = rel
-        files_read += 1
-        by_type[f.suffix.lower()] += 1
-        records_skipped.extend(
-            {"path": f"{rel}:{ln}", "reason": r, "detail": d} for ln, r, d in problems
-        )
-        windows = [  # batches bound the memory of token offsets on huge JSONL/CSV files
-            w
-            for k in range(0, len(docs), 512)
-            for w in chunk_documents(
-                docs[k : k + 512], tokenizer, chunk_tokens, overlap_tokens, min_tokens
-            )
-        ]
-        for doc, doc_windows in zip(docs, windows):
-            n_docs += 1
-            for text, units, n in doc_windows:
-                if n < min_tokens:
-                    short += 1
-                    continue
-                chunk = {
-                    "id": stable_hash(text),
-                    "text": text,
-                    "title": units[0].title,
-                    "source": rel,
-                    "start": units[0].start,
-                    "end": units[-1].end,
-                    "n_tokens": n,
-                }
-                if units[0].page is not None:
-                    chunk["page"], chunk["page_end"] = units[0].page, units[-1].page
-                if doc.record is not None:
-                    chunk["record"] = doc.record
-                if doc.doc_id is not None:
-                    chunk["doc_id"] = doc.doc_id
-                raw.append(chunk)
 
+def _chunk(doc: Document, text: str, units: list[_Unit], n: int, rel: str) -> dict:
+    chunk = {
+        "id": stable_hash(text),
+        "text": text,
+        "title": units[0].title,
+        "source": rel,
+        "start": units[0].start,
+        "end": units[-1].end,
+        "n_tokens": n,
+    }
+    if units[0].page is not None:
+        chunk["page"], chunk["page_end"] = units[0].page, units[-1].page
+    if doc.record is not None:
+        chunk["record"] = doc.record
+    if doc.doc_id is not None:
+        chunk["doc_id"] = doc.doc_id
+    return chunk
+
+
+def _dedup(raw: list[dict], threshold: float) -> tuple[list[dict], dict[int, int], list[dict]]:
+    """(kept chunks, near-duplicate index map over ``unique``, exact-deduplicated chunks)."""
     ids: set[str] = set()
     unique = []
     for c in raw:
         if c["id"] not in ids:
             ids.add(c["id"])
             unique.append(c)
-    exact = len(raw) - len(unique)
-    near = (
-        near_duplicates([c["text"] for c in unique], near_dup_threshold)
-        if near_dup_threshold < 1
-        else {}
-    )
-    chunks = [c for i, c in enumerate(unique) if i not in near]
-    if not chunks:
-        reasons = Counter(s["reason"] for s in skipped)
-        raise EmbedforgeError(
-            f"no chunks from {root}: {len(files)} files, {files_read} read, skipped {dict(reasons) or 'none'}"
-            + (f" ({short} chunks shorter than min_tokens={min_tokens})" if short else "")
-        )
+    near = near_duplicates([c["text"] for c in unique], threshold) if threshold < 1 else {}
+    return [c for i, c in enumerate(unique) if i not in near], near, unique
+
+
+def _report(
+    root: Path, seen: int, t: _Tally, chunks: list[dict], near: dict, unique: list[dict]
+) -> dict:
     lengths = np.array([c["n_tokens"] for c in chunks])
-    report = {
+    return {
         "root": str(root),
-        "files_seen": len(files),
-        "files_read": files_read,
-        "files_skipped": len(skipped),
-        "skipped_by_reason": dict(sorted(Counter(s["reason"] for s in skipped).items())),
-        "skipped": skipped,
-        "records_skipped": len(records_skipped),
-        "records_skipped_detail": records_skipped[:1000],
-        "files_by_type": dict(sorted(by_type.items())),
-        "documents": n_docs,
-        "chunks_before_dedup": len(raw),
-        "exact_duplicates_removed": exact,
+        "files_seen": seen,
+        "files_read": t.files_read,
+        "files_skipped": len(t.skipped),
+        "skipped_by_reason": dict(sorted(Counter(s["reason"] for s in t.skipped).items())),
+        "skipped": t.skipped,
+        "records_skipped": len(t.records_skipped),
+        "records_skipped_detail": t.records_skipped[:1000],
+        "files_by_type": dict(sorted(t.by_type.items())),
+        "documents": t.documents,
+        "chunks_before_dedup": len(t.raw),
+        "exact_duplicates_removed": len(t.raw) - len(unique),
         "near_duplicates_removed": len(near),
         "near_duplicate_examples": [
             {"removed": _where(unique[i]), "kept": _where(unique[j])}
             for i, j in list(near.items())[:20]
         ],
-        "short_chunks_dropped": short,
+        "short_chunks_dropped": t.short,
         "chunks": len(chunks),
         "tokens": {
             "mean": round(float(lengths.mean()), 1),
@@ -518,25 +564,17 @@ def ingest(
             "max": int(lengths.max()),
             "total": int(lengths.sum()),
         },
-        "config": config,
-        "tokenizer": tok_name,
-        "tokenizer_max_length": int(getattr(tokenizer, "model_max_length", 0) or 0),
-        "cache_key": key,
-        "cached": False,
-        "seconds": round(time.perf_counter() - t0, 2),
     }
-    if out is not None:
-        write_jsonl(out / "chunks.jsonl", chunks)
-        write_json(out / "ingest_report.json", report)  # written last: its key marks a complete run
-    return chunks, report
 
 
-def _hash_or_reason(f: Path) -> str:
-    """Content hash of a supported file; unsupported or unreadable ones are keyed by name only."""
+def _hash_or_reason(f: Path, max_bytes: int) -> str:
+    """Content hash of a supported file; unsupported, unreadable or too large ones are keyed by
+    name (and size) only."""
     if f.suffix.lower() not in READERS:
         return "unsupported"
     try:
-        return file_hash(f)
+        size = f.stat().st_size
+        return f"too_large:{size}" if size > max_bytes else file_hash(f)
     except OSError:
         return "unreadable"
 
@@ -551,21 +589,32 @@ def _where(chunk: dict) -> str:
     return f"{where}@{chunk['start']}"
 
 
-def _load_cache(out: Path, key: str) -> tuple[list[dict], dict] | None:
+def _load_cache(out: Path, key: str) -> tuple[tuple[list[dict], dict] | None, str | None]:
+    """(the cached result, None) when it matches ``key``; (None, why) when a cache for this key
+    exists but is damaged (it is then rebuilt, with a warning); (None, None) when there is none."""
     rp, cp = out / "ingest_report.json", out / "chunks.jsonl"
-    if not (rp.is_file() and cp.is_file()):
-        return None
+    if not rp.is_file():
+        return None, None
     try:
         report = json.loads(rp.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+    except (OSError, ValueError):
+        return None, _warn_rebuild(rp, "unreadable ingest_report.json")
     if report.get("cache_key") != key:
-        return None
-    chunks = read_jsonl(cp)
+        return None, None
+    try:
+        chunks = read_jsonl(cp)
+    except (EmbedforgeError, OSError, ValueError) as e:  # missing, torn, undecodable
+        return None, _warn_rebuild(cp, str(e).splitlines()[0] if str(e) else type(e).__name__)
     if len(chunks) != report.get("chunks"):
-        return None
+        why = f"chunks.jsonl holds {len(chunks)} chunks, the report says {report.get('chunks')}"
+        return None, _warn_rebuild(cp, why)
     report["cached"] = True
-    return chunks, report
+    return (chunks, report), None
+
+
+def _warn_rebuild(path: Path, why: str) -> str:
+    log.warning("ingest cache %s is damaged (%s): rebuilding it", path, why)
+    return why
 
 
 def summary_lines(report: dict) -> list[str]:

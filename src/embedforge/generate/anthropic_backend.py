@@ -14,14 +14,9 @@ from typing import Any
 from embedforge.errors import EmbedforgeError
 from embedforge.generate.cache import GenerationCache
 from embedforge.generate.cost import CostTracker, Price
-from embedforge.generate.llm import (
-    ErrorInfo,
-    Job,
-    LLMGenerator,
-    RequestFailed,
-    Usage,
-    classify_sdk_error,
-)
+from embedforge.generate.dispatch import Job
+from embedforge.generate.llm import LLMGenerator, Usage
+from embedforge.generate.retry import ErrorInfo, RequestFailed, classify_sdk_error
 from embedforge.io import write_json
 
 
@@ -34,7 +29,7 @@ class AnthropicGenerator(LLMGenerator):
         batch_discount: price multiplier in batch mode.
         poll_interval_s: seconds between batch status checks.
         max_batch_requests: requests per submitted batch.
-        **kwargs: see :class:`~embedforge.generate.llm.LLMGenerator`.
+        **kwargs: see :class:`~embedforge.generate.settings.LLMSettings`.
     """
 
     backend = "anthropic"
@@ -53,7 +48,7 @@ class AnthropicGenerator(LLMGenerator):
         self.batch_discount = float(batch_discount)
         self.poll_interval_s = float(poll_interval_s)
         self.max_batch_requests = int(max_batch_requests)
-        if self.batch and self.cache_dir is None:
+        if self.batch and self.settings.cache_dir is None:
             raise EmbedforgeError(
                 "generator.batch=true needs generator.cache_dir (the batch id is saved there)"
             )
@@ -69,16 +64,16 @@ class AnthropicGenerator(LLMGenerator):
 
         return anthropic.AsyncAnthropic(
             api_key=os.environ["ANTHROPIC_API_KEY"],
-            base_url=self.base_url,  # None: ANTHROPIC_BASE_URL, else the public API
+            base_url=self.settings.base_url,  # None: ANTHROPIC_BASE_URL, else the public API
             max_retries=0,  # our retries are the only ones: counted, bounded, testable
-            timeout=self.timeout_s,
-            http_client=self.http_client,
+            timeout=self.settings.timeout_s,
+            http_client=self.settings.http_client,
         )
 
     def _params(self, prompt: str) -> dict[str, Any]:
         return {
-            "model": self.model,
-            "max_tokens": self.max_output_tokens,
+            "model": self.settings.model,
+            "max_tokens": self.settings.max_output_tokens,
             "messages": [{"role": "user", "content": prompt}],
         }
 
@@ -104,7 +99,7 @@ class AnthropicGenerator(LLMGenerator):
         return classify_sdk_error(exc, anthropic)
 
     def _effective_price(self) -> Price:
-        p = self.price
+        p = self.settings.price
         return Price(
             p.input_per_mtok, p.output_per_mtok, self.batch_discount if self.batch else 1.0
         )
@@ -112,7 +107,7 @@ class AnthropicGenerator(LLMGenerator):
     # ------------------------------------------------------------------ Message Batches
     @property
     def batch_state_path(self):
-        return self.cache_dir / "anthropic-batches.json"
+        return self.settings.cache_dir / "anthropic-batches.json"
 
     def _load_state(self) -> dict[str, Any]:
         p = self.batch_state_path
@@ -141,7 +136,7 @@ class AnthropicGenerator(LLMGenerator):
             batch = await self._with_retries(
                 lambda r=requests: client.messages.batches.create(requests=r)
             )
-            state[batch.id] = {"model": self.model, "keys": [j.key for j in group]}
+            state[batch.id] = {"model": self.settings.model, "keys": [j.key for j in group]}
             write_json(self.batch_state_path, state)  # before anything else can fail
             batch_ids.append(batch.id)
             self._log(f"submitted batch {batch.id} ({len(group)} requests)")
@@ -164,7 +159,7 @@ class AnthropicGenerator(LLMGenerator):
             batch = await self._with_retries(lambda: client.messages.batches.retrieve(bid))
             if batch.processing_status == "ended":
                 break
-            await self._sleep(self.poll_interval_s)
+            await self.settings.sleep(self.poll_interval_s)
         try:
             results = await self._with_retries(lambda: client.messages.batches.results(bid))
         except RequestFailed as f:

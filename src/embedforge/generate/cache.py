@@ -1,13 +1,16 @@
 """Append-only result cache: one JSON line per finished chunk, flushed as soon as it is known.
 
 A crash or Ctrl-C loses only the requests in flight; a rerun reads the file and sends nothing that
-already has a line. A half-written last line (killed mid-write) is ignored.
+already has a line. Opening repairs what a crash or a bad disk leaves behind: a torn last line
+(killed mid-write) is cut off, so the next record starts on a line of its own; lines that are not
+valid UTF-8 or not JSON are skipped. Both are counted in ``skipped`` (those chunks are redone).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +28,34 @@ class GenerationCache:
         self.path = Path(path) if path is not None else None  # None: in memory only
         self.fsync = fsync
         self._records: dict[str, dict[str, Any]] = {}
+        self.skipped: Counter = Counter()  # torn / undecodable / malformed lines
         if self.path is not None and self.path.is_file():
-            with self.path.open(encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by a crash: that chunk is simply redone
-                    if isinstance(row, dict) and "key" in row:
-                        self._records[row["key"]] = row
+            self._load(self.path)
         self._fh = None
+
+    def _load(self, path: Path) -> None:
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):  # torn by a kill mid-write: cut it off for good
+            keep = data.rfind(b"\n") + 1
+            with path.open("r+b") as f:
+                f.truncate(keep)
+            data = data[:keep]
+            self.skipped["torn"] += 1
+        for raw in data.split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                self.skipped["undecodable"] += 1
+                continue
+            except json.JSONDecodeError:
+                self.skipped["malformed"] += 1
+                continue
+            if isinstance(row, dict) and "key" in row:
+                self._records[row["key"]] = row
+            else:
+                self.skipped["malformed"] += 1
 
     def __contains__(self, key: str) -> bool:
         return key in self._records

@@ -7,7 +7,8 @@ from typing import Any
 
 from embedforge.errors import EmbedforgeError
 from embedforge.generate.cost import estimate_tokens
-from embedforge.generate.llm import ErrorInfo, LLMGenerator, Usage, classify_sdk_error
+from embedforge.generate.llm import LLMGenerator, Usage
+from embedforge.generate.retry import ErrorInfo, classify_sdk_error
 
 
 class OpenAIGenerator(LLMGenerator):
@@ -21,7 +22,7 @@ class OpenAIGenerator(LLMGenerator):
         temperature: sampling temperature.
         max_tokens_param: ``max_tokens`` (vLLM, Ollama, TGI) or ``max_completion_tokens`` (newer
             OpenAI models).
-        **kwargs: see :class:`~embedforge.generate.llm.LLMGenerator`.
+        **kwargs: see :class:`~embedforge.generate.settings.LLMSettings`.
     """
 
     backend = "openai"
@@ -41,7 +42,7 @@ class OpenAIGenerator(LLMGenerator):
         return {"temperature": self.temperature}
 
     def _check_credentials(self) -> None:
-        local = self.base_url or os.environ.get("OPENAI_BASE_URL")
+        local = self.settings.base_url or os.environ.get("OPENAI_BASE_URL")
         if not os.environ.get("OPENAI_API_KEY") and not local:
             raise EmbedforgeError(
                 "OPENAI_API_KEY is not set: export it, or set generator.base_url to a local"
@@ -53,18 +54,18 @@ class OpenAIGenerator(LLMGenerator):
 
         return openai.AsyncOpenAI(
             api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
-            base_url=self.base_url,
+            base_url=self.settings.base_url,
             max_retries=0,
-            timeout=self.timeout_s,
-            http_client=self.http_client,
+            timeout=self.settings.timeout_s,
+            http_client=self.settings.http_client,
         )
 
     async def _request(self, client: Any, prompt: str) -> tuple[str | None, Usage]:
         resp = await client.chat.completions.create(
-            model=self.model,
+            model=self.settings.model,
             messages=[{"role": "user", "content": prompt}],
             temperature=self.temperature,
-            **{self.max_tokens_param: self.max_output_tokens},
+            **{self.max_tokens_param: self.settings.max_output_tokens},
         )
         text = resp.choices[0].message.content if resp.choices else None
         if resp.usage is None:  # some local servers omit usage: count our estimate instead

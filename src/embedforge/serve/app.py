@@ -1,39 +1,43 @@
-"""FastAPI app: OpenAI-compatible ``POST /v1/embeddings`` over the micro-batcher, plus probes."""
+"""FastAPI app: OpenAI-compatible ``POST /v1/embeddings`` over the micro-batcher, plus probes.
+
+Limits, auth and error counting sit in :mod:`embedforge.serve.guard`; error bodies in
+:mod:`embedforge.serve.errors`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from contextlib import asynccontextmanager
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from embedforge.serve.backends import Backend
 from embedforge.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
 from embedforge.serve.config import ServeConfig
+from embedforge.serve.errors import error, install_error_handlers
+from embedforge.serve.guard import Guard
 from embedforge.serve.prom import Metrics
+
+TOKEN_MARGIN = 8  # a token covers >= 1 byte, so a text of fewer bytes than max_tokens - 8 fits
 
 
 class EmbeddingRequest(BaseModel):
-    """OpenAI's embeddings request plus ``input_type`` (which saved prompt to prepend)."""
+    """OpenAI's embeddings request plus ``input_type`` (which saved prompt to prepend) and, as in
+    text-embeddings-inference, ``truncate`` (``None``: the server's default)."""
 
     input: str | list[str]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     input_type: Literal["query", "document"] = "document"
+    truncate: bool | None = None
     user: str | None = None
-
-
-def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """An OpenAI-style error body: ``{"error": {"message", "type", "code"}}``."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
@@ -56,64 +60,14 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
             state["ready"] = False
             await batcher.close()
 
-    app = FastAPI(title="embedforge", lifespan=lifespan)
+    hidden = dict(docs_url=None, redoc_url=None, openapi_url=None) if cfg.api_key else {}
+    app = FastAPI(title="embedforge", lifespan=lifespan, **hidden)
     app.state.batcher = batcher
     app.state.metrics = metrics
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(request: Request, exc: RequestValidationError):
-        errs = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errs):
-            metrics.request(400)
-            return error(400, "malformed JSON body")
-        parts = []
-        for e in errs[:3]:
-            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
-            parts.append(f"{loc or 'body'}: {e.get('msg')}")
-        metrics.request(422)
-        return error(422, "invalid request: " + "; ".join(parts))
-
-    @app.post("/v1/embeddings")
-    async def embeddings(req: EmbeddingRequest):
-        t0 = time.perf_counter()
-        texts = [req.input] if isinstance(req.input, str) else list(req.input)
-        if not texts or any(not t.strip() for t in texts):
-            metrics.request(422)
-            return error(
-                422, "input must be a non-empty string or a non-empty list of non-empty strings"
-            )
-        if len(texts) > cfg.max_inputs:
-            metrics.request(413)
-            return error(413, f"too many inputs: {len(texts)} > {cfg.max_inputs} per request")
-        longest = max(len(t) for t in texts)
-        if longest > cfg.max_chars:
-            metrics.request(413)
-            i = next(i for i, t in enumerate(texts) if len(t) == longest)
-            return error(413, f"input[{i}] has {longest} characters > {cfg.max_chars} allowed")
-        prefix = backend.prompts.get(req.input_type, "")
-        try:
-            emb, tok = await batcher.submit([prefix + t for t in texts])
-        except QueueFull as e:
-            metrics.request(503)
-            return error(503, f"{e}; retry later", {"Retry-After": str(cfg.retry_after_s)})
-        except ShuttingDown as e:
-            metrics.request(503)
-            return error(503, str(e), {"Retry-After": str(cfg.retry_after_s)})
-        data = []
-        for i, row in enumerate(emb):
-            if req.encoding_format == "base64":
-                value = base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode()
-            else:
-                value = row.tolist()
-            data.append({"object": "embedding", "index": i, "embedding": value})
-        n_tok = int(np.sum(tok))
-        metrics.request(200, time.perf_counter() - t0, len(texts), n_tok)
-        return {
-            "object": "list",
-            "data": data,
-            "model": req.model or cfg.model_name,
-            "usage": {"prompt_tokens": n_tok, "total_tokens": n_tok},
-        }
+    install_error_handlers(app)
+    app.add_middleware(Guard, cfg=cfg, metrics=metrics)
+    embedder = Embedder(backend, cfg, batcher, metrics)
+    app.post("/v1/embeddings")(embedder.handle)
 
     @app.get("/healthz")
     async def healthz():
@@ -131,3 +85,92 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+@dataclass
+class Embedder:
+    """The ``/v1/embeddings`` handler: checks, truncation policy, deadline, response."""
+
+    backend: Backend
+    cfg: ServeConfig
+    batcher: MicroBatcher
+    metrics: Metrics
+
+    async def handle(self, req: EmbeddingRequest) -> Any:
+        t0 = time.perf_counter()
+        texts = [req.input] if isinstance(req.input, str) else list(req.input)
+        refusal = self.check(texts)
+        if refusal is not None:
+            return refusal
+        prefix = self.backend.prompts.get(req.input_type, "")
+        truncate = self.cfg.truncate if req.truncate is None else req.truncate
+        work = self.embed([prefix + t for t in texts], truncate)
+        retry = {"Retry-After": str(self.cfg.retry_after_s)}
+        try:
+            result = await asyncio.wait_for(work, self.cfg.request_timeout_s)
+        except (QueueFull, ShuttingDown) as e:
+            return error(503, f"{e}; retry later", retry)
+        except asyncio.TimeoutError:
+            return error(504, f"request not answered within {self.cfg.request_timeout_s:g} s")
+        if isinstance(result, JSONResponse):
+            return result
+        emb, tok, truncated = result
+        n_tok = int(np.sum(tok))
+        self.metrics.embedded(time.perf_counter() - t0, len(texts), n_tok, truncated)
+        usage = {"prompt_tokens": n_tok, "total_tokens": n_tok, "truncated_inputs": truncated}
+        return {
+            "object": "list",
+            "data": [_item(i, row, req.encoding_format) for i, row in enumerate(emb)],
+            "model": req.model or self.cfg.model_name,
+            "usage": usage,
+        }
+
+    def check(self, texts: list[str]) -> JSONResponse | None:
+        """422/413 for empty, too many, too long or unencodable inputs (naming the input)."""
+        if not texts or any(not t.strip() for t in texts):
+            msg = "input must be a non-empty string or a non-empty list of non-empty strings"
+            return error(422, msg)
+        if len(texts) > self.cfg.max_inputs:
+            return error(413, f"too many inputs: {len(texts)} > {self.cfg.max_inputs} per request")
+        longest = max(len(t) for t in texts)
+        if longest > self.cfg.max_chars:
+            i = next(i for i, t in enumerate(texts) if len(t) == longest)
+            return error(413, f"input[{i}] has {longest} characters > {self.cfg.max_chars} allowed")
+        for i, t in enumerate(texts):
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as e:  # e.g. a lone surrogate: no tokenizer accepts it
+                return error(
+                    422, f"input[{i}] is not valid text ({e.reason} at character {e.start})"
+                )
+        return None
+
+    async def embed(self, texts: list[str], truncate: bool) -> tuple | JSONResponse:
+        """(embeddings, token counts, inputs truncated), or a 413 when an input is over-long and
+        ``truncate`` is off. Model errors of this request alone become a 500."""
+        limit = self.backend.max_tokens
+        maybe_long = [i for i, t in enumerate(texts) if len(t.encode()) > limit - TOKEN_MARGIN]
+        over: list[tuple[int, int]] = []
+        if maybe_long:
+            counts = await self.batcher.in_worker(
+                self.backend.count_tokens, [texts[i] for i in maybe_long]
+            )
+            over = [(i, int(n)) for i, n in zip(maybe_long, counts) if n > limit]
+        if over and not truncate:
+            i, n = over[0]
+            return error(413, f"input[{i}] has {n} tokens > {limit} allowed (truncate is false)")
+        try:
+            emb, tok = await self.batcher.submit(texts)
+        except (QueueFull, ShuttingDown):
+            raise
+        except Exception as e:  # noqa: BLE001 - the batcher isolated it to this request
+            return error(500, f"embedding failed for this request ({type(e).__name__})")
+        return emb, tok, len(over)
+
+
+def _item(index: int, row: np.ndarray, encoding_format: str) -> dict:
+    if encoding_format == "base64":
+        value: Any = base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode()
+    else:
+        value = row.tolist()
+    return {"object": "embedding", "index": index, "embedding": value}

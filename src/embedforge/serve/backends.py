@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -12,14 +13,26 @@ import torch
 from embedforge.errors import EmbedforgeError
 from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
 
+REPORT = "export_report.json"  # written by export.runner (not imported: it pulls in evaluation)
+
 
 class Backend(Protocol):
     prompts: dict[str, str]
     dim: int
+    max_tokens: int  # longer inputs are truncated to this many tokens (specials included)
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(N, D)`` float32 normalized embeddings and each text's token count."""
         ...
+
+    def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's token count without truncation (specials included)."""
+        ...
+
+
+def _count(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
+    ids = tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+    return np.array([len(x) for x in ids], dtype=np.int64)
 
 
 class TorchBackend:
@@ -33,12 +46,16 @@ class TorchBackend:
         self.encoder = Encoder.from_pretrained(str(model_dir), max_seq_length=None).eval()
         self.prompts = read_prompts(model_dir)
         self.dim = self.encoder.dim
+        self.max_tokens = self.encoder.max_seq_length
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         feats = self.encoder.tokenize(texts)
         emb = self.encoder(feats).float().cpu().numpy()
         return emb, feats["attention_mask"].sum(1).cpu().numpy()
+
+    def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        return _count(self.encoder.model.tokenizer, texts)
 
 
 class OnnxBackend:
@@ -48,14 +65,40 @@ class OnnxBackend:
         self.encoder = OnnxEncoder(model_dir, threads=threads)
         self.prompts = self.encoder.prompts
         self.dim = self.encoder.dim
+        self.max_tokens = self.encoder.max_seq_length
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         return self.encoder.embed_raw(texts)
 
+    def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        return _count(self.encoder.tokenizer, texts)
 
-def load_backend(model: str | Path, backend: str = "torch", threads: int = 0) -> Backend:
+
+def check_export_report(onnx_dir: Path, force: bool = False) -> None:
+    """Refuse a variant that the export report (``../export_report.json``) marks ``good: false``.
+
+    Raises:
+        EmbedforgeError: the variant failed its quality bounds and ``force`` is off.
+    """
+    report_path = onnx_dir.parent / REPORT
+    if not report_path.is_file():
+        return
+    variant = (json.loads(report_path.read_text()).get("variants") or {}).get(onnx_dir.name)
+    if variant is None or variant.get("good", True) or force:
+        return
+    failed = "; ".join(variant.get("failed") or []) or "see the report"
+    raise EmbedforgeError(
+        f"{onnx_dir.name} variant failed its quality bounds in {report_path} ({failed});"
+        " serve another variant, or pass --force to serve it anyway"
+    )
+
+
+def load_backend(
+    model: str | Path, backend: str = "torch", threads: int = 0, force: bool = False
+) -> Backend:
     """``torch``: a SentenceTransformer dir (or a run dir's ``model/``); ``onnx``: an ONNX dir
-    (or an export dir / run dir, whose ``int8`` variant is used)."""
+    (or an export dir / run dir, whose ``int8`` variant is used). An ONNX variant whose export
+    report says ``good: false`` is refused unless ``force``."""
     p = Path(model).expanduser()
     if backend == "torch":
         if (p / "model" / "modules.json").is_file():
@@ -66,6 +109,7 @@ def load_backend(model: str | Path, backend: str = "torch", threads: int = 0) ->
     if backend == "onnx":
         for cand in (p, p / "int8", p / "onnx" / "int8"):
             if (cand / "model.onnx").is_file():
+                check_export_report(cand.resolve(), force)
                 return OnnxBackend(cand, threads)
         raise EmbedforgeError(f"no model.onnx in {p} (nor in its int8/ or onnx/int8/)")
     raise EmbedforgeError(f"unknown backend {backend!r}; use torch or onnx")

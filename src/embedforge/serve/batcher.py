@@ -8,11 +8,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from embedforge.serve.prom import Metrics
 
+T = TypeVar("T")
 EmbedFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
 
 
@@ -35,7 +37,8 @@ class MicroBatcher:
 
     The first waiting request waits at most ``max_wait_ms`` for others; a request with more texts
     than ``max_batch_size`` runs alone, in chunks. Requests are never split across batches, so
-    each one's embeddings come back in order from a single call. ``close()`` drains the queue.
+    each one's embeddings come back in order from a single call. A failed model call is retried
+    request by request, so only the faulty request gets the error. ``close()`` drains the queue.
 
     Args:
         fn: ``texts -> (embeddings (N, D), token counts (N,))``; runs in one worker thread.
@@ -100,6 +103,10 @@ class MicroBatcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
+    async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the model thread, between batches (tokenizers are not thread-safe)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     def _call(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         embs, toks = [], []
         for s in range(0, len(texts), self.max_batch_size):
@@ -111,7 +118,6 @@ class MicroBatcher:
         return np.concatenate(embs), np.concatenate(toks)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._items:
                 if self._closing:
@@ -119,37 +125,66 @@ class MicroBatcher:
                 self._event.clear()
                 await self._event.wait()
                 continue
-            deadline = loop.time() + self.max_wait
-            while self._pending < self.max_batch_size and not self._closing:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                self._event.clear()
-                try:
-                    await asyncio.wait_for(self._event.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch: list[_Item] = []
-            n = 0
-            while self._items and (
-                not batch or n + len(self._items[0].texts) <= self.max_batch_size
-            ):
-                item = self._items.popleft()
-                batch.append(item)
-                n += len(item.texts)
-            self._pending -= n
-            self.metrics.queue_depth = self._pending
-            texts = [t for item in batch for t in item.texts]
+            await self._fill_window()
+            batch = self._take_batch()
+            if batch:
+                await self._deliver(batch)
+
+    async def _fill_window(self) -> None:
+        """Wait up to ``max_wait`` for more texts, unless a full batch is already waiting."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        while self._pending < self.max_batch_size and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._event.clear()
             try:
-                emb, tok = await loop.run_in_executor(self._executor, self._call, texts)
-            except Exception as e:  # the model failed: every request of the batch gets the error
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(e)
+                await asyncio.wait_for(self._event.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take_batch(self) -> list[_Item]:
+        """Whole requests in arrival order up to ``max_batch_size`` texts (requests that gave up
+        waiting are dropped here)."""
+        batch: list[_Item] = []
+        n = 0
+        while self._items and (not batch or n + len(self._items[0].texts) <= self.max_batch_size):
+            item = self._items.popleft()
+            self._pending -= len(item.texts)
+            if item.future.done():  # cancelled: its client timed out or went away
                 continue
-            s = 0
+            batch.append(item)
+            n += len(item.texts)
+        self.metrics.queue_depth = self._pending
+        return batch
+
+    async def _deliver(self, batch: list[_Item]) -> None:
+        """Embed a batch and hand each request its rows. If the model call fails, every request
+        is re-run alone, so one bad request fails alone."""
+        loop = asyncio.get_running_loop()
+        texts = [t for item in batch for t in item.texts]
+        try:
+            emb, tok = await loop.run_in_executor(self._executor, self._call, texts)
+        except Exception as e:  # noqa: BLE001 - isolated below, never swallowed
+            if len(batch) == 1:
+                _settle(batch[0].future, exception=e)
+                return
             for item in batch:
-                k = len(item.texts)
-                if not item.future.done():
-                    item.future.set_result((emb[s : s + k], tok[s : s + k]))
-                s += k
+                await self._deliver([item])
+            return
+        s = 0
+        for item in batch:
+            k = len(item.texts)
+            _settle(item.future, result=(emb[s : s + k], tok[s : s + k]))
+            s += k
+
+
+def _settle(future: asyncio.Future, result: Any = None, exception: BaseException | None = None):
+    """Set a future's outcome unless its waiter already gave up."""
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)

@@ -1,4 +1,4 @@
-"""Server limits and batching knobs."""
+"""Server limits, batching knobs and the optional API key."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ class ServeConfig:
     max_chars: most characters in one input (413 beyond).
     model_name: the name reported in responses (default: the model dir's name).
     retry_after_s: the Retry-After value on 503.
+    truncate: the default of a request's ``truncate``: cut over-long inputs to the model's max
+        tokens (counted in ``usage.truncated_inputs``) instead of answering 413.
+    api_key: when set, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer <key>`` and the
+        interactive docs are off. Never logged.
+    request_timeout_s: most seconds from a request's arrival to its answer (504 beyond).
+    body_timeout_s: most seconds a client may take to send its body (408 beyond).
+    max_body_bytes: largest request body, enforced while reading (413 beyond); 0 = derived from
+        ``max_inputs * max_chars`` (6 bytes per character: JSON ``\\uXXXX`` escapes).
+    limit_concurrency: most API requests in progress at once (503 beyond); 0 = no limit.
     """
 
     max_batch_size: int = 32
@@ -24,3 +33,14 @@ class ServeConfig:
     max_chars: int = 8192
     model_name: str = ""
     retry_after_s: int = 1
+    truncate: bool = True
+    api_key: str | None = None
+    request_timeout_s: float = 60.0
+    body_timeout_s: float = 10.0
+    max_body_bytes: int = 0
+    limit_concurrency: int = 0
+
+    @property
+    def body_limit(self) -> int:
+        """The effective body size limit in bytes."""
+        return self.max_body_bytes or 6 * self.max_inputs * self.max_chars + 65536

@@ -17,18 +17,24 @@ class Metrics:
         self.requests: dict[str, int] = {}  # by status code
         self.texts = 0
         self.tokens = 0
+        self.truncated = 0
         self.queue_depth = 0
         self.latency = _Histogram(self.LATENCY_BUCKETS)
         self.batch_size = _Histogram(self.BATCH_BUCKETS)
         self.batch_seconds = _Histogram(self.LATENCY_BUCKETS)
 
-    def request(self, status: int, seconds: float | None = None, texts: int = 0, tokens: int = 0):
+    def request(self, status: int) -> None:
+        """Count one answer by HTTP status (API answers and every error answer)."""
         with self._lock:
             self.requests[str(status)] = self.requests.get(str(status), 0) + 1
+
+    def embedded(self, seconds: float, texts: int, tokens: int, truncated: int = 0) -> None:
+        """Record one answered embedding request."""
+        with self._lock:
             self.texts += texts
             self.tokens += tokens
-            if seconds is not None:
-                self.latency.observe(seconds)
+            self.truncated += truncated
+            self.latency.observe(seconds)
 
     def batch(self, size: int, seconds: float) -> None:
         with self._lock:
@@ -38,7 +44,7 @@ class Metrics:
     def render(self) -> str:
         with self._lock:
             lines = [
-                "# HELP embedforge_requests_total Embedding requests by HTTP status.",
+                "# HELP embedforge_requests_total API answers and every error answer, by status.",
                 "# TYPE embedforge_requests_total counter",
                 *(
                     f'embedforge_requests_total{{code="{c}"}} {n}'
@@ -50,6 +56,9 @@ class Metrics:
                 "# HELP embedforge_tokens_total Tokens embedded.",
                 "# TYPE embedforge_tokens_total counter",
                 f"embedforge_tokens_total {self.tokens}",
+                "# HELP embedforge_truncated_inputs_total Inputs cut to the model's max tokens.",
+                "# TYPE embedforge_truncated_inputs_total counter",
+                f"embedforge_truncated_inputs_total {self.truncated}",
                 "# HELP embedforge_queue_depth Texts waiting for a batch.",
                 "# TYPE embedforge_queue_depth gauge",
                 f"embedforge_queue_depth {self.queue_depth}",

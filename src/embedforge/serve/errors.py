@@ -1,0 +1,48 @@
+"""Every non-2xx answer of the server in OpenAI's shape: ``{"error": {message, type, code}}``."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+KINDS = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+def error_kind(status: int) -> str:
+    """OpenAI's ``error.type`` for an HTTP status."""
+    return KINDS.get(status, "invalid_request_error" if status < 500 else "server_error")
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The JSON bytes of an error answer (for raw ASGI senders)."""
+    body = {"error": {"message": message, "type": error_kind(status), "code": status}}
+    return json.dumps(body).encode()
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """An OpenAI-style error response."""
+    body = {"error": {"message": message, "type": error_kind(status), "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Validation errors become 400 (bad JSON) / 422 naming the fields; HTTP errors keep status."""
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errs):
+            return error(400, "malformed JSON body")
+        parts = []
+        for e in errs[:3]:
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{loc or 'body'}: {e.get('msg')}")
+        return error(422, "invalid request: " + "; ".join(parts))
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
