@@ -34,6 +34,7 @@ import numpy as np
 from embedforge.data.extract_text import READERS, Document, Unusable, extract
 from embedforge.errors import EmbedforgeError
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
+from embedforge.progress import track
 
 INGEST_VERSION = 1  # bump when chunking or extraction changes output, to invalidate caches
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
@@ -413,7 +414,7 @@ def ingest(
     raw: list[dict] = []
     by_type: Counter = Counter()
     n_docs, files_read, short = 0, 0, 0
-    for f in files:
+    for f in track(files, "ingest", "file"):
         rel = f.relative_to(base).as_posix()
         if hashes[f] in seen_hash and f.stat().st_size:
             skipped.append(

@@ -127,7 +127,7 @@ class MicroBatcher:
                 self._event.clear()
                 try:
                     await asyncio.wait_for(self._event.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             batch: list[_Item] = []
             n = 0
