@@ -92,6 +92,10 @@ def require_for_config(command: str, cfg: DictConfig) -> None:
             require(command, [module], f"{key}={value}")
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring as written, and every option's default (composed from the config) shown."""
+
+
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """An argparse parser with the module docstring as help and the shared ``--quiet`` flag."""
     lines = (doc or "").strip().splitlines()
@@ -99,7 +103,7 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
         prog=prog,
         description=lines[0] if lines else None,
         epilog="\n".join(lines[1:]).strip() or None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     ap.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     return ap
@@ -112,30 +116,41 @@ def parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Names
     return args
 
 
-def hydra_args(argv: list[str] | None) -> list[str]:
-    """Hydra's command line: ``--quiet`` -> ``progress=false``; ``./conf`` overlays the packaged one.
+def hydra_args(argv: list[str] | None) -> tuple[Path, list[str]]:
+    """The config folder Hydra starts from and its command line, from the user's ``argv``.
 
-    A ``conf/`` folder in the working directory (unless it is the packaged one, as in a checkout)
-    or ``--config-dir DIR`` is searched first: its files add to and replace the packaged groups.
+    ``--quiet`` becomes ``progress=false``. Your own config folder (``--config-dir DIR``, or a
+    ``conf/`` in the working directory unless it is the packaged one, as in a checkout) is searched
+    first: its files add to and replace the packaged ones, which are searched next.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if "--quiet" in args:
         args = [a for a in args if a != "--quiet"] + ["progress=false"]
-    explicit = any(a in ("--config-dir", "-cd") or a.startswith("--config-dir=") for a in args)
-    local = Path("conf")
-    if not explicit and local.is_dir() and local.resolve() != config_dir().resolve():
-        args = ["--config-dir", str(local.resolve()), *args]
-    return args
+    overlay = Path("conf") if Path("conf").is_dir() else None
+    for i, a in enumerate(args):
+        if a in ("--config-dir", "-cd") and i + 1 < len(args):
+            overlay, args = Path(args[i + 1]), args[:i] + args[i + 2 :]
+            break
+        if a.startswith("--config-dir="):
+            overlay, args = Path(a.split("=", 1)[1]), args[:i] + args[i + 1 :]
+            break
+    packaged = config_dir()
+    if overlay is None or overlay.resolve() == packaged.resolve():
+        return packaged, args
+    if not overlay.is_dir():
+        raise EmbedforgeError(f"config folder not found: {overlay.resolve()}")
+    # Hydra's --config-dir is searched after the primary folder: the packaged one goes there
+    return overlay.resolve(), ["--config-dir", str(packaged), *args]
 
 
 def run_hydra(task: Callable[[DictConfig], Any], argv: list[str] | None, prog: str) -> None:
-    """Run ``task`` as ``@hydra.main`` on the packaged ``train`` config (overrides, ``-m``, ``--help``)."""
+    """Run ``task`` as ``@hydra.main`` on the ``train`` config (overrides, ``-m``, ``--help``)."""
     import hydra
 
-    args = hydra_args(argv)
+    path, args = hydra_args(argv)
     saved = sys.argv
     sys.argv = [prog, *args]  # Hydra reads its command line from sys.argv
     try:
-        hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(task)()
+        hydra.main(version_base="1.3", config_path=str(path), config_name="train")(task)()
     finally:
         sys.argv = saved

@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None, prog: str = "embedforge ingest") -> int:
         "path", help="folder (recursive) or file: .txt .md .html .pdf .docx .jsonl .csv"
     )
     ap.add_argument("--out", required=True, help="output directory")
-    ap.add_argument("--chunk-tokens", type=int, default=d.chunk_tokens)
+    ap.add_argument("--chunk-tokens", type=int, default=d.chunk_tokens, help="max tokens per chunk")
     ap.add_argument("--overlap", type=int, default=d.overlap_tokens, help="tokens between chunks")
-    ap.add_argument("--min-tokens", type=int, default=d.min_tokens)
+    ap.add_argument("--min-tokens", type=int, default=d.min_tokens, help="shorter chunks dropped")
     ap.add_argument("--model", default=d.tokenizer, help="whose tokenizer counts tokens")
     ap.add_argument(
         "--near-dup", type=float, default=d.near_dup_threshold, help="shingle Jaccard (1 = off)"
