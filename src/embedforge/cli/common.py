@@ -110,7 +110,10 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 
 
 def parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse and apply ``--quiet``."""
+    """Parse (``--help`` shows every default, composed from the config) and apply ``--quiet``."""
+    for action in ap._actions:
+        if action.help is None and action.default not in (None, False, argparse.SUPPRESS):
+            action.help = "default: %(default)s"
     args = ap.parse_args(argv)
     progress.configure(not args.quiet)
     return args

