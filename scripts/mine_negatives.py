@@ -1,86 +1,13 @@
 """Mine hard negatives for a pairs file with the base model.
 
-    python scripts/mine_negatives.py --pairs pairs.jsonl --corpus DIR_OR_chunks.jsonl --out mined.jsonl \
-        [--model packaged:all-MiniLM-L6-v2] [--num-negatives 4] [--rank-window 10 100] [--margin 0.05]
-
-``--corpus`` is a BEIR directory (passages = title + text; every judged-relevant document of a
-query in any qrels split is excluded when the pair carries its ``query_id``) or a chunks JSONL
-(``{"id", "text", "title"?}``). ``--model tiny`` uses the random test encoder.
+The same as ``embedforge mine`` (``--help`` for its arguments).
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from embedforge.errors import EmbedforgeError
+from embedforge.cli import stage_main
 
-
-def load_corpus(path: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    from embedforge.data.beir import doc_text, load_beir
-    from embedforge.io import iter_jsonl
-
-    if path.is_dir():
-        ds = load_beir(path)
-        qrels: dict[str, dict[str, int]] = {}
-        for split in ds.qrels.values():
-            for q, rels in split.items():
-                qrels.setdefault(q, {}).update(rels)
-        return {d: doc_text(row) for d, row in ds.corpus.items()}, qrels
-    corpus = {}
-    for i, row in enumerate(iter_jsonl(path)):
-        text, title = str(row.get("text", "")), str(row.get("title") or "").strip()
-        corpus[str(row.get("id", i))] = f"{title} {text}".strip() if title else text
-    return corpus, {}
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pairs", required=True)
-    ap.add_argument("--corpus", required=True, help="BEIR directory or chunks.jsonl")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--model", default="packaged:all-MiniLM-L6-v2")
-    ap.add_argument("--num-negatives", type=int, default=4)
-    ap.add_argument("--rank-window", type=int, nargs=2, default=(10, 100), metavar=("LO", "HI"))
-    ap.add_argument("--margin", type=float, default=0.05, help="relative; negative value = off")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=64)
-    args = ap.parse_args(argv)
-    try:
-        from embedforge.data.hard_negatives import mine_hard_negatives
-        from embedforge.data.sources import read_pairs
-        from embedforge.io import iter_jsonl, require_file
-        from embedforge.models.encoder import Encoder
-
-        corpus_path = Path(args.corpus)
-        if not corpus_path.exists():
-            raise EmbedforgeError(f"--corpus not found: {corpus_path}")
-        corpus, qrels = load_corpus(corpus_path)
-        pairs = read_pairs(require_file(args.pairs, "--pairs"))
-        for pair, row in zip(pairs, iter_jsonl(args.pairs)):  # keep every field (query_id, ...)
-            pair.update({k: v for k, v in row.items() if k not in pair})
-        encoder = Encoder.tiny() if args.model == "tiny" else Encoder.from_pretrained(args.model)
-        stats: dict = {}
-        mine_hard_negatives(
-            pairs,
-            corpus,
-            encoder,
-            args.num_negatives,
-            tuple(args.rank_window),
-            None if args.margin < 0 else args.margin,
-            args.seed,
-            qrels,
-            args.batch_size,
-            args.out,
-            stats,
-        )
-        print(f"wrote {len(pairs)} pairs with hard negatives to {args.out} ({stats})")
-    except EmbedforgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+main = stage_main("mine")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,89 +1,13 @@
 """Re-run a run from its saved config and diff the new metrics.json against the old one.
 
-    python scripts/reproduce.py RUN_DIR [--tolerance 1e-6] [--out NEW_RUN_DIR] [override ...]
-
-Composes RUN_DIR/.hydra/config.yaml (not today's conf/), trains into a new run dir, then compares
-baseline, fine-tuned, deltas, validation values, selected model, data sizes and the training-pair
-hash. Exit 0: reproduced within the tolerance; 1: mismatch (listed); 2: error. Same as
-``python train.py --config-path RUN_DIR/.hydra --config-name config hydra.run.dir=NEW``.
+The same as ``embedforge reproduce`` (``--help`` for its arguments).
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import logging
-import os
 import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from embedforge.cli import stage_main
 
-from embedforge.errors import EmbedforgeError  # noqa: E402
-from embedforge.rerun import rerun  # noqa: E402
-from embedforge.runs import diff_metrics, load_summary, provenance_notes  # noqa: E402
-
-
-def reproduce(
-    run_dir: str | Path,
-    out: str | Path | None = None,
-    tolerance: float = 1e-6,
-    overrides: list[str] | None = None,
-) -> tuple[Path, list[str], list[str]]:
-    """Re-run ``run_dir``; returns (new run dir, mismatches, provenance notes)."""
-    old = load_summary(run_dir)
-    if old.status != "ok":
-        raise EmbedforgeError(
-            f"{old.path} has no metrics.json to compare against (status: {old.status})"
-        )
-    new_dir = (
-        Path(out)
-        if out
-        else Path("outputs") / "reproduce" / f"{old.path.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    )
-    if (new_dir / "metrics.json").exists():
-        raise EmbedforgeError(f"{new_dir} already holds a run: choose another --out")
-    rerun(old.path, new_dir, ["resume=false", *(overrides or [])])
-    new = json.loads((new_dir / "metrics.json").read_text())
-    return new_dir, diff_metrics(old.metrics, new, tolerance), provenance_notes(old.metrics, new)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir")
-    ap.add_argument(
-        "overrides",
-        nargs="*",
-        help="key=value applied to the saved config (e.g. trainer.accelerator=cpu)",
-    )
-    ap.add_argument(
-        "--tolerance", type=float, default=1e-6, help="absolute tolerance on every compared number"
-    )
-    ap.add_argument(
-        "--out", default=None, help="new run dir (default: outputs/reproduce/<run>_<time>)"
-    )
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        new_dir, mismatches, notes = reproduce(
-            args.run_dir, args.out, args.tolerance, args.overrides
-        )
-    except EmbedforgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for n in notes:
-        print(f"note: {n}")
-    if mismatches:
-        print(
-            f"NOT reproduced ({len(mismatches)} mismatches beyond {args.tolerance:g}); new run: {new_dir}"
-        )
-        for m in mismatches:
-            print(f"  {m}")
-        return 1
-    print(f"reproduced within {args.tolerance:g}: {new_dir}")
-    return 0
-
+main = stage_main("reproduce")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 from pathlib import Path
 
@@ -6,21 +5,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from embedforge.cli.generate import run
 from embedforge.errors import EmbedforgeError
 from embedforge.generate.anthropic_backend import AnthropicGenerator
 from embedforge.generate.openai_backend import OpenAIGenerator
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / ".." / "shared" / "data" / "legal-summarization"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "generate_script", ROOT / "scripts" / "generate.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def cfg_for(tmp_path, *overrides):
@@ -53,7 +44,7 @@ def test_llm_generator_configs_compose_and_instantiate(tmp_path, monkeypatch):
 
 def test_script_writes_pairs_into_run_dir(tmp_path):
     cfg = cfg_for(tmp_path, "generator=offline", f"paths.output_dir={tmp_path}")
-    out = load_script().run(cfg)
+    out = run(cfg)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert out == tmp_path / "pairs.jsonl" and 1 <= len(rows) <= 4
     assert (tmp_path / "generate_stats.json").exists()
@@ -68,5 +59,5 @@ def test_script_missing_key_is_one_line_error(tmp_path, monkeypatch):
         f"generator.cache_dir={tmp_path}",
     )
     with pytest.raises(EmbedforgeError, match="ANTHROPIC_API_KEY"):
-        load_script().run(cfg)
+        run(cfg)
     assert not (tmp_path / "pairs.jsonl").exists()

@@ -8,6 +8,7 @@ shows whether the generator writes queries that look like the users' ones.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -46,7 +47,8 @@ def pair_diagnostics(pairs: list[dict], out_dir: str | Path | None = None) -> di
 
     Args:
         pairs: ``{"query", "positive", "source"?}`` dicts (missing source counts as ``unknown``).
-        out_dir: where ``pair_diagnostics.png`` is written (no plot when None or no pairs).
+        out_dir: where ``pair_diagnostics.png`` is written (no plot when None, no pairs or no
+            matplotlib).
 
     Returns:
         ``{"n_pairs", "counts": {source: n}, "query_words": {source: {mean,p10,p50,p90}},
@@ -66,7 +68,8 @@ def pair_diagnostics(pairs: list[dict], out_dir: str | Path | None = None) -> di
         "overlap": {s: _stats(overlaps[s]) for s in sources},
         "plot": None,
     }
-    if out_dir is not None and pairs:
+    # the histogram needs matplotlib (the bench extra); the statistics do not
+    if out_dir is not None and pairs and importlib.util.find_spec("matplotlib") is not None:
         result["plot"] = str(
             _plot(sources, lengths, overlaps, Path(out_dir) / "pair_diagnostics.png")
         )

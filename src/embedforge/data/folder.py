@@ -48,7 +48,8 @@ class FolderSource(DataSource):
         max_seq_length: the model's max tokens; ``chunk_tokens`` is capped to fit it with the
             special tokens and ``doc_prefix``.
         doc_prefix: the model's document prefix (counted against ``max_seq_length``).
-        chunk_tokens / overlap_tokens / min_tokens / near_dup_threshold / csv_text_column: see
+        chunk_tokens / overlap_tokens / min_tokens / near_dup_threshold / csv_text_column /
+            max_file_mb: see
             :func:`embedforge.data.ingest.ingest`.
         cache_dir: ingested chunks are cached in ``<cache_dir>/ingest/<name>-<hash of path>``.
         pairs_path: labelled pairs JSONL (``{"query", "positive", "negatives"?}``), source ``real``.
@@ -69,6 +70,7 @@ class FolderSource(DataSource):
         min_tokens: int = 16,
         near_dup_threshold: float = 0.9,
         csv_text_column: str = "text",
+        max_file_mb: float = 100.0,
         cache_dir: str | None = None,
         pairs_path: str | None = None,
         eval_path: str | None = None,
@@ -92,6 +94,7 @@ class FolderSource(DataSource):
         self.min_tokens = int(min_tokens)
         self.near_dup_threshold = float(near_dup_threshold)
         self.csv_text_column = csv_text_column
+        self.max_file_mb = float(max_file_mb)
         cache = (
             Path(str(cache_dir)).expanduser()
             if cache_dir
@@ -144,6 +147,7 @@ class FolderSource(DataSource):
                 self.path, tok, chunk_tokens=n, overlap_tokens=min(self.overlap_tokens, n // 2),
                 min_tokens=min(self.min_tokens, n), out_dir=self.out_dir,
                 near_dup_threshold=self.near_dup_threshold, csv_text_column=self.csv_text_column,
+                max_file_mb=self.max_file_mb,
             )  # fmt: skip
         return self._chunks
 

@@ -35,6 +35,7 @@ import numpy as np
 from embedforge.data.extract_text import READERS, Document, Unusable, extract
 from embedforge.errors import EmbedforgeError
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
+from embedforge.progress import track
 
 log = logging.getLogger(__name__)
 INGEST_VERSION = 2  # bump when chunking or extraction changes output, to invalidate caches
@@ -419,7 +420,7 @@ def ingest(
             cached[1]["seconds"] = round(time.perf_counter() - t0, 2)
             return cached
     tally = _Tally(skipped=list(outside))
-    for f in files:
+    for f in track(files, "ingest", "file"):
         _read_file(f, f.relative_to(base).as_posix(), hashes, tally, config, tokenizer)
     chunks, near, unique = _dedup(tally.raw, near_dup_threshold)
     if not chunks:

@@ -65,7 +65,7 @@ def evaluate(
     batch_size: int = 64,
     top_k: int | None = None,
     ignore_identical_ids: bool = True,
-    show_progress: bool = False,
+    show_progress: bool = True,
 ) -> EvalResult:
     """Encode the corpus once and the judged queries, search exactly, score with trec_eval semantics.
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from embedforge.errors import EmbedforgeError
 from embedforge.export.onnx_export import META_FILE, MODEL_FILE, OUTPUT_NAME
+from embedforge.progress import track
 
 
 def read_prompts(model_dir: str | Path) -> dict[str, str]:
@@ -79,14 +80,15 @@ class OnnxEncoder:
         return emb.astype(np.float32), feed["attention_mask"].sum(1)
 
     def encode(
-        self, texts: Sequence[str], kind: str, batch_size: int = 64, show_progress: bool = False
+        self, texts: Sequence[str], kind: str, batch_size: int = 64, show_progress: bool = True
     ) -> np.ndarray:
         """Same contract as ``Encoder.encode``: prefix by kind, length-sorted batches, ``(N, D)``."""
         prefix = self.query_prefix if kind == "query" else self.doc_prefix
         texts = [prefix + t for t in texts]
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
+        starts = range(0, len(texts), batch_size)
+        for start in track(starts, f"encode {kind}s (onnx)", "batch") if show_progress else starts:
             idx = order[start : start + batch_size]
             out[idx] = self.embed_raw([texts[i] for i in idx])[0]
         return out

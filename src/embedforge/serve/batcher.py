@@ -141,7 +141,7 @@ class MicroBatcher:
             self._event.clear()
             try:
                 await asyncio.wait_for(self._event.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     def _take_batch(self) -> list[_Item]:

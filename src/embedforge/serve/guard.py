@@ -92,7 +92,7 @@ class Guard:
         while True:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return 408, f"request body not received within {self.cfg.body_timeout_s:g} s"
             if message["type"] == "http.disconnect":
                 break

@@ -17,9 +17,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from embedforge.eval.in_batch import in_batch_metrics
 from embedforge.eval.metrics import DEFAULT_METRICS
 from embedforge.eval.retrieval import RetrievalSet, evaluate
 from embedforge.eval.ship import SHIP_METRIC
+from embedforge.losses.common import candidates, similarity
 from embedforge.models.encoder import Encoder
 from embedforge.train.distributed import all_gather_with_grad, world
 from embedforge.train.gradcache import cached_backward
@@ -90,6 +92,7 @@ class ContrastiveModule(pl.LightningModule):
         self.val_set = val_set
         self.metrics = list(metrics)
         self.eval_batch_size = int(eval_batch_size)
+        self.in_batch: dict[str, torch.Tensor] = {}  # acc@1 and MRR of the last training batch
         self._announced = False
         if self.l2sp_weight > 0:
             # frozen copy of the starting weights; not a parameter, not saved in checkpoints' state
@@ -142,7 +145,12 @@ class ContrastiveModule(pl.LightningModule):
                     q = all_gather_with_grad(q)  # (W*B, D): every rank computes the global loss
                 else:
                     labels = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
-            return self.loss(q, d, negatives, labels)
+            loss = self.loss(q, d, negatives, labels)
+            # logged by training_step; no gradient, no RNG: training is unchanged
+            with torch.no_grad():
+                scores = similarity(q, candidates(d, negatives))  # (B, B_d+B*N), cosine
+                self.in_batch = in_batch_metrics(scores, labels)
+            return loss
 
     def _no_sync(self) -> contextlib.AbstractContextManager:
         if self._trainer is None:
@@ -230,6 +238,8 @@ class ContrastiveModule(pl.LightningModule):
                 self.mini_batch_size or "off",
             )
         self.log("train/loss", contrastive, prog_bar=True, batch_size=bsz, sync_dist=world()[0] > 1)
+        for k, v in self.in_batch.items():  # in-batch retrieval of each query's own positive
+            self.log(f"train/{k}", v, batch_size=bsz, sync_dist=world()[0] > 1)
         for k, v in stats.items():
             self.log(k, v, batch_size=bsz)
         if self.l2sp_weight > 0:
