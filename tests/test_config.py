@@ -72,6 +72,15 @@ def test_data_sources_share_their_common_keys_from_base(compose):
         assert set(base) <= set(cfg.data)
 
 
+def test_chunking_defaults_are_the_code_defaults(compose):
+    from dataclasses import asdict
+
+    from embedforge.data.ingest import DEFAULTS
+
+    data = compose("data=folder", "data.path=/x").data
+    assert {k: data[k] for k in asdict(DEFAULTS)} == asdict(DEFAULTS)
+
+
 def test_default_metric_list_is_the_code_default(compose):
     from embedforge.eval.metrics import DEFAULT_METRICS
 

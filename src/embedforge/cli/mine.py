@@ -31,8 +31,7 @@ def load_corpus(path: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
         return {d: doc_text(row) for d, row in ds.corpus.items()}, qrels
     corpus = {}
     for i, row in enumerate(iter_jsonl(path)):
-        text, title = str(row.get("text", "")), str(row.get("title") or "").strip()
-        corpus[str(row.get("id", i))] = f"{title} {text}".strip() if title else text
+        corpus[str(row.get("id", i))] = doc_text(row)
     return corpus, {}
 
 

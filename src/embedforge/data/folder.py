@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from embedforge.data.ingest import ingest
+from embedforge.data.ingest import DEFAULTS, ingest
 from embedforge.data.sources import BeirSource, DataSource, read_pairs
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.retrieval import RetrievalSet
@@ -65,12 +65,12 @@ class FolderSource(DataSource):
         tokenizer: str = "packaged:all-MiniLM-L6-v2",
         max_seq_length: int | None = None,
         doc_prefix: str = "",
-        chunk_tokens: int = 384,
-        overlap_tokens: int = 64,
-        min_tokens: int = 16,
-        near_dup_threshold: float = 0.9,
-        csv_text_column: str = "text",
-        max_file_mb: float = 100.0,
+        chunk_tokens: int = DEFAULTS.chunk_tokens,
+        overlap_tokens: int = DEFAULTS.overlap_tokens,
+        min_tokens: int = DEFAULTS.min_tokens,
+        near_dup_threshold: float = DEFAULTS.near_dup_threshold,
+        csv_text_column: str = DEFAULTS.csv_text_column,
+        max_file_mb: float = DEFAULTS.max_file_mb,
         cache_dir: str | None = None,
         pairs_path: str | None = None,
         eval_path: str | None = None,

@@ -38,6 +38,22 @@ from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_
 from embedforge.progress import track
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """The chunking defaults: :func:`ingest`, ``FolderSource`` and ``conf/data/folder.yaml`` use
+    these values (a test keeps the YAML equal to them)."""
+
+    chunk_tokens: int = 384
+    overlap_tokens: int = 64
+    min_tokens: int = 16
+    near_dup_threshold: float = 0.9
+    csv_text_column: str = "text"
+    max_file_mb: float = 100.0
+
+
+DEFAULTS = Chunking()
 INGEST_VERSION = 2  # bump when chunking or extraction changes output, to invalidate caches
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 _WORD = re.compile(r"\S+")
@@ -365,14 +381,14 @@ class _Tally:
 def ingest(
     path: str | Path,
     tokenizer: Any,
-    chunk_tokens: int = 384,
-    overlap_tokens: int = 64,
-    min_tokens: int = 16,
+    chunk_tokens: int = DEFAULTS.chunk_tokens,
+    overlap_tokens: int = DEFAULTS.overlap_tokens,
+    min_tokens: int = DEFAULTS.min_tokens,
     out_dir: str | Path | None = None,
-    near_dup_threshold: float = 0.9,
-    csv_text_column: str = "text",
+    near_dup_threshold: float = DEFAULTS.near_dup_threshold,
+    csv_text_column: str = DEFAULTS.csv_text_column,
     force: bool = False,
-    max_file_mb: float = 100.0,
+    max_file_mb: float = DEFAULTS.max_file_mb,
 ) -> tuple[list[dict], dict]:
     """Extract, chunk and deduplicate a folder (recursive) or a single file.
 

@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterable, Mapping
 
 DEFAULT_METRICS = ("ndcg@10", "recall@5", "mrr@10", "recall@100")
+#: the two metrics every report, export bound and model card leads with
+HEADLINE_METRICS = ("ndcg@10", "recall@5")
 _KINDS = {"ndcg", "recall", "mrr", "precision", "map"}
 
 

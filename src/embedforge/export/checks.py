@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from embedforge.eval.metrics import HEADLINE_METRICS
+
 
 @dataclass
 class Bounds:
@@ -54,7 +56,7 @@ def judge(
         failed.append(f"min cosine {par['min_cosine']:.4f} < {bounds.min_min_cosine}")
     mets = variant.get("metrics") or {}
     if reference_metrics and mets:
-        for key, bound in (("ndcg@10", bounds.max_ndcg_drop), ("recall@5", bounds.max_recall_drop)):
+        for key, bound in zip(HEADLINE_METRICS, (bounds.max_ndcg_drop, bounds.max_recall_drop)):
             drop = reference_metrics[key] - mets[key]
             if drop > bound + 1e-9:
                 failed.append(f"{key} drop {drop:.4f} > {bound}")

@@ -5,16 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from embedforge.generate.base import Chunk, Pair
 from embedforge.generate.cache import GenerationCache
 from embedforge.generate.parsing import validate_queries
-
-
-def positive_text(chunk: Chunk) -> str:
-    """The chunk as a pair's positive: ``title text`` when it has a title."""
-    text = str(chunk.get("text", ""))
-    title = str(chunk.get("title") or "").strip()
-    return f"{title} {text}".strip() if title else text
+from embedforge.types import Chunk, Pair, doc_text
 
 
 def assemble_pairs(
@@ -43,11 +36,10 @@ def assemble_pairs(
         rec = cache.get(key)
         if rec is None or not rec.get("queries"):
             continue
-        title = str(chunk.get("title") or "").strip()
-        context = f"{title} {chunk.get('text', '')}"
+        context = doc_text(chunk)
         kept, why = validate_queries(rec["queries"], context, seen=seen, **validation)
         dropped.update(why)
-        positive = positive_text(chunk)
+        positive = doc_text(chunk)
         for q in kept:
             pairs.append(
                 {
@@ -84,7 +76,7 @@ def round_trip(
         from embedforge.models.encoder import Encoder
 
         encoder = Encoder.from_pretrained(settings.get("model") or "packaged:all-MiniLM-L6-v2")
-    texts = [positive_text(c) for c in chunks]
+    texts = [doc_text(c) for c in chunks]
     batch_size = int(settings.get("batch_size", 64))
     kept, report = round_trip_filter(pairs, texts, encoder, int(k), batch_size)
     return kept, report, encoder

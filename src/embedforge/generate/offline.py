@@ -30,7 +30,7 @@ import random
 import re
 from collections import Counter
 
-from embedforge.generate.base import Chunk, Pair
+from embedforge.types import Chunk, Pair, doc_text
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z\-']+")
 STOPWORDS = frozenset(
@@ -167,7 +167,7 @@ class OfflineGenerator:
             )  # per-document: stable under corpus edits
             title = (c.get("title") or "").strip()
             informative = bool(title) and title_count[title.lower()] <= max_share
-            positive = f"{title} {c.get('text', '')}".strip() if title else c.get("text", "")
+            positive = doc_text(c)
             options = []
             for s in self.strategies:
                 if s == "title" and informative:
