@@ -2,7 +2,7 @@
 
     python scripts/serve.py MODEL [--backend torch|onnx] [--host 127.0.0.1] [--port 8000]
         [--api-key KEY | env EMBEDFORGE_API_KEY] [--request-timeout 60] [--limit-concurrency N]
-        [--no-truncate] [--force]
+        [--no-truncate] [--default-input-type document|query] [--force]
 
 MODEL: a SentenceTransformer dir or run dir (torch), an ONNX dir or export dir (onnx; int8/ used;
 refused when its export report marks it failed, unless --force).
@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="default of a request's truncate: cut over-long inputs (else 413)",
     )
+    ap.add_argument(
+        "--default-input-type",
+        choices=["query", "document"],
+        default="document",
+        help="prompt for requests without input_type (or a <name>-query/-document model name)",
+    )
     ap.add_argument("--force", action="store_true", help="serve an ONNX variant marked failed")
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             body_timeout_s=args.body_timeout,
             max_body_bytes=int(args.max_body_mb * 2**20),
             limit_concurrency=args.limit_concurrency,
+            default_input_type=args.default_input_type,
         )
         app = create_app(backend, cfg)
     except EmbedforgeError as e:
