@@ -33,6 +33,7 @@ from embedforge.eval.ship import SHIP_METRIC, passes
 from embedforge.export.model_card import write_model_card
 from embedforge.io import file_hash, stable_hash, write_json, write_jsonl
 from embedforge.models.encoder import Encoder
+from embedforge.per_query import write_per_query
 from embedforge.provenance import git_info, set_hash, versions
 from embedforge.report import write_report
 from embedforge.runs import RunMetrics
@@ -404,12 +405,14 @@ def write_run(
     result: EvalResult,
     clock: Clock,
 ) -> RunMetrics:
-    """``model/`` (with its model card), ``metrics.json`` and ``report.md``; final logger metrics."""
+    """``model/`` (with its model card), ``per_query.jsonl`` (+ PNG), ``metrics.json`` and
+    ``report.md``; final logger metrics."""
     run_dir = Path(cfg.paths.output_dir)
     encoder: Encoder = trainer.lightning_module.encoder
     with clock("save"):
         model_dir = encoder.save(run_dir / "model")
     metrics = run_metrics(cfg, data, train_set, trainer, base, choice, result, clock.stop())
+    metrics.per_query = write_per_query(run_dir, train_set.eval_set, base.result, result)
     metrics.write(run_dir / "metrics.json")
     write_report(run_dir, metrics)
     if trainer.logger:
