@@ -36,8 +36,9 @@ from embedforge.models.encoder import Encoder
 from embedforge.per_query import write_per_query
 from embedforge.provenance import git_info, set_hash, versions
 from embedforge.report import write_report
-from embedforge.runs import RunMetrics
+from embedforge.runs import RunMetrics, flatten
 from embedforge.secrets import redacted_container
+from embedforge.tracking import WandbRunLogger, finishes_wandb
 from embedforge.train.datamodule import PairDataModule
 from embedforge.train.module import ContrastiveModule
 from embedforge.types import Pair
@@ -48,6 +49,7 @@ log = logging.getLogger("embedforge")
 PAIRS_FILE = "pairs.jsonl"
 
 
+@finishes_wandb  # one W&B run per job of a multirun, marked failed when the job raises
 def train(cfg: DictConfig) -> float:
     """Run the whole chain for one config; returns the monitored validation value of the shipped model."""
     clock = Clock()
@@ -316,7 +318,7 @@ def fit(
 ) -> None:
     """Log the config and the base model's validation, then train (resuming from ``last.ckpt``)."""
     if trainer.logger:
-        trainer.logger.log_hyperparams({"config": redacted_container(cfg), **git_info()})
+        trainer.logger.log_hyperparams({**flatten(redacted_container(cfg)), **git_info()})
         trainer.logger.log_metrics(base.val, step=0)
     dm = PairDataModule(pairs, data.batch_size, cfg.seed, data.num_workers, has_val=True)
     last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
@@ -416,7 +418,7 @@ def write_run(
     metrics.write(run_dir / "metrics.json")
     write_report(run_dir, metrics)
     if trainer.logger:
-        log_final(trainer.logger, metrics)
+        log_final(trainer.logger, metrics, run_dir)
     write_model_card(
         model_dir,
         {
@@ -498,8 +500,9 @@ def _rounded(r: EvalResult) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in r.metrics.items()}
 
 
-def log_final(logger: Any, m: RunMetrics) -> None:
-    """Final baseline / fine-tuned metrics (and a table where the logger has one); closes the logger."""
+def log_final(logger: Any, m: RunMetrics, run_dir: Path) -> None:
+    """Final baseline / fine-tuned metrics (and a table where the logger has one; W&B also gets the
+    summary, per-query table, plots and model: :meth:`WandbRunLogger.log_run`); closes the logger."""
     logger.log_metrics(
         {f"final/baseline/{k}": v for k, v in m.baseline.items()}
         | {f"final/finetuned/{k}": v for k, v in m.finetuned.items()}
@@ -510,4 +513,6 @@ def log_final(logger: Any, m: RunMetrics) -> None:
             columns=["metric", "baseline", "finetuned", "delta"],
             data=[[k, m.baseline.get(k), m.finetuned[k], m.delta.get(k)] for k in m.finetuned],
         )
+    if isinstance(logger, WandbRunLogger):
+        logger.log_run(m, run_dir)
     logger.finalize("success")
