@@ -30,7 +30,7 @@ from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
-from embedforge.export.model_card import write_model_card
+from embedforge.export.model_card import base_model_info, write_model_card
 from embedforge.io import file_hash, stable_hash, write_json, write_jsonl
 from embedforge.models.encoder import Encoder
 from embedforge.per_query import write_per_query
@@ -422,7 +422,7 @@ def write_run(
     write_model_card(
         model_dir,
         {
-            "base_model": cfg.model.get("name_or_path", encoder.name),
+            **base_model_info(str(cfg.model.get("name_or_path", encoder.name))),
             "metrics": metrics,
             "config": OmegaConf.to_yaml(OmegaConf.create(redacted_container(cfg))),
         },
