@@ -2,7 +2,8 @@
 
     python scripts/serve.py MODEL [--backend torch|onnx] [--host 127.0.0.1] [--port 8000]
         [--api-key KEY | env EMBEDFORGE_API_KEY] [--request-timeout 60] [--limit-concurrency N]
-        [--no-truncate] [--default-input-type document|query] [--force]
+        [--no-truncate] [--default-input-type document|query]
+        [--token-ids model|cl100k_base] [--force]
 
 MODEL: a SentenceTransformer dir or run dir (torch), an ONNX dir or export dir (onnx; int8/ used;
 refused when its export report marks it failed, unless --force).
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         default="document",
         help="prompt for requests without input_type (or a <name>-query/-document model name)",
     )
+    ap.add_argument(
+        "--token-ids",
+        default="model",
+        help="token-id inputs: 'model' (the model's tokenizer) or a tiktoken encoding (cl100k_base)",
+    )
     ap.add_argument("--force", action="store_true", help="serve an ONNX variant marked failed")
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             max_body_bytes=int(args.max_body_mb * 2**20),
             limit_concurrency=args.limit_concurrency,
             default_input_type=args.default_input_type,
+            token_ids=args.token_ids,
         )
         app = create_app(backend, cfg)
     except EmbedforgeError as e:

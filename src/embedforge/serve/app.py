@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from embedforge.errors import EmbedforgeError
 from embedforge.serve.backends import Backend
 from embedforge.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
 from embedforge.serve.config import ServeConfig
@@ -80,7 +82,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(Guard, cfg=cfg, metrics=metrics)
-    embedder = Embedder(backend, cfg, batcher, metrics)
+    embedder = Embedder(backend, cfg, batcher, metrics, token_decoder(backend, cfg.token_ids))
     app.post("/v1/embeddings")(embedder.handle)
     models = served_models(cfg.model_name)
 
@@ -123,6 +125,7 @@ class Embedder:
     cfg: ServeConfig
     batcher: MicroBatcher
     metrics: Metrics
+    decode: Callable[[list[int]], str]
 
     async def handle(self, req: EmbeddingRequest) -> Any:
         t0 = time.perf_counter()
@@ -163,8 +166,8 @@ class Embedder:
         if isinstance(given, str):
             return [given]
         if given and isinstance(given[0], int):
-            return [self.backend.decode(given)]
-        return [t if isinstance(t, str) else self.backend.decode(t) for t in given]
+            return [self.decode(given)]
+        return [t if isinstance(t, str) else self.decode(t) for t in given]
 
     def input_type(self, req: EmbeddingRequest) -> str:
         """The request's ``input_type``, else the one its model name asks for, else the default."""
@@ -214,6 +217,21 @@ class Embedder:
         except Exception as e:  # noqa: BLE001 - the batcher isolated it to this request
             return error(500, f"embedding failed for this request ({type(e).__name__})")
         return emb, tok, len(over)
+
+
+def token_decoder(backend: Backend, token_ids: str) -> Callable[[list[int]], str]:
+    """Token ids -> text: the served model's tokenizer (``model``) or a tiktoken encoding."""
+    if token_ids == "model":
+        return lambda ids: backend.decode(ids)
+    try:
+        import tiktoken
+
+        encoding = tiktoken.get_encoding(token_ids)
+    except ImportError:
+        raise EmbedforgeError(f"token ids {token_ids!r} need `pip install tiktoken`") from None
+    except ValueError as e:
+        raise EmbedforgeError(f"unknown tiktoken encoding {token_ids!r}: {e}") from None
+    return lambda ids: encoding.decode(list(ids), errors="replace")
 
 
 def shorten(emb: np.ndarray, dimensions: int) -> np.ndarray:

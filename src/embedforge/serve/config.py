@@ -28,6 +28,9 @@ class ServeConfig:
     limit_concurrency: most API requests in progress at once (503 beyond); 0 = no limit.
     default_input_type: the prompt (``query`` or ``document``) for a request that names no
         ``input_type`` and no ``<name>-query`` / ``<name>-document`` model.
+    token_ids: how token-id inputs are read: ``model`` (ids of the served model's tokenizer) or
+        a tiktoken encoding name such as ``cl100k_base`` (the ids OpenAI clients, e.g.
+        LangChain's ``OpenAIEmbeddings`` by default, send; needs ``tiktoken``).
     """
 
     max_batch_size: int = 32
@@ -44,6 +47,7 @@ class ServeConfig:
     max_body_bytes: int = 0
     limit_concurrency: int = 0
     default_input_type: str = "document"
+    token_ids: str = "model"
 
     def __post_init__(self) -> None:
         if self.default_input_type not in ("query", "document"):
