@@ -22,7 +22,7 @@ from tests.export.hub_fake import FakeHub
 
 def make_run(root: Path, tiny_dir: Path, gain: float) -> Path:
     run = root / "run"
-    shutil.copytree(tiny_dir, run / "model")
+    shutil.copytree(tiny_dir, run / "model", ignore=shutil.ignore_patterns("onnx"))  # as trained
     (run / ".hydra").mkdir()
     cfg = {"task": "legal", "ship": {"min_gain": 0.01}, "model": {"name_or_path": "x"}}
     (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))

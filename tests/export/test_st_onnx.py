@@ -1,9 +1,11 @@
 """The export's sentence-transformers layout, and an ONNX serving path without torch."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,20 +15,26 @@ from embedforge.export.quantize import quantize_int8
 
 
 @pytest.fixture(scope="module")
-def st_files(tiny_dir, tiny_fp32, tmp_path_factory):
+def st_dir(tiny_dir, tmp_path_factory):
+    """A copy of the tiny model dir (the session's ``tiny_dir`` stays without ``onnx/``)."""
+    return Path(shutil.copytree(tiny_dir, tmp_path_factory.mktemp("st") / "model"))
+
+
+@pytest.fixture(scope="module")
+def st_files(st_dir, tiny_fp32, tmp_path_factory):
     int8 = quantize_int8(tiny_fp32, tmp_path_factory.mktemp("onnx") / "int8")
-    return write_st_layout(tiny_dir, tiny_fp32, int8)
+    return write_st_layout(st_dir, tiny_fp32, int8)
 
 
 @pytest.mark.parametrize(("variant", "min_cos"), [("fp32", 0.9999), ("int8", 0.98)])
-def test_sentence_transformers_loads_the_export(tiny_dir, st_files, real_texts, variant, min_cos):
+def test_sentence_transformers_loads_the_export(st_dir, st_files, real_texts, variant, min_cos):
     from sentence_transformers import SentenceTransformer
 
     assert st_files == {"fp32": "onnx/model.onnx", "int8": "onnx/model_qint8_avx512_vnni.onnx"}
     texts = real_texts[:8] + real_texts[-8:]
-    ref = SentenceTransformer(str(tiny_dir), device="cpu").encode(texts, prompt_name="query")
+    ref = SentenceTransformer(str(st_dir), device="cpu").encode(texts, prompt_name="query")
     st = SentenceTransformer(
-        str(tiny_dir), backend="onnx", model_kwargs={"file_name": st_files[variant]}, device="cpu"
+        str(st_dir), backend="onnx", model_kwargs={"file_name": st_files[variant]}, device="cpu"
     )
     got = st.encode(texts, prompt_name="query")
     assert got.shape == ref.shape
