@@ -153,14 +153,7 @@ def test_run_dir_named_after_the_dataset(compose):
     assert compose("data=beir", "data.path=/x/y", "data.name=legal").task == "legal"
 
 
-def test_wandb_logger_is_offline_unless_a_key_is_configured(compose, monkeypatch, tmp_path):
-    from omegaconf import OmegaConf
-
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+def test_wandb_logger_leaves_the_mode_to_wandb(compose, tmp_path):
     cfg = compose("logger=wandb", f"paths.output_dir={tmp_path}")
-    assert OmegaConf.select(cfg, "logger.offline") is True
-    (tmp_path / "netrc").write_text("machine api.wandb.ai login user password x\n")
-    assert OmegaConf.select(cfg, "logger.offline") is False
-    monkeypatch.setenv("WANDB_API_KEY", "k")
-    assert compose("logger=wandb", "logger.offline=${ef.wandb_offline:true}").logger.offline is True
+    assert cfg.logger._target_ == "embedforge.tracking.WandbRunLogger"
+    assert cfg.logger.mode is None and cfg.logger.group == cfg.task  # tests/test_tracking.py

@@ -124,7 +124,7 @@ def test_every_sweep_parameter_set_composes(compose, shared_data, path):
         ]
         cfg = compose(*args)
         validate(cfg)
-        assert cfg.logger._target_.endswith("WandbLogger")
+        assert cfg.logger._target_ == "embedforge.tracking.WandbRunLogger"
         assert (
             cfg.logger.group == cfg.task == cfg.data.name
             and list(cfg.logger.tags) == list(cfg.tags) != []

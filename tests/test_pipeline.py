@@ -60,6 +60,14 @@ def test_end_to_end_tiny_on_legal_summarization(compose, tmp_path):
     slot = {"base": "base", "best_checkpoint": "best", "last": "last"}[m["selected"]]
     assert value == m["monitor_value"] == pytest.approx(m["val"][slot])
     assert (tmp_path / "report.md").read_text().count("| ndcg@10 |") == 1
+    # per-query evidence: every scored query with its text, the plot, the report section
+    from embedforge.io import read_jsonl
+
+    rows, pq = read_jsonl(tmp_path / "per_query.jsonl"), m["per_query"]
+    assert len(rows) == 290 and all(r["query"] and set(r["finetuned"]) == SCHEMA for r in rows)
+    assert pq["n_better"] + pq["n_worse"] + pq["n_same"] == 290
+    assert (tmp_path / pq["plot"]).stat().st_size > 1000
+    assert "## Per-query changes" in (tmp_path / "report.md").read_text()
     # metrics.json is exactly RunMetrics: every key, in order, and nothing else
     from embedforge.runs import RunMetrics
 

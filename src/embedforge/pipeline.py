@@ -30,13 +30,15 @@ from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
-from embedforge.export.model_card import write_model_card
+from embedforge.export.model_card import base_model_info, write_model_card
 from embedforge.io import file_hash, stable_hash, write_json, write_jsonl
 from embedforge.models.encoder import Encoder
+from embedforge.per_query import write_per_query
 from embedforge.provenance import git_info, set_hash, versions
 from embedforge.report import write_report
-from embedforge.runs import RunMetrics
+from embedforge.runs import RunMetrics, flatten
 from embedforge.secrets import redacted_container
+from embedforge.tracking import WandbRunLogger, finishes_wandb
 from embedforge.train.datamodule import PairDataModule
 from embedforge.train.module import ContrastiveModule
 from embedforge.types import Pair
@@ -47,6 +49,7 @@ log = logging.getLogger("embedforge")
 PAIRS_FILE = "pairs.jsonl"
 
 
+@finishes_wandb  # one W&B run per job of a multirun, marked failed when the job raises
 def train(cfg: DictConfig) -> float:
     """Run the whole chain for one config; returns the monitored validation value of the shipped model."""
     clock = Clock()
@@ -315,7 +318,7 @@ def fit(
 ) -> None:
     """Log the config and the base model's validation, then train (resuming from ``last.ckpt``)."""
     if trainer.logger:
-        trainer.logger.log_hyperparams({"config": redacted_container(cfg), **git_info()})
+        trainer.logger.log_hyperparams({**flatten(redacted_container(cfg)), **git_info()})
         trainer.logger.log_metrics(base.val, step=0)
     dm = PairDataModule(pairs, data.batch_size, cfg.seed, data.num_workers, has_val=True)
     last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
@@ -404,20 +407,22 @@ def write_run(
     result: EvalResult,
     clock: Clock,
 ) -> RunMetrics:
-    """``model/`` (with its model card), ``metrics.json`` and ``report.md``; final logger metrics."""
+    """``model/`` (with its model card), ``per_query.jsonl`` (+ PNG), ``metrics.json`` and
+    ``report.md``; final logger metrics."""
     run_dir = Path(cfg.paths.output_dir)
     encoder: Encoder = trainer.lightning_module.encoder
     with clock("save"):
         model_dir = encoder.save(run_dir / "model")
     metrics = run_metrics(cfg, data, train_set, trainer, base, choice, result, clock.stop())
+    metrics.per_query = write_per_query(run_dir, train_set.eval_set, base.result, result)
     metrics.write(run_dir / "metrics.json")
     write_report(run_dir, metrics)
     if trainer.logger:
-        log_final(trainer.logger, metrics)
+        log_final(trainer.logger, metrics, run_dir)
     write_model_card(
         model_dir,
         {
-            "base_model": cfg.model.get("name_or_path", encoder.name),
+            **base_model_info(str(cfg.model.get("name_or_path", encoder.name))),
             "metrics": metrics,
             "config": OmegaConf.to_yaml(OmegaConf.create(redacted_container(cfg))),
         },
@@ -495,8 +500,9 @@ def _rounded(r: EvalResult) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in r.metrics.items()}
 
 
-def log_final(logger: Any, m: RunMetrics) -> None:
-    """Final baseline / fine-tuned metrics (and a table where the logger has one); closes the logger."""
+def log_final(logger: Any, m: RunMetrics, run_dir: Path) -> None:
+    """Final baseline / fine-tuned metrics (and a table where the logger has one; W&B also gets the
+    summary, per-query table, plots and model: :meth:`WandbRunLogger.log_run`); closes the logger."""
     logger.log_metrics(
         {f"final/baseline/{k}": v for k, v in m.baseline.items()}
         | {f"final/finetuned/{k}": v for k, v in m.finetuned.items()}
@@ -507,4 +513,6 @@ def log_final(logger: Any, m: RunMetrics) -> None:
             columns=["metric", "baseline", "finetuned", "delta"],
             data=[[k, m.baseline.get(k), m.finetuned[k], m.delta.get(k)] for k in m.finetuned],
         )
+    if isinstance(logger, WandbRunLogger):
+        logger.log_run(m, run_dir)
     logger.finalize("success")

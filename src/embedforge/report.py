@@ -12,7 +12,12 @@ from embedforge.runs import RunMetrics
 def write_report(run_dir: Path, m: RunMetrics) -> Path:
     """Write ``run_dir/report.md``: results, the shipped model and the gate, data, training, time."""
     lines = [f"# embedforge run: {m.task}", ""]
-    lines += _results(m) + _data(m) + _training(m)
+    lines += _results(m)
+    if m.per_query is not None:
+        from embedforge.per_query import changes_markdown
+
+        lines += changes_markdown(m.per_query)
+    lines += _data(m) + _training(m)
     lines += [
         "",
         f"Reproduce: `python train.py --config-path {run_dir.resolve()}/.hydra --config-name config`",

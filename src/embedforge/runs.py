@@ -45,6 +45,28 @@ COMPARED_FIELDS = (
 
 
 @dataclass
+class QueryChanges:
+    """Per-query evidence (written by :mod:`embedforge.per_query`), part of ``metrics.json``.
+
+    Args:
+        metric: the metric the queries are ranked by (the ship metric).
+        file: ``per_query.jsonl`` in the run dir (qid, query, baseline and fine-tuned metrics).
+        plot: the PNG in the run dir (baseline vs fine-tuned, per-query deltas), or None.
+        n_better / n_worse / n_same: queries whose ``metric`` rose, fell, stayed.
+        gained / lost: the queries that moved most (qid, query, baseline, finetuned, delta).
+    """
+
+    metric: str = SHIP_METRIC
+    file: str = "per_query.jsonl"
+    plot: str | None = None
+    n_better: int = 0
+    n_worse: int = 0
+    n_same: int = 0
+    gained: list[dict[str, Any]] = field(default_factory=list)
+    lost: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class RunMetrics:
     """``metrics.json``: what a run measured, in the order it is written.
 
@@ -68,6 +90,7 @@ class RunMetrics:
         training: model, loss, batch size, steps, epochs, lr, precision, max_seq_length.
         seconds: wall time per stage.
         provenance: seed, content hashes of pairs / eval / val sets, git, package versions.
+        per_query: the per-query evidence (:class:`QueryChanges`), or None (older runs).
     """
 
     task: str = ""
@@ -93,12 +116,16 @@ class RunMetrics:
     training: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    per_query: QueryChanges | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunMetrics:
         """Parse ``metrics.json`` content; keys an older run lacks take their defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        m = cls(**{k: v for k, v in d.items() if k in names})
+        if isinstance(m.per_query, dict):
+            m.per_query = QueryChanges(**m.per_query)
+        return m
 
     @classmethod
     def load(cls, path: str | Path) -> RunMetrics:

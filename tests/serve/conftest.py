@@ -55,10 +55,16 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def live_server(backend):
+def serve_config() -> ServeConfig:
+    """The live server's config (a test module may override this fixture)."""
+    return ServeConfig(max_batch_size=16, max_wait_ms=20, model_name="tiny")
+
+
+@pytest.fixture()
+def live_server(backend, serve_config):
     """A real uvicorn on 127.0.0.1:<free port> in a thread; yields its base URL."""
     port = free_port()
-    app = create_app(backend, ServeConfig(max_batch_size=16, max_wait_ms=20, model_name="tiny"))
+    app = create_app(backend, serve_config)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

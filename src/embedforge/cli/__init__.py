@@ -26,6 +26,7 @@ COMMANDS = {
     "compare": "table of runs sorted by the monitored metric, with the keys that differ",
     "reproduce": "re-run a run from its saved config and diff the metrics",
     "resume": "continue an interrupted run from its last checkpoint",
+    "push": "upload a run's model (and ONNX) to the Hugging Face Hub",
 }
 
 

@@ -25,6 +25,7 @@ EXTRA_OF = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "pydantic": "serve",
+    "tiktoken": "serve",
     "pypdf": "ingest",
     "docx": "ingest",
     "charset_normalizer": "ingest",

@@ -1,6 +1,7 @@
 """Compare runs: a table sorted by the monitored metric, with the config keys that differ.
 
-    embedforge compare PATH... [--metric ndcg@10] [--plot out.png] [--json F|-] [--csv F|-]
+    embedforge compare PATH... [--metric ndcg@10] [--plot out.png] [--plot-per-query out.png]
+        [--json F|-] [--csv F|-]
 
 PATH is a run dir, a multirun dir (every job below it) or a glob (quote it). Works offline from
 the run dirs alone (.hydra/config.yaml, .hydra/overrides.yaml, metrics.json or failed.json).
@@ -105,10 +106,13 @@ def main(argv: list[str] | None = None, prog: str = "embedforge compare") -> int
     ap.add_argument(
         "--plot", default=None, help="write a PNG: metric vs the varied key, or a bar chart"
     )
+    ap.add_argument(
+        "--plot-per-query", default=None, help="write a PNG: each run's per-query metric deltas"
+    )
     ap.add_argument("--json", default=None, help="write rows as JSON to a file, or - for stdout")
     ap.add_argument("--csv", default=None, help="write rows as CSV to a file, or - for stdout")
     args = parse(ap, argv)
-    if args.plot:
+    if args.plot or args.plot_per_query:
         require("compare --plot", ["matplotlib"])
     runs = sort_runs(
         [load_summary(p) for p in find_runs(args.paths)], descending=not args.ascending
@@ -132,4 +136,10 @@ def main(argv: list[str] | None = None, prog: str = "embedforge compare") -> int
         print(f"\n{len(runs)} runs; differing keys: {', '.join(keys) or '(none)'}")
     if args.plot:
         print(f"plot: {plot(rows, keys, args.metric, args.plot)}", file=sys.stderr)
+    if args.plot_per_query:
+        from embedforge.per_query import plot_runs
+
+        names = short_names([str(r.path) for r in runs])
+        out = plot_runs([r.path for r in runs], names, args.plot_per_query, args.metric)
+        print(f"plot: {out}", file=sys.stderr)
     return 0

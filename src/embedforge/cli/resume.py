@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge resume") -> int:
     ap = parser(prog, __doc__)
     ap.add_argument("run_dir")
     ap.add_argument(
-        "overrides", nargs="*", help="key=value applied to the saved config (e.g. ~callbacks)"
+        "overrides", nargs="*", help="key=value applied to the saved config (e.g. ~callbacks.crash)"
     )
     args = parse(ap, argv)
     logging.getLogger("embedforge").setLevel(logging.INFO)

@@ -2,7 +2,8 @@
 
     embedforge serve MODEL [--backend torch|onnx] [--host 127.0.0.1] [--port 8000]
         [--api-key KEY | env EMBEDFORGE_API_KEY] [--request-timeout 60] [--limit-concurrency N]
-        [--no-truncate] [--force]
+        [--no-truncate] [--default-input-type document|query]
+        [--token-ids model|cl100k_base] [--force]
 
 MODEL: a SentenceTransformer dir or run dir (torch), an ONNX dir or export dir (onnx; int8/ used;
 refused when its export report marks it failed, unless --force). Limits and batching default to
@@ -50,10 +51,23 @@ def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
         default=d.truncate,
         help="default of a request's truncate: cut over-long inputs (else 413)",
     )
+    ap.add_argument(
+        "--default-input-type",
+        choices=["query", "document"],
+        default=d.default_input_type,
+        help="prompt for requests without input_type (or a <name>-query/-document model name)",
+    )
+    ap.add_argument(
+        "--token-ids",
+        default=d.token_ids,
+        help="token-id inputs: 'model' (the model's tokenizer) or a tiktoken encoding (cl100k_base)",
+    )
     ap.add_argument("--force", action="store_true", help="serve an ONNX variant marked failed")
     ap.add_argument("--log-level", default="info")
     args = parse(ap, argv)
     require("serve", ["fastapi", "uvicorn", "pydantic"])
+    if args.token_ids != "model":
+        require("serve --token-ids", ["tiktoken"])
     if args.backend == "onnx":
         require("serve --backend onnx", ["onnxruntime"])
     import uvicorn
@@ -75,6 +89,8 @@ def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
         body_timeout_s=args.body_timeout,
         max_body_bytes=int(args.max_body_mb * 2**20),
         limit_concurrency=args.limit_concurrency,
+        default_input_type=args.default_input_type,
+        token_ids=args.token_ids,
     )
     app = create_app(backend, cfg)
     # uvicorn handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then the app's

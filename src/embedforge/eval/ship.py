@@ -25,6 +25,7 @@ def check_quality_gate(
     min_gain: float,
     force: bool = False,
     where: str = "run",
+    action: str = "export",
 ) -> dict[str, Any]:
     """Check fine-tuned minus baseline ``SHIP_METRIC`` >= ``min_gain``; raise unless ``force``.
 
@@ -34,6 +35,7 @@ def check_quality_gate(
         min_gain: the required absolute gain (``ship.min_gain``).
         force: export anyway; the returned record says the gate was overridden.
         where: the run's path, for the error message.
+        action: what is refused (``export``, ``push``), for the error message.
 
     Returns:
         ``{"metric", "baseline", "finetuned", "gain", "min_gain", "passed", "forced"}``.
@@ -46,14 +48,14 @@ def check_quality_gate(
             return {"metric": SHIP_METRIC, "passed": False, "forced": True, "reason": "no metrics"}
         raise EmbedforgeError(
             f"{where}: metrics.json has no baseline/finetuned {SHIP_METRIC}; cannot check the ship"
-            " gate (use --force to export anyway)"
+            f" gate (use --force to {action} anyway)"
         ) from None
     gain = tuned - base
     passed = passes(gain, min_gain)
     if not passed and not force:
         raise EmbedforgeError(
             f"{where}: fine-tuned {SHIP_METRIC} {tuned:.4f} does not beat baseline {base:.4f} by"
-            f" ship.min_gain={min_gain} (gain {gain:+.4f}); refusing to export (use --force)"
+            f" ship.min_gain={min_gain} (gain {gain:+.4f}); refusing to {action} (use --force)"
         )
     return {
         "metric": SHIP_METRIC,

@@ -1,4 +1,8 @@
-"""Encode with an exported ONNX graph: tokenizer + onnxruntime session, Encoder-compatible API."""
+"""Encode with an exported ONNX graph: tokenizer + onnxruntime session, Encoder-compatible API.
+
+Only ``tokenizers``, ``onnxruntime`` and ``numpy``: the ONNX serving path never imports torch or
+transformers (tests/export/test_st_onnx.py proves it in a fresh interpreter).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,30 @@ def read_meta(onnx_dir: str | Path) -> dict:
     return json.loads(p.read_text())
 
 
+def load_tokenizer(model_dir: Path):
+    """The fast tokenizer (``tokenizer.json``) of an exported dir, via ``tokenizers`` alone."""
+    from tokenizers import Tokenizer
+
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        raise EmbedforgeError(f"{path} missing: the ONNX dir needs the fast tokenizer file")
+    return Tokenizer.from_file(str(path))
+
+
+def _pad_token(model_dir: Path, tokenizer) -> tuple[str, int]:
+    """(pad token, its id) from ``tokenizer_config.json`` / ``special_tokens_map.json``."""
+    pad = None
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        p = model_dir / name
+        if pad is None and p.is_file():
+            pad = json.loads(p.read_text()).get("pad_token")
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    pad = pad or "[PAD]"
+    pad_id = tokenizer.token_to_id(pad)
+    return pad, 0 if pad_id is None else int(pad_id)
+
+
 class OnnxEncoder:
     """An exported embedding graph with the model's tokenizer, max length and prompts.
 
@@ -40,7 +68,6 @@ class OnnxEncoder:
 
     def __init__(self, model_dir: str | Path, threads: int = 0, file_name: str = MODEL_FILE):
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
         self.model_dir = Path(model_dir)
         path = self.model_dir / file_name
@@ -54,9 +81,10 @@ class OnnxEncoder:
         outputs = [o.name for o in self.session.get_outputs()]
         if OUTPUT_NAME not in outputs:
             raise EmbedforgeError(f"{path} has no {OUTPUT_NAME!r} output (outputs: {outputs})")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         meta = read_meta(self.model_dir)
         self.max_seq_length = int(meta["max_seq_length"])
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self._pad = _pad_token(self.model_dir, self.tokenizer)
         prompts = meta.get("prompts") or {}
         self.prompts = {"query": prompts.get("query", ""), "document": prompts.get("document", "")}
         self.query_prefix = prompts.get("query", "")
@@ -64,14 +92,34 @@ class OnnxEncoder:
         self.dim = int(self.session.get_outputs()[outputs.index(OUTPUT_NAME)].shape[-1])
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_seq_length,
-            return_tensors="np",
-        )
-        return {k: enc[k].astype(np.int64) for k in self.input_names if k in enc}
+        """Padded, truncated ``input_ids`` / ``attention_mask`` / ``token_type_ids`` the graph takes."""
+        self.tokenizer.enable_truncation(self.max_seq_length)
+        self.tokenizer.enable_padding(pad_id=self.pad_id, pad_token=self.pad_token)
+        enc = self.tokenizer.encode_batch(list(texts))
+        arrays = {
+            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+        }
+        return {k: arrays[k] for k in self.input_names if k in arrays}
+
+    def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's token count without truncation (specials included)."""
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        return np.array([len(e.ids) for e in self.tokenizer.encode_batch(list(texts))])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids (special tokens dropped)."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    @property
+    def pad_token(self) -> str:
+        return self._pad[0]
+
+    @property
+    def pad_id(self) -> int:
+        return self._pad[1]
 
     def embed_raw(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Embed texts as given (no prefix): ``(N, D)`` float32 and the token count of each text."""

@@ -19,6 +19,10 @@ ST_FILES = ("sentence_bert_config.json", "config_sentence_transformers.json", "m
 # What the ONNX side needs from the SentenceTransformer, read from the loaded model (sentence-
 # transformers 5 keeps max_seq_length in tokenizer_config.json, older versions elsewhere).
 META_FILE = "embedforge_onnx.json"
+#: where sentence-transformers' ONNX backend looks inside a model dir: ``onnx/model.onnx`` (fp32),
+#: and the name its ``export_dynamic_quantized_onnx_model`` gives qint8 per-channel weights
+ST_ONNX_DIR = "onnx"
+ST_INT8_FILE = "model_qint8_avx512_vnni.onnx"
 
 
 def model_meta(model_dir: str | Path) -> dict:
@@ -73,3 +77,42 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, opset: int | None = 
     if not (out_dir / MODEL_FILE).is_file():
         raise EmbedforgeError(f"ONNX export wrote no {MODEL_FILE} in {out_dir}")
     return out_dir
+
+
+def write_st_layout(model_dir: str | Path, fp32_dir: Path, int8_dir: Path) -> dict[str, str]:
+    """Put the exported graphs where ``SentenceTransformer(model_dir, backend="onnx")`` loads them.
+
+    ``model_dir/onnx/model.onnx`` is the fp32 graph and ``onnx/model_qint8_avx512_vnni.onnx`` the
+    int8 one (pick it with ``model_kwargs={"file_name": "onnx/model_qint8_avx512_vnni.onnx"}``).
+    Our graphs return the pooled ``sentence_embedding``; optimum's feature-extraction model (which
+    sentence-transformers runs) reads ``last_hidden_state``, so the copies name the graph's
+    ``token_embeddings`` output that way, and sentence-transformers pools it with the model dir's
+    own Pooling/Normalize modules: the same embeddings.
+
+    Returns:
+        ``{"fp32": file_name, "int8": file_name}`` relative to ``model_dir``.
+    """
+    target = Path(model_dir) / ST_ONNX_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    names = {"fp32": f"{ST_ONNX_DIR}/{MODEL_FILE}", "int8": f"{ST_ONNX_DIR}/{ST_INT8_FILE}"}
+    for variant, src in (("fp32", fp32_dir), ("int8", int8_dir)):
+        _rename_output(src / MODEL_FILE, Path(model_dir) / names[variant])
+    return names
+
+
+def _rename_output(
+    src: Path, dst: Path, old: str = "token_embeddings", new: str = "last_hidden_state"
+) -> None:
+    """Copy an ONNX graph with the tensor ``old`` renamed ``new`` wherever it appears."""
+    import onnx
+
+    model = onnx.load(str(src))
+    if old not in [o.name for o in model.graph.output]:
+        raise EmbedforgeError(f"{src} has no {old!r} output to expose as {new!r}")
+    for node in model.graph.node:
+        node.input[:] = [new if x == old else x for x in node.input]
+        node.output[:] = [new if x == old else x for x in node.output]
+    for out in model.graph.output:
+        if out.name == old:
+            out.name = new
+    onnx.save(model, str(dst))

@@ -19,7 +19,7 @@ from embedforge.eval.ship import check_quality_gate
 from embedforge.export.checks import Bounds, dir_size_mb, judge, measure_speed, onnx_size_mb, parity
 from embedforge.export.eval_set import beir_eval_set, subset
 from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
-from embedforge.export.onnx_export import export_onnx
+from embedforge.export.onnx_export import export_onnx, write_st_layout
 from embedforge.export.quantize import Int8Recipe, quantize_int8
 from embedforge.io import write_json
 from embedforge.runs import load_run, run_eval_set
@@ -104,7 +104,8 @@ def export_model(
     Args:
         source: a run dir (``model/``, ``metrics.json``, ``.hydra/config.yaml``) or a model dir.
         out: output dir (default ``<run>/onnx`` or ``<model_dir>-onnx``); gets ``fp32/``,
-            ``int8/`` and ``export_report.json``.
+            ``int8/`` and ``export_report.json``. The model dir also gets ``onnx/`` in
+            sentence-transformers' layout (:func:`write_st_layout`).
         settings: see ``ExportSettings``.
 
     Returns:
@@ -128,6 +129,8 @@ def export_model(
     fp32_dir = export_onnx(model_dir, out / "fp32")
     t1 = time.perf_counter()
     int8_dir = quantize_int8(fp32_dir, out / "int8", s.recipe)
+    # SentenceTransformer(model_dir, backend="onnx", model_kwargs={"file_name": ...}) loads these
+    report["sentence_transformers_files"] = write_st_layout(model_dir, fp32_dir, int8_dir)
     report["seconds"] = {
         "export": round(t1 - t0, 2),
         "quantize": round(time.perf_counter() - t1, 2),

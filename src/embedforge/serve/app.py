@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,8 +17,9 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from embedforge.errors import EmbedforgeError
 from embedforge.serve.backends import Backend
 from embedforge.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
 from embedforge.serve.config import ServeConfig
@@ -29,15 +31,29 @@ TOKEN_MARGIN = 8  # a token covers >= 1 byte, so a text of fewer bytes than max_
 
 
 class EmbeddingRequest(BaseModel):
-    """OpenAI's embeddings request plus ``input_type`` (which saved prompt to prepend) and, as in
-    text-embeddings-inference, ``truncate`` (``None``: the server's default)."""
+    """OpenAI's embeddings request plus ``input_type`` (which saved prompt to prepend; ``None``:
+    the one the model name asks for, else the server's default) and, as in
+    text-embeddings-inference, ``truncate`` (``None``: the server's default).
 
-    input: str | list[str]
+    ``input`` may be token ids (one list, or a list of lists), as LangChain's ``OpenAIEmbeddings``
+    sends them: they are ids of the served model's tokenizer and are decoded to text.
+    """
+
+    input: str | list[str] | list[int] | list[list[int]]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    input_type: Literal["query", "document"] = "document"
+    dimensions: int | None = Field(default=None, ge=1)
+    input_type: Literal["query", "document"] | None = None
     truncate: bool | None = None
     user: str | None = None
+
+
+INPUT_TYPES = ("query", "document")
+
+
+def served_models(name: str) -> dict[str, str | None]:
+    """The model names served: ``name`` (the default prompt) and ``name-query`` / ``name-document``."""
+    return {name: None} | {f"{name}-{kind}": kind for kind in INPUT_TYPES}
 
 
 def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
@@ -66,8 +82,22 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(Guard, cfg=cfg, metrics=metrics)
-    embedder = Embedder(backend, cfg, batcher, metrics)
+    embedder = Embedder(backend, cfg, batcher, metrics, token_decoder(backend, cfg.token_ids))
     app.post("/v1/embeddings")(embedder.handle)
+    models = served_models(cfg.model_name)
+
+    def card(model_id: str) -> dict:
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "embedforge"}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [card(m) for m in models]}
+
+    @app.get("/v1/models/{model_id}")
+    async def get_model(model_id: str):
+        if model_id not in models:
+            return error(404, f"model {model_id!r} is not served here", param="model")
+        return card(model_id)
 
     @app.get("/healthz")
     async def healthz():
@@ -95,14 +125,18 @@ class Embedder:
     cfg: ServeConfig
     batcher: MicroBatcher
     metrics: Metrics
+    decode: Callable[[list[int]], str]
 
     async def handle(self, req: EmbeddingRequest) -> Any:
         t0 = time.perf_counter()
-        texts = [req.input] if isinstance(req.input, str) else list(req.input)
+        if req.dimensions is not None and req.dimensions > self.backend.dim:
+            msg = f"dimensions={req.dimensions} > the model's {self.backend.dim}"
+            return error(422, msg, param="dimensions")
+        texts = self.texts(req.input)
         refusal = self.check(texts)
         if refusal is not None:
             return refusal
-        prefix = self.backend.prompts.get(req.input_type, "")
+        prefix = self.backend.prompts.get(self.input_type(req), "")
         truncate = self.cfg.truncate if req.truncate is None else req.truncate
         work = self.embed([prefix + t for t in texts], truncate)
         retry = {"Retry-After": str(self.cfg.retry_after_s)}
@@ -115,6 +149,8 @@ class Embedder:
         if isinstance(result, JSONResponse):
             return result
         emb, tok, truncated = result
+        if req.dimensions is not None:
+            emb = shorten(emb, req.dimensions)
         n_tok = int(np.sum(tok))
         self.metrics.embedded(time.perf_counter() - t0, len(texts), n_tok, truncated)
         usage = {"prompt_tokens": n_tok, "total_tokens": n_tok, "truncated_inputs": truncated}
@@ -124,6 +160,21 @@ class Embedder:
             "model": req.model or self.cfg.model_name,
             "usage": usage,
         }
+
+    def texts(self, given: str | list) -> list[str]:
+        """The request's inputs as texts (token-id inputs decoded with the model's tokenizer)."""
+        if isinstance(given, str):
+            return [given]
+        if given and isinstance(given[0], int):
+            return [self.decode(given)]
+        return [t if isinstance(t, str) else self.decode(t) for t in given]
+
+    def input_type(self, req: EmbeddingRequest) -> str:
+        """The request's ``input_type``, else the one its model name asks for, else the default."""
+        if req.input_type is not None:
+            return req.input_type
+        by_name = served_models(self.cfg.model_name).get(req.model or "")
+        return by_name or self.cfg.default_input_type
 
     def check(self, texts: list[str]) -> JSONResponse | None:
         """422/413 for empty, too many, too long or unencodable inputs (naming the input)."""
@@ -166,6 +217,28 @@ class Embedder:
         except Exception as e:  # noqa: BLE001 - the batcher isolated it to this request
             return error(500, f"embedding failed for this request ({type(e).__name__})")
         return emb, tok, len(over)
+
+
+def token_decoder(backend: Backend, token_ids: str) -> Callable[[list[int]], str]:
+    """Token ids -> text: the served model's tokenizer (``model``) or a tiktoken encoding."""
+    if token_ids == "model":
+        return lambda ids: backend.decode(ids)
+    try:
+        import tiktoken
+
+        encoding = tiktoken.get_encoding(token_ids)
+    except ImportError:
+        raise EmbedforgeError(f"token ids {token_ids!r} need `pip install tiktoken`") from None
+    except ValueError as e:
+        raise EmbedforgeError(f"unknown tiktoken encoding {token_ids!r}: {e}") from None
+    return lambda ids: encoding.decode(list(ids), errors="replace")
+
+
+def shorten(emb: np.ndarray, dimensions: int) -> np.ndarray:
+    """The first ``dimensions`` components of each row, renormalized to unit length (OpenAI's
+    ``dimensions``; meaningful for Matryoshka-trained models, always unit-norm)."""
+    cut = emb[:, :dimensions]
+    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
 
 
 def _item(index: int, row: np.ndarray, encoding_format: str) -> dict:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from embedforge.errors import EmbedforgeError
 from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
@@ -29,6 +28,10 @@ class Backend(Protocol):
         """Each text's token count without truncation (specials included)."""
         ...
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids of this model's tokenizer (special tokens dropped)."""
+        ...
+
 
 def _count(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
     ids = tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
@@ -39,6 +42,8 @@ class TorchBackend:
     """A SentenceTransformer dir run with torch (the saved pooling/normalize modules)."""
 
     def __init__(self, model_dir: str | Path, threads: int | None = None):
+        import torch
+
         from embedforge.models.encoder import Encoder
 
         if threads:
@@ -48,14 +53,19 @@ class TorchBackend:
         self.dim = self.encoder.dim
         self.max_tokens = self.encoder.max_seq_length
 
-    @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        feats = self.encoder.tokenize(texts)
-        emb = self.encoder(feats).float().cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            feats = self.encoder.tokenize(texts)
+            emb = self.encoder(feats).float().cpu().numpy()
         return emb, feats["attention_mask"].sum(1).cpu().numpy()
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
         return _count(self.encoder.model.tokenizer, texts)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoder.model.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
 class OnnxBackend:
@@ -71,7 +81,10 @@ class OnnxBackend:
         return self.encoder.embed_raw(texts)
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
-        return _count(self.encoder.tokenizer, texts)
+        return self.encoder.count_tokens(texts)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoder.decode(ids)
 
 
 def check_export_report(onnx_dir: Path, force: bool = False) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from embedforge.errors import EmbedforgeError
+
 
 @dataclass
 class ServeConfig:
@@ -24,6 +26,11 @@ class ServeConfig:
     max_body_bytes: largest request body, enforced while reading (413 beyond); 0 = derived from
         ``max_inputs * max_chars`` (6 bytes per character: JSON ``\\uXXXX`` escapes).
     limit_concurrency: most API requests in progress at once (503 beyond); 0 = no limit.
+    default_input_type: the prompt (``query`` or ``document``) for a request that names no
+        ``input_type`` and no ``<name>-query`` / ``<name>-document`` model.
+    token_ids: how token-id inputs are read: ``model`` (ids of the served model's tokenizer) or
+        a tiktoken encoding name such as ``cl100k_base`` (the ids OpenAI clients, e.g.
+        LangChain's ``OpenAIEmbeddings`` by default, send; needs ``tiktoken``).
     """
 
     max_batch_size: int = 32
@@ -39,6 +46,14 @@ class ServeConfig:
     body_timeout_s: float = 10.0
     max_body_bytes: int = 0
     limit_concurrency: int = 0
+    default_input_type: str = "document"
+    token_ids: str = "model"
+
+    def __post_init__(self) -> None:
+        if self.default_input_type not in ("query", "document"):
+            raise EmbedforgeError(
+                f"default input type must be query or document, got {self.default_input_type!r}"
+            )
 
     @property
     def body_limit(self) -> int:

@@ -1,4 +1,7 @@
-"""Every non-2xx answer of the server in OpenAI's shape: ``{"error": {message, type, code}}``."""
+"""Every non-2xx answer of the server in OpenAI's shape: ``{"error": {message, type, param, code}}``.
+
+``type`` and ``code`` are strings as OpenAI sends them (its SDKs read ``code`` as a string).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 KINDS = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+#: ``error.code`` per HTTP status (OpenAI's names where it has one)
+CODES = {
+    400: "invalid_json",
+    401: "invalid_api_key",
+    404: "not_found",
+    408: "request_timeout",
+    413: "request_too_large",
+    422: "invalid_value",
+    429: "rate_limit_exceeded",
+    500: "internal_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
 def error_kind(status: int) -> str:
@@ -17,16 +33,22 @@ def error_kind(status: int) -> str:
     return KINDS.get(status, "invalid_request_error" if status < 500 else "server_error")
 
 
+def error_payload(status: int, message: str, param: str | None = None) -> dict:
+    """``{"error": {message, type, param, code}}`` for an HTTP status."""
+    code = CODES.get(status, "invalid_request" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": error_kind(status), "param": param, "code": code}}
+
+
 def error_body(status: int, message: str) -> bytes:
     """The JSON bytes of an error answer (for raw ASGI senders)."""
-    body = {"error": {"message": message, "type": error_kind(status), "code": status}}
-    return json.dumps(body).encode()
+    return json.dumps(error_payload(status, message)).encode()
 
 
-def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """An OpenAI-style error response."""
-    body = {"error": {"message": message, "type": error_kind(status), "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+def error(
+    status: int, message: str, headers: dict | None = None, param: str | None = None
+) -> JSONResponse:
+    """An OpenAI-style error response (``param``: the request field at fault)."""
+    return JSONResponse(error_payload(status, message, param), status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
