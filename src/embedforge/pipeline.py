@@ -37,7 +37,7 @@ from embedforge.provenance import git_info, set_hash, versions
 from embedforge.report import write_report
 from embedforge.runs import RunMetrics
 from embedforge.secrets import redacted_container
-from embedforge.train.datamodule import PairDataModule
+from embedforge.train.datamodule import PairDataModule, equal_negatives
 from embedforge.train.module import ContrastiveModule
 from embedforge.types import Pair
 
@@ -146,6 +146,7 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
             pairs = mine_for_pipeline(pairs, data, encoder, cfg.seed, stats=negatives)
     elif data.group_negatives > 0:
         pairs = data.with_group_negatives(pairs, stats=negatives)
+    pairs = equal_negatives(pairs, cfg.seed, stats=negatives)  # one (B, N) shape on every rank
     path = write_jsonl(run_dir / PAIRS_FILE, pairs)
     train_set = TrainingSet(
         pairs, val_set, eval_set, path, negatives, pair_diagnostics(pairs, run_dir)
