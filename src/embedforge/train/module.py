@@ -275,9 +275,15 @@ class ContrastiveModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def run_validation(self) -> dict[str, float]:
+        """``val/<metric>`` of the current weights, encoded in fp32 with autocast off: Lightning
+        runs ``validation_step`` inside the trainer's autocast, but every selection candidate (base,
+        best checkpoint, last) must be scored the same way."""
         if self.val_set is None:
             return {}
-        result = evaluate(self.encoder, self.val_set, self.metrics, batch_size=self.eval_batch_size)
+        with torch.autocast(self.device.type, enabled=False):
+            result = evaluate(
+                self.encoder, self.val_set, self.metrics, batch_size=self.eval_batch_size
+            )
         return {f"val/{k}": v for k, v in result.metrics.items()}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
