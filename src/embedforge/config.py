@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
-from embedforge.eval.metrics import parse_metric
+from embedforge.eval.metrics import EMPTY_QUERIES, parse_metric
 from embedforge.eval.ship import SHIP_METRIC
 
 
@@ -56,6 +56,11 @@ def validate(cfg: DictConfig) -> None:
     if monitor.removeprefix("val/") not in metrics:
         raise EmbedforgeError(
             f"monitor {monitor!r} is not computed: add {monitor.removeprefix('val/')!r} to eval.metrics"
+        )
+    empty = _get(cfg, "eval.empty_queries", "zero")
+    if empty not in EMPTY_QUERIES:
+        raise EmbedforgeError(
+            f"eval.empty_queries must be one of {list(EMPTY_QUERIES)}, got {empty!r}"
         )
     if SHIP_METRIC not in metrics:
         raise EmbedforgeError(

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -22,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
+import embedforge
 from embedforge.config import build, validate
 from embedforge.data.diagnostics import pair_diagnostics
 from embedforge.data.hard_negatives import mine_for_pipeline
@@ -32,6 +34,7 @@ from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
 from embedforge.export.model_card import write_model_card
 from embedforge.io import file_hash, stable_hash, write_json, write_jsonl
+from embedforge.models import encoder as models_encoder
 from embedforge.models.encoder import Encoder
 from embedforge.provenance import git_info, set_hash, versions
 from embedforge.report import write_report
@@ -219,6 +222,7 @@ def build_module(cfg: DictConfig, encoder: Encoder, val_set: RetrievalSet) -> Co
         val_set=val_set,
         metrics=list(cfg.eval.metrics),
         eval_batch_size=cfg.eval.batch_size,
+        empty_queries=cfg.eval.empty_queries,
     )
 
 
@@ -278,31 +282,51 @@ def evaluate_base(
 
 
 def baseline_eval(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
-    """The base model's metrics, cached by (model config, weights, eval set content, metrics).
+    """The base model's metrics, cached by :func:`baseline_key`.
 
     Every job of a sweep shares its baseline, so a sweep encodes the eval corpus with the base
     model once instead of once per job.
     """
-    metrics = list(cfg.eval.metrics)
-    with torch.no_grad():  # the weights themselves, so a changed local model dir is a new key
-        weights = [round(float(p.double().sum()), 6) for p in encoder.parameters()]
-    key = stable_hash(
-        OmegaConf.to_container(cfg.model, resolve=True),
-        weights,
-        eval_set.corpus,
-        eval_set.queries,
-        eval_set.qrels,
-        metrics,
-    )
+    key = baseline_key(cfg, encoder, eval_set)
     path = Path(cfg.paths.cache_dir) / "baselines" / f"{key}.json"
     fields = ("metrics", "per_query", "n_queries", "n_skipped", "n_docs")
     if path.is_file():
         d = json.loads(path.read_text())
         log.info("baseline: cached result %s", path)
         return EvalResult(*(d[f] for f in fields), {"cached": 0.0})
-    r = retrieval.evaluate(encoder, eval_set, metrics, cfg.eval.batch_size)
+    r = evaluate(cfg, encoder, eval_set)
     write_json(path, {f: getattr(r, f) for f in fields})
     return r
+
+
+def baseline_key(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> str:
+    """Everything a baseline's numbers depend on: the code that scores it (package version, a hash
+    of the evaluation and encoder source, library versions), the encoder as it will encode
+    (effective prefixes, modules with their pooling, max length, a sha256 of the weights), the
+    eval set's content and the metric settings."""
+    code = hashlib.sha256()
+    for f in sorted(Path(retrieval.__file__).parent.glob("*.py")) + [Path(models_encoder.__file__)]:
+        code.update(f.read_bytes())
+    weights = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in sorted(encoder.state_dict().items()):
+            weights.update(name.encode())
+            t = t.detach().cpu().contiguous()
+            weights.update(
+                t.view(torch.int16 if t.dtype == torch.bfloat16 else t.dtype).numpy().tobytes()
+            )
+    return stable_hash(
+        embedforge.__version__,
+        code.hexdigest(),
+        versions(),
+        [encoder.query_prefix, encoder.doc_prefix, encoder.max_seq_length, repr(encoder.model)],
+        weights.hexdigest(),
+        eval_set.corpus,
+        eval_set.queries,
+        eval_set.qrels,
+        list(cfg.eval.metrics),
+        cfg.eval.empty_queries,
+    )
 
 
 def fit(
@@ -392,7 +416,13 @@ def load_weights(module: ContrastiveModule, checkpoint_path: str) -> None:
 # ---------------------------------------------------------------------------------------- report
 def evaluate(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
     """The shipped model on the reported eval set (the same set and metrics as the baseline)."""
-    return retrieval.evaluate(encoder, eval_set, list(cfg.eval.metrics), cfg.eval.batch_size)
+    return retrieval.evaluate(
+        encoder,
+        eval_set,
+        list(cfg.eval.metrics),
+        cfg.eval.batch_size,
+        empty_queries=cfg.eval.empty_queries,
+    )
 
 
 def write_run(
@@ -455,6 +485,7 @@ def run_metrics(
         eval_split=train_set.eval_set.info.get("split", "held-out"),
         n_queries=result.n_queries,
         n_skipped=result.n_skipped,
+        empty_queries=cfg.eval.empty_queries,
         n_docs=result.n_docs,
         n_train_pairs=n_pairs,
         pairs_by_source=train_set.by_source,

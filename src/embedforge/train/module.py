@@ -59,6 +59,7 @@ class ContrastiveModule(pl.LightningModule):
             clips because Lightning refuses ``Trainer(gradient_clip_val)`` with manual optimization.
         gather_queries: under DDP with ``gather_across_devices``, also gather queries and compute
             the loss on the whole global batch on every rank (needed for an exact symmetric loss).
+        empty_queries: how validation counts queries without a relevant document (``zero``/``skip``).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class ContrastiveModule(pl.LightningModule):
         eval_batch_size: int = 64,
         gradient_clip_val: float | None = None,
         gather_queries: bool = False,
+        empty_queries: str = "zero",
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -90,6 +92,7 @@ class ContrastiveModule(pl.LightningModule):
         self.val_set = val_set
         self.metrics = list(metrics)
         self.eval_batch_size = int(eval_batch_size)
+        self.empty_queries = empty_queries
         self._announced = False
         if self.l2sp_weight > 0:
             # frozen copy of the starting weights; not a parameter, not saved in checkpoints' state
@@ -282,7 +285,11 @@ class ContrastiveModule(pl.LightningModule):
             return {}
         with torch.autocast(self.device.type, enabled=False):
             result = evaluate(
-                self.encoder, self.val_set, self.metrics, batch_size=self.eval_batch_size
+                self.encoder,
+                self.val_set,
+                self.metrics,
+                batch_size=self.eval_batch_size,
+                empty_queries=self.empty_queries,
             )
         return {f"val/{k}": v for k, v in result.metrics.items()}
 
