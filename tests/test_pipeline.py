@@ -348,3 +348,20 @@ def test_trainer_gets_the_configured_callbacks(compose, tmp_path):
     assert not any(isinstance(c, LearningRateMonitor) for c in quiet.callbacks)
     with pytest.raises(EmbedforgeError, match="callbacks.checkpoint"):
         build_trainer(compose(*base, "logger=none", "~callbacks.checkpoint"))
+
+
+def test_ddp_ranks_above_zero_read_rank0_pairs_instead_of_building(compose, tmp_path, monkeypatch):
+    """Defect: every rank generated its own pairs (N LLM bills, one cache file written by N
+    processes, and different pair lists, i.e. different batch counts: a hang)."""
+    from embedforge.io import write_jsonl
+    from embedforge.pipeline import PAIRS_FILE, Clock, build_pairs
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"rank 1 used data.{name}: it must not build pairs")
+
+    rows = [{"query": "q", "positive": "p", "negatives": ["n"], "source": "offline"}]
+    write_jsonl(tmp_path / PAIRS_FILE, rows)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    train_set = build_pairs(compose(f"paths.output_dir={tmp_path}"), Untouchable(), None, Clock())
+    assert train_set.pairs == rows

@@ -33,7 +33,7 @@ from embedforge.eval import retrieval
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
 from embedforge.export.model_card import write_model_card
-from embedforge.io import file_hash, stable_hash, write_json, write_jsonl
+from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
 from embedforge.models import encoder as models_encoder
 from embedforge.models.encoder import Encoder
 from embedforge.provenance import git_info, set_hash, versions
@@ -41,6 +41,7 @@ from embedforge.report import write_report
 from embedforge.runs import RunMetrics
 from embedforge.secrets import redacted_container
 from embedforge.train.datamodule import PairDataModule, equal_negatives
+from embedforge.train.distributed import launch_rank_zero
 from embedforge.train.module import ContrastiveModule
 from embedforge.types import Pair
 
@@ -124,8 +125,11 @@ class TrainingSet:
 def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Clock) -> TrainingSet:
     """Real and generated pairs, mixed, split from validation/eval, capped, given negatives.
 
-    Writes ``pairs.jsonl`` (and ``pair_diagnostics.png``) into the run directory.
+    Writes ``pairs.jsonl`` (and ``pair_diagnostics.png``) into the run directory. Under DDP only
+    rank 0 builds them (one LLM bill, one cache writer); the other ranks read its file.
     """
+    if not launch_rank_zero():
+        return rank0_pairs(Path(cfg.paths.output_dir) / PAIRS_FILE)
     run_dir = Path(cfg.paths.output_dir)
     with clock("data"):
         real = data.real_pairs()
@@ -162,6 +166,21 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
         eval_set.summary(),
     )
     return train_set
+
+
+def rank0_pairs(path: Path, timeout_s: float = 6 * 3600) -> TrainingSet:
+    """Rank 0's ``pairs.jsonl`` for a DDP rank > 0 (waiting until it is written; the file is
+    written atomically). Validation and evaluation run on rank 0 only, so their sets stay empty
+    here; ``PairDataModule.setup`` checks that every rank holds the same pairs."""
+    deadline = time.monotonic() + timeout_s
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise EmbedforgeError(f"rank 0 did not write {path} within {timeout_s:.0f} s")
+        time.sleep(1.0)
+    pairs = read_jsonl(path)
+    none = RetrievalSet({}, {}, {}, name="on rank 0")
+    log.info("training pairs: %d read from rank 0's %s", len(pairs), path)
+    return TrainingSet(pairs, none, none, path, {}, {})
 
 
 def generate_pairs(cfg: DictConfig, data: DataSource) -> list[Pair]:

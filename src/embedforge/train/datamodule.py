@@ -10,6 +10,8 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from embedforge.io import stable_hash
+from embedforge.train.distributed import same_on_every_rank
 from embedforge.types import Pair
 
 
@@ -175,6 +177,12 @@ class PairDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.has_val = has_val
         self.drop_last = drop_last
+
+    def setup(self, stage: str) -> None:
+        # under DDP every rank must train on rank 0's pairs (a different list means different
+        # batch counts: a hang), so compare content hashes once the process group exists
+        if stage == "fit":
+            same_on_every_rank(stable_hash(self.pairs), "the hash of the training pairs")
 
     def _replicas(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
