@@ -131,6 +131,12 @@ def test_trainer_args_pass_through(compose):
         (["monitor=train/loss"], "monitor"),
         (["monitor=val/map@10"], "eval.metrics"),
         (["optim.lr=5"], "optim.lr"),
+        # defect: passed validation, then crashed after training on baseline["ndcg@10"]
+        (["monitor=val/recall@5", "eval.metrics=[recall@5]"], "ndcg@10"),
+        # defect: a bad loss argument failed only after the baseline had been evaluated
+        (["loss.similarity=cosine"], "loss.similarity"),
+        (["loss.false_negative_margin=nan"], "loss.false_negative_margin"),
+        (["loss=triplet", "+loss.scale=20"], "scale"),
         (["data.mix_real=0", "data.mix_synthetic=0"], "data.mix_real"),
         (
             ["data=beir", "data.path=x", "data.group_negatives=1", "data.hard_negatives.num=2"],

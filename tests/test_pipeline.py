@@ -187,6 +187,35 @@ def test_baseline_eval_is_cached_per_model_and_eval_set(compose, tmp_path, tiny_
     )  # another eval set: recomputed
 
 
+def test_baseline_cache_misses_on_what_the_config_does_not_show(compose, tmp_path, tiny_encoder):
+    """Defect: the key was the model config and parameter sums rounded to 6 decimals, so a prompt
+    resolved from the saved model, another max length or a small weight change served a stale
+    baseline."""
+    import copy
+
+    from embedforge.eval.retrieval import RetrievalSet
+    from embedforge.pipeline import baseline_eval
+
+    cfg = compose("model=tiny", f"paths.cache_dir={tmp_path}", f"paths.output_dir={tmp_path}")
+    rset = RetrievalSet({"a": "alpha clause", "b": "beta clause"}, {"q": "alpha"}, {"q": {"a": 1}})
+    baseline_eval(cfg, tiny_encoder, rset)
+
+    def cached(enc) -> bool:
+        return "cached" in baseline_eval(cfg, enc, rset).seconds
+
+    assert cached(copy.deepcopy(tiny_encoder))
+    prompted = copy.deepcopy(tiny_encoder)
+    prompted.query_prefix = "query: "  # e.g. resolved from a saved model, the config says null
+    shorter = copy.deepcopy(tiny_encoder)
+    shorter.model.max_seq_length = tiny_encoder.max_seq_length // 2
+    nudged = copy.deepcopy(tiny_encoder)
+    with torch.no_grad():
+        w = next(nudged.parameters())
+        w.view(-1)[0] += 1e-4  # a swap that keeps the parameter sum to 6 decimals
+        w.view(-1)[1] -= 1e-4
+    assert not cached(prompted) and not cached(shorter) and not cached(nudged)
+
+
 # ---------------------------------------------------------------------------------------- select
 class _Checkpoint:
     def __init__(self, score, path):
@@ -327,3 +356,20 @@ def test_trainer_gets_the_configured_callbacks(compose, tmp_path):
     assert not any(isinstance(c, LearningRateMonitor) for c in quiet.callbacks)
     with pytest.raises(EmbedforgeError, match="callbacks.checkpoint"):
         build_trainer(compose(*base, "logger=none", "~callbacks.checkpoint"))
+
+
+def test_ddp_ranks_above_zero_read_rank0_pairs_instead_of_building(compose, tmp_path, monkeypatch):
+    """Defect: every rank generated its own pairs (N LLM bills, one cache file written by N
+    processes, and different pair lists, i.e. different batch counts: a hang)."""
+    from embedforge.io import write_jsonl
+    from embedforge.pipeline import PAIRS_FILE, Clock, build_pairs
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"rank 1 used data.{name}: it must not build pairs")
+
+    rows = [{"query": "q", "positive": "p", "negatives": ["n"], "source": "offline"}]
+    write_jsonl(tmp_path / PAIRS_FILE, rows)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    train_set = build_pairs(compose(f"paths.output_dir={tmp_path}"), Untouchable(), None, Clock())
+    assert train_set.pairs == rows

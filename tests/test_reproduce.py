@@ -97,3 +97,17 @@ def test_a_config_saved_before_conf_callbacks_gets_the_default_callbacks():
     new = OmegaConf.create({"callbacks": {"checkpoint": {"monitor": "val/mrr@10"}}})
     _add_default_callbacks(new)  # a config that names its callbacks keeps them
     assert set(new.callbacks) == {"checkpoint"}
+
+
+def test_a_config_saved_before_eval_empty_queries_keeps_skipping_them():
+    from omegaconf import OmegaConf, open_dict
+
+    from embedforge.rerun import _keep_empty_query_semantics
+
+    old = OmegaConf.create({"eval": {"metrics": ["ndcg@10"]}})
+    with open_dict(old):
+        _keep_empty_query_semantics(old)
+    assert old.eval.empty_queries == "skip"
+    new = OmegaConf.create({"eval": {"empty_queries": "zero"}})
+    _keep_empty_query_semantics(new)
+    assert new.eval.empty_queries == "zero"

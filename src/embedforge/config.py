@@ -5,7 +5,8 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
-from embedforge.eval.metrics import parse_metric
+from embedforge.eval.metrics import EMPTY_QUERIES, parse_metric
+from embedforge.eval.ship import SHIP_METRIC
 
 
 def build(node, *args, **kwargs):
@@ -56,6 +57,17 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"monitor {monitor!r} is not computed: add {monitor.removeprefix('val/')!r} to eval.metrics"
         )
+    empty = _get(cfg, "eval.empty_queries", "zero")
+    if empty not in EMPTY_QUERIES:
+        raise EmbedforgeError(
+            f"eval.empty_queries must be one of {list(EMPTY_QUERIES)}, got {empty!r}"
+        )
+    if SHIP_METRIC not in metrics:
+        raise EmbedforgeError(
+            f"eval.metrics must include {SHIP_METRIC!r}: the report and the ship gate compare it"
+        )
+    if _get(cfg, "loss") is not None:
+        build(cfg.loss)  # bad loss arguments fail here, before any data is read or model encoded
     bs = _get(cfg, "data.batch_size")
     if not isinstance(bs, int) or bs < 2:
         raise EmbedforgeError(

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -22,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
+import embedforge
 from embedforge.config import build, validate
 from embedforge.data.diagnostics import pair_diagnostics
 from embedforge.data.hard_negatives import mine_for_pipeline
@@ -31,7 +33,8 @@ from embedforge.eval import retrieval
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
 from embedforge.export.model_card import base_model_info, write_model_card
-from embedforge.io import file_hash, stable_hash, write_json, write_jsonl
+from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
+from embedforge.models import encoder as models_encoder
 from embedforge.models.encoder import Encoder
 from embedforge.per_query import write_per_query
 from embedforge.provenance import git_info, set_hash, versions
@@ -39,7 +42,8 @@ from embedforge.report import write_report
 from embedforge.runs import RunMetrics, flatten
 from embedforge.secrets import redacted_container
 from embedforge.tracking import WandbRunLogger, finishes_wandb
-from embedforge.train.datamodule import PairDataModule
+from embedforge.train.datamodule import PairDataModule, equal_negatives
+from embedforge.train.distributed import launch_rank_zero
 from embedforge.train.module import ContrastiveModule
 from embedforge.types import Pair
 
@@ -124,8 +128,11 @@ class TrainingSet:
 def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Clock) -> TrainingSet:
     """Real and generated pairs, mixed, split from validation/eval, capped, given negatives.
 
-    Writes ``pairs.jsonl`` (and ``pair_diagnostics.png``) into the run directory.
+    Writes ``pairs.jsonl`` (and ``pair_diagnostics.png``) into the run directory. Under DDP only
+    rank 0 builds them (one LLM bill, one cache writer); the other ranks read its file.
     """
+    if not launch_rank_zero():
+        return rank0_pairs(Path(cfg.paths.output_dir) / PAIRS_FILE)
     run_dir = Path(cfg.paths.output_dir)
     with clock("data"):
         real = data.real_pairs()
@@ -149,6 +156,7 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
             pairs = mine_for_pipeline(pairs, data, encoder, cfg.seed, stats=negatives)
     elif data.group_negatives > 0:
         pairs = data.with_group_negatives(pairs, stats=negatives)
+    pairs = equal_negatives(pairs, cfg.seed, stats=negatives)  # one (B, N) shape on every rank
     path = write_jsonl(run_dir / PAIRS_FILE, pairs)
     train_set = TrainingSet(
         pairs, val_set, eval_set, path, negatives, pair_diagnostics(pairs, run_dir)
@@ -161,6 +169,21 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
         eval_set.summary(),
     )
     return train_set
+
+
+def rank0_pairs(path: Path, timeout_s: float = 6 * 3600) -> TrainingSet:
+    """Rank 0's ``pairs.jsonl`` for a DDP rank > 0 (waiting until it is written; the file is
+    written atomically). Validation and evaluation run on rank 0 only, so their sets stay empty
+    here; ``PairDataModule.setup`` checks that every rank holds the same pairs."""
+    deadline = time.monotonic() + timeout_s
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise EmbedforgeError(f"rank 0 did not write {path} within {timeout_s:.0f} s")
+        time.sleep(1.0)
+    pairs = read_jsonl(path)
+    none = RetrievalSet({}, {}, {}, name="on rank 0")
+    log.info("training pairs: %d read from rank 0's %s", len(pairs), path)
+    return TrainingSet(pairs, none, none, path, {}, {})
 
 
 def generate_pairs(cfg: DictConfig, data: DataSource) -> list[Pair]:
@@ -221,6 +244,7 @@ def build_module(cfg: DictConfig, encoder: Encoder, val_set: RetrievalSet) -> Co
         val_set=val_set,
         metrics=list(cfg.eval.metrics),
         eval_batch_size=cfg.eval.batch_size,
+        empty_queries=cfg.eval.empty_queries,
     )
 
 
@@ -280,31 +304,51 @@ def evaluate_base(
 
 
 def baseline_eval(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
-    """The base model's metrics, cached by (model config, weights, eval set content, metrics).
+    """The base model's metrics, cached by :func:`baseline_key`.
 
     Every job of a sweep shares its baseline, so a sweep encodes the eval corpus with the base
     model once instead of once per job.
     """
-    metrics = list(cfg.eval.metrics)
-    with torch.no_grad():  # the weights themselves, so a changed local model dir is a new key
-        weights = [round(float(p.double().sum()), 6) for p in encoder.parameters()]
-    key = stable_hash(
-        OmegaConf.to_container(cfg.model, resolve=True),
-        weights,
-        eval_set.corpus,
-        eval_set.queries,
-        eval_set.qrels,
-        metrics,
-    )
+    key = baseline_key(cfg, encoder, eval_set)
     path = Path(cfg.paths.cache_dir) / "baselines" / f"{key}.json"
     fields = ("metrics", "per_query", "n_queries", "n_skipped", "n_docs")
     if path.is_file():
         d = json.loads(path.read_text())
         log.info("baseline: cached result %s", path)
         return EvalResult(*(d[f] for f in fields), {"cached": 0.0})
-    r = retrieval.evaluate(encoder, eval_set, metrics, cfg.eval.batch_size)
+    r = evaluate(cfg, encoder, eval_set)
     write_json(path, {f: getattr(r, f) for f in fields})
     return r
+
+
+def baseline_key(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> str:
+    """Everything a baseline's numbers depend on: the code that scores it (package version, a hash
+    of the evaluation and encoder source, library versions), the encoder as it will encode
+    (effective prefixes, modules with their pooling, max length, a sha256 of the weights), the
+    eval set's content and the metric settings."""
+    code = hashlib.sha256()
+    for f in sorted(Path(retrieval.__file__).parent.glob("*.py")) + [Path(models_encoder.__file__)]:
+        code.update(f.read_bytes())
+    weights = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in sorted(encoder.state_dict().items()):
+            weights.update(name.encode())
+            t = t.detach().cpu().contiguous()
+            weights.update(
+                t.view(torch.int16 if t.dtype == torch.bfloat16 else t.dtype).numpy().tobytes()
+            )
+    return stable_hash(
+        embedforge.__version__,
+        code.hexdigest(),
+        versions(),
+        [encoder.query_prefix, encoder.doc_prefix, encoder.max_seq_length, repr(encoder.model)],
+        weights.hexdigest(),
+        eval_set.corpus,
+        eval_set.queries,
+        eval_set.qrels,
+        list(cfg.eval.metrics),
+        cfg.eval.empty_queries,
+    )
 
 
 def fit(
@@ -394,7 +438,13 @@ def load_weights(module: ContrastiveModule, checkpoint_path: str) -> None:
 # ---------------------------------------------------------------------------------------- report
 def evaluate(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
     """The shipped model on the reported eval set (the same set and metrics as the baseline)."""
-    return retrieval.evaluate(encoder, eval_set, list(cfg.eval.metrics), cfg.eval.batch_size)
+    return retrieval.evaluate(
+        encoder,
+        eval_set,
+        list(cfg.eval.metrics),
+        cfg.eval.batch_size,
+        empty_queries=cfg.eval.empty_queries,
+    )
 
 
 def write_run(
@@ -459,6 +509,7 @@ def run_metrics(
         eval_split=train_set.eval_set.info.get("split", "held-out"),
         n_queries=result.n_queries,
         n_skipped=result.n_skipped,
+        empty_queries=cfg.eval.empty_queries,
         n_docs=result.n_docs,
         n_train_pairs=n_pairs,
         pairs_by_source=train_set.by_source,

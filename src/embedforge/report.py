@@ -27,10 +27,11 @@ def write_report(run_dir: Path, m: RunMetrics) -> Path:
 
 
 def _results(m: RunMetrics) -> list[str]:
-    skipped = f", {m.n_skipped} queries without relevant documents skipped" if m.n_skipped else ""
+    how = "scored 0, as BEIR" if m.empty_queries == "zero" else "left out of the mean"
+    empty = f"; {m.n_skipped} without a relevant document, {how}" if m.n_skipped else ""
     lines = [
-        f"Eval set **{m.eval_set['name']}** ({m.n_queries} queries with relevant documents,"
-        f" {m.n_docs} documents searched{skipped}).",
+        f"Eval set **{m.eval_set['name']}** ({m.n_queries} queries in the mean{empty},"
+        f" {m.n_docs} documents searched).",
         "",
         "| metric | baseline | fine-tuned | delta |",
         "|---|---:|---:|---:|",

@@ -48,6 +48,7 @@ def rerun(
     with open_dict(cfg):
         del cfg["hydra"]
         _add_default_callbacks(cfg)
+        _keep_empty_query_semantics(cfg)
     (out / ".hydra").mkdir(parents=True, exist_ok=True)
     (out / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
@@ -69,3 +70,10 @@ def _add_default_callbacks(cfg: DictConfig) -> None:
         cfg.callbacks = OmegaConf.merge(
             OmegaConf.load(DEFAULT_CALLBACKS), cfg.get("callbacks") or {}
         )
+
+
+def _keep_empty_query_semantics(cfg: DictConfig) -> None:
+    """A config saved before ``eval.empty_queries`` existed left such queries out of the mean:
+    keep that, so its rerun reproduces its metrics."""
+    if OmegaConf.select(cfg, "eval.empty_queries") is None and "eval" in cfg:
+        cfg.eval.empty_queries = "skip"

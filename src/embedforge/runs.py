@@ -76,7 +76,10 @@ class RunMetrics:
         finetuned: metrics of the shipped model on the same eval set.
         delta: ``finetuned - baseline`` per metric.
         eval_split: the reported split (``held-out`` when held out of the pairs).
-        n_queries / n_skipped / n_docs: queries scored, queries without a relevant doc, docs searched.
+        n_queries / n_skipped / n_docs: queries in the mean, queries without a relevant doc, docs
+            searched.
+        empty_queries: how queries without a relevant doc counted: ``zero`` (BEIR) or ``skip``
+            (left out of the mean; runs written before this field).
         n_train_pairs: training pairs after splitting, capping and negatives.
         pairs_by_source: training pairs per ``source`` (real, offline, synthetic).
         pair_diagnostics: length and overlap statistics of the pairs (``data.diagnostics``).
@@ -100,6 +103,7 @@ class RunMetrics:
     eval_split: str = "held-out"
     n_queries: int = 0
     n_skipped: int = 0
+    empty_queries: str = "skip"
     n_docs: int = 0
     n_train_pairs: int = 0
     pairs_by_source: dict[str, int] = field(default_factory=dict)

@@ -118,3 +118,46 @@ def test_margin_drops_likely_false_negative():
         pairs, ["P", "near", "far", "farther"], enc, rank_window=(0, 4), margin=None
     )
     assert "near" in loose[0]["negatives"]
+
+
+def test_pipeline_mines_the_whole_corpus_not_the_generator_sample(tmp_path):
+    """Defect: mining searched ``data.chunks()``, capped by ``gen_max_docs`` (2,000 of CUAD's
+    20,301 passages), so the "hard" negatives came from a small random sample."""
+    from embedforge.data.hard_negatives import mine_for_pipeline
+    from embedforge.data.sources import BeirSource
+    from embedforge.models.encoder import Encoder
+    from tests.conftest import make_beir
+
+    corpus = [
+        {"_id": f"d{i}", "title": "", "text": f"clause {i} about fee {i % 7}"} for i in range(40)
+    ]
+    queries = [{"_id": f"q{i}", "text": f"fee {i}"} for i in range(6)]
+    qrels = {"train": [(f"q{i}", f"d{i}", 1) for i in range(6)], "test": [("q0", "d1", 1)]}
+    src = BeirSource(
+        str(make_beir(tmp_path / "b", corpus, queries, qrels)),
+        val_split=None,
+        gen_max_docs=4,
+        hard_negatives={"num": 3, "rank_window": [0, 40], "margin": None},
+    )
+    pairs = [{"query": f"fee {i}", "positive": f"clause {i} about fee {i % 7}"} for i in range(6)]
+    stats = {}
+    out = mine_for_pipeline(pairs, src, Encoder.tiny(max_seq_length=16), seed=0, stats=stats)
+    sample = {c["text"] for c in src.chunks()}
+    negatives = {n for p in out for n in p["negatives"]}
+    assert negatives - sample  # negatives from outside the generator's sample
+    assert stats["searched_docs"] == 40
+
+
+def test_mining_script_excludes_train_judgements_only(tmp_path):
+    """Defect: scripts/mine_negatives.py merged the qrels of every split, test included, so the
+    reported split's labels shaped the training negatives."""
+    from embedforge.cli import mine
+    from tests.conftest import make_beir
+
+    corpus = [{"_id": f"d{i}", "title": "", "text": f"text {i}"} for i in range(3)]
+    qrels = {"train": [("q0", "d0", 1)], "test": [("q0", "d1", 1), ("q1", "d2", 1)]}
+    root = make_beir(
+        tmp_path / "b", corpus, [{"_id": "q0", "text": "x"}, {"_id": "q1", "text": "y"}], qrels
+    )
+    _, judged = mine.load_corpus(root)
+    assert judged == {"q0": {"d0": 1}}

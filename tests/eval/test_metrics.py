@@ -34,7 +34,7 @@ def test_ties_broken_by_doc_id_descending_like_trec_eval():
 def test_queries_without_relevant_docs_are_skipped_and_counted():
     run = {"q1": {"d1": 1.0}, "q2": {"d1": 1.0}}
     means, per_query, skipped = compute_metrics(
-        run, {"q1": {"d1": 1}, "q2": {"d2": 0}}, ["ndcg@10"]
+        run, {"q1": {"d1": 1}, "q2": {"d2": 0}}, ["ndcg@10"], empty_queries="skip"
     )
     assert skipped == 1 and set(per_query) == {"q1"} and means["ndcg@10"] == 1.0
 
@@ -109,3 +109,20 @@ def test_equals_pytrec_eval_on_real_data():
     assert mrr["mrr@10"] == pytest.approx(
         sum(r["recip_rank"] for r in rr.values()) / len(rr), abs=1e-6
     )
+
+
+def test_queries_without_relevant_documents_score_zero_like_pytrec_eval():
+    """Defect: a judged query without any relevant document was dropped from the mean, while
+    pytrec_eval / BEIR score it 0, so our numbers were higher than BEIR's on such sets."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    qrels = {"a": {"d1": 1}, "b": {"d2": 0}, "c": {"d3": 1, "d1": 0}}
+    run = {q: {"d1": 3.0, "d2": 2.0, "d3": 1.0} for q in qrels}
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.5"}).evaluate(run)
+    means, per_query, n_empty = compute_metrics(run, qrels, ["ndcg@10", "recall@5"])
+    assert n_empty == 1 and set(per_query) == set(ref) == {"a", "b", "c"}
+    assert means["ndcg@10"] == pytest.approx(
+        sum(r["ndcg_cut_10"] for r in ref.values()) / 3, abs=1e-9
+    )
+    assert means["recall@5"] == pytest.approx(sum(r["recall_5"] for r in ref.values()) / 3)
+    skipped, per_query, _ = compute_metrics(run, qrels, ["recall@5"], empty_queries="skip")
+    assert set(per_query) == {"a", "c"} and skipped["recall@5"] == 1.0

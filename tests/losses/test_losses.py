@@ -21,20 +21,22 @@ def cos(a, b):
     return float(F.cosine_similarity(a[None], b[None]).item())
 
 
-def naive_mnrl(q, d, negs, scale, symmetric):
+def naive_mnrl(q, d, negs, scale, symmetric, margin=None):
+    """InfoNCE by hand; with ``margin``, candidates scoring above the positive + margin are left out."""
+
+    def nll(anchor, cands, pos):
+        sims = [cos(anchor, c) for c in cands]
+        kept = [
+            s for j, s in enumerate(sims) if j == pos or margin is None or s <= sims[pos] + margin
+        ]
+        return -scale * sims[pos] + math.log(sum(math.exp(scale * s) for s in kept))
+
     b = q.shape[0]
     cands = list(d) + ([n for row in negs for n in row] if negs is not None else [])
-    total = 0.0
-    for i in range(b):
-        logits = [scale * cos(q[i], c) for c in cands]
-        total += -logits[i] + math.log(sum(math.exp(x) for x in logits))
-    loss = total / b
+    loss = sum(nll(q[i], cands, i) for i in range(b)) / b
     if symmetric:
-        t = 0.0
-        for i in range(b):
-            logits = [scale * cos(d[i], q[j]) for j in range(b)]
-            t += -logits[i] + math.log(sum(math.exp(x) for x in logits))
-        loss = (loss + t / b) / 2
+        t = sum(nll(d[i], list(q), i) for i in range(b)) / b
+        loss = (loss + t) / 2
     return loss
 
 
@@ -46,6 +48,24 @@ def test_mnrl_matches_naive(symmetric, with_negs):
     negs = torch.randn(5, 2, 8, generator=g) if with_negs else None
     got = MultipleNegativesRankingLoss(scale=20.0, symmetric=symmetric)(q, d, negs)
     assert got.item() == pytest.approx(naive_mnrl(q, d, negs, 20.0, symmetric), rel=1e-5)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("margin", [-0.05, 0.0, 0.1])
+def test_mnrl_false_negative_filtering_matches_naive(symmetric, margin):
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(6, 8, generator=g)
+    d = q + 0.8 * torch.randn(6, 8, generator=g)
+    negs = torch.stack(
+        [d.roll(1, 0) + 0.1 * torch.randn(6, 8, generator=g)], dim=1
+    )  # near others' positives
+    loss = MultipleNegativesRankingLoss(
+        scale=20.0, symmetric=symmetric, false_negative_margin=margin
+    )
+    got = loss(q, d, negs).item()
+    assert got == pytest.approx(naive_mnrl(q, d, negs, 20.0, symmetric, margin), rel=1e-5)
+    # the filter removes something here, so this is not the unfiltered loss
+    assert got < naive_mnrl(q, d, negs, 20.0, symmetric) - 1e-4
 
 
 def test_mnrl_labels_select_positive_among_gathered_docs():
@@ -83,7 +103,9 @@ def test_triplet_matches_naive(with_negs):
 
 #: naive loop reference of each loss class, called with the configured loss and (q, d, negatives)
 NAIVE = {
-    MultipleNegativesRankingLoss: lambda f, q, d, n: naive_mnrl(q, d, n, f.scale, f.symmetric),
+    MultipleNegativesRankingLoss: lambda f, q, d, n: naive_mnrl(
+        q, d, n, f.scale, f.symmetric, f.false_negative_margin
+    ),
     TripletLoss: lambda f, q, d, n: naive_triplet(q, d, n, f.margin),
 }
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from embedforge.train.datamodule import UniqueBatchSampler, collate_pairs
+import pytest
+
+from embedforge.train.datamodule import (
+    PairDataModule,
+    UniqueBatchSampler,
+    batch_keys,
+    collate_pairs,
+    equal_negatives,
+)
 
 
 def keys_of(pairs):
@@ -46,7 +54,45 @@ def test_collate_negatives_dense():
     batch = collate_pairs(
         [
             {"query": "a", "positive": "b", "negatives": ["n1", "n2"]},
-            {"query": "c", "positive": "d", "negatives": ["n3", "n4", "n5"]},
+            {"query": "c", "positive": "d", "negatives": ["n3", "n4"]},
         ]
     )
     assert batch["negatives"] == [["n1", "n2"], ["n3", "n4"]]
+
+
+def test_uneven_negatives_give_every_rank_one_shape():
+    """Defect: collate cut negatives to each rank's own minimum, so ranks gathered (B, N) blocks of
+    different N (or a rank with N=0 skipped the collective): a hang or garbage under DDP."""
+    pairs = [
+        {"query": f"q{i}", "positive": f"p{i}", "negatives": [f"n{i}.{j}" for j in range(i % 4)]}
+        for i in range(24)
+    ]
+    stats = {}
+    pairs = equal_negatives(pairs, seed=0, stats=stats)
+    assert stats["equalized"]["per_pair"] in (1, 2, 3) and stats["equalized"]["dropped"] == 6
+    shapes = set()
+    for rank in (0, 1):
+        sampler = UniqueBatchSampler(
+            [batch_keys(p) for p in pairs], 6, seed=0, num_replicas=2, rank=rank
+        )
+        for idx in sampler:
+            negs = collate_pairs([pairs[i] for i in idx]).get("negatives") or [[]]
+            shapes.add((len(negs), len(negs[0])))
+    assert len(shapes) == 1
+    with pytest.raises(ValueError, match="different negative counts"):
+        collate_pairs(
+            [{"query": "a", "positive": "b", "negatives": ["n"]}, {"query": "c", "positive": "d"}]
+        )
+
+
+def test_no_text_of_any_column_twice_in_a_batch():
+    """Defect: only queries and positives were kept unique; another pair's hard negative could be
+    my positive in the same batch (a false negative the loss pushes away)."""
+    pairs = [
+        {"query": f"q{i}", "positive": f"p{i}", "negatives": [f"p{(i + 1) % 12}"]}
+        for i in range(12)
+    ]
+    dm = PairDataModule(pairs, batch_size=4, seed=1)
+    for batch in dm.train_dataloader():
+        docs = batch["positive"] + [t for row in batch["negatives"] for t in row]
+        assert len(docs) == len(set(docs))

@@ -1,6 +1,7 @@
 """Cross-device negatives: 2 CPU processes (gloo) equal one process computing the same global batch.
 
 Slow (process start-up and imports dominate: ~1-3 min on a shared 2-core machine): ``pytest -m slow``.
+The end-to-end Lightning DDP check runs in the fast suite: tests/train/test_ddp.py.
 """
 
 from __future__ import annotations
@@ -134,60 +135,3 @@ def test_without_gathering_the_ranks_see_only_local_negatives(ddp_results):
         full = single.contrastive_loss(*single.encode_batch(batch)[:2])
     assert abs(float(sum(local) / WORLD) - float(full)) > 1e-3
     torch.testing.assert_close(ddp_results[CASES[0]][0], full, rtol=1e-5, atol=1e-6)
-
-
-def test_lightning_ddp_step_equals_single_process(tmp_path):
-    """End to end through Lightning (ddp_spawn, gloo, manual optimization, gradient caching): one SGD
-    step on 2 ranks moves the weights exactly as one process on the global batch does."""
-    import pytorch_lightning as pl
-
-    from embedforge.train.datamodule import PairDataModule
-
-    torch.set_num_threads(1)
-    batch = make_batch(8, 1)
-    pairs = [
-        {"query": q, "positive": p, "negatives": n}
-        for q, p, n in zip(batch["query"], batch["positive"], batch["negatives"])
-    ]
-    encoder = Encoder.tiny(seed=0, dropout=0.0)
-    module = ContrastiveModule(
-        copy.deepcopy(encoder),
-        build_loss("mnrl"),
-        functools.partial(torch.optim.SGD, lr=1.0),
-        warmup_ratio=0.0,
-        mini_batch_size=2,
-    )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=WORLD,
-        strategy="ddp_spawn",
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        default_root_dir=str(tmp_path),
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule=PairDataModule(pairs, batch_size=8, seed=0, has_val=False))
-    # (ddp_spawn copies rank 0's weights back into this process's module; the trainer stays here)
-    # the global batch in the order the sampler served it (rank 0's half, then rank 1's)
-    from embedforge.train.datamodule import UniqueBatchSampler
-
-    keys = [(("p", p["positive"]), ("q", p["query"])) for p in pairs]
-    order = UniqueBatchSampler(keys, 8, 0).global_batches()[0]
-    single = _module(encoder, "mnrl", None, False)
-    single.freeze_unused_parameters()
-    single.forward_backward({k: [batch[k][i] for i in order] for k in batch})
-    with torch.no_grad():
-        for (name, p), p_ddp in zip(single.encoder.named_parameters(), module.encoder.parameters()):
-            expected = p - p.grad if p.grad is not None else p
-            torch.testing.assert_close(
-                p_ddp, expected, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}"
-            )
-    moved = sum(
-        float((p - q).abs().sum())
-        for p, q in zip(encoder.parameters(), module.encoder.parameters())
-    )
-    assert moved > 1e-3

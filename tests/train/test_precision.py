@@ -9,6 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from embedforge.eval.retrieval import RetrievalSet
 from embedforge.models.encoder import Encoder
 from embedforge.train.datamodule import PairDataModule
 from embedforge.train.module import ContrastiveModule
@@ -80,3 +81,38 @@ def test_logits_and_loss_in_fp32_under_autocast():
     torch.testing.assert_close(under_autocast, exact_rounded, rtol=1e-6, atol=1e-6)
     assert abs(float(naive) - float(exact_rounded)) > 1e-4  # the guard matters
     assert abs(float(exact) - float(exact_rounded)) < 0.1
+
+
+def test_validation_is_fp32_under_bf16_mixed(tmp_path):
+    """Defect: under bf16-mixed Lightning ran validation_step in autocast, so ``val/*`` (and the best
+    checkpoint's score) came from bf16 encodings while the base and last weights were scored in fp32."""
+    words = "contract party term payment notice breach law court fee period".split()
+    corpus = {f"d{i}": " ".join(words[(i * k) % 10] for k in range(1, 7)) for i in range(40)}
+    queries = {f"q{i}": " ".join(words[(i * k + 3) % 10] for k in range(1, 4)) for i in range(30)}
+    qrels = {f"q{i}": {f"d{(i * 7) % 40}": 1, f"d{(i * 3 + 1) % 40}": 1} for i in range(30)}
+    val_set = RetrievalSet(corpus, queries, qrels, name="val")
+    metrics = ["mrr@10", "ndcg@10"]
+    module = ContrastiveModule(
+        Encoder.tiny(seed=0, dropout=0.0),
+        build_loss("mnrl"),
+        functools.partial(torch.optim.AdamW, lr=3e-3),
+        val_set=val_set,
+        metrics=metrics,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="bf16-mixed",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    pairs = [{"query": "a", "positive": "b"}, {"query": "c", "positive": "d"}]
+    [logged] = trainer.validate(module, datamodule=PairDataModule(pairs, batch_size=2))
+    fp32 = module.run_validation()
+    assert logged == pytest.approx(fp32, abs=1e-6)
+    docs = list(corpus.values())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what the old validation_step encoded with
+        bf16 = module.encoder.encode(docs, "doc")
+    assert abs(bf16 - module.encoder.encode(docs, "doc")).max() > 1e-6  # the guard matters

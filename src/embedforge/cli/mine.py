@@ -3,9 +3,10 @@
     embedforge mine --pairs pairs.jsonl --corpus DIR_OR_chunks.jsonl --out mined.jsonl \\
         [--model packaged:all-MiniLM-L6-v2|tiny] [--num-negatives 4] [--rank-window 10 100]
 
-``--corpus`` is a BEIR directory (passages = title + text; every judged-relevant document of a
-query in any qrels split is excluded when the pair carries its ``query_id``) or a chunks JSONL
-(``{"id", "text", "title"?}``). Window, margin, seed, batch size and model default to the config
+``--corpus`` is a BEIR directory (passages = title + text; the judged-relevant documents of the
+``--qrels-split`` split, default train, are excluded when the pair carries its ``query_id``; other
+splits' labels are never read, so the reported split cannot shape the training negatives) or a
+chunks JSONL (``{"id", "text", "title"?}``). Window, margin, seed, batch size and model default to the config
 (``data.hard_negatives``, ``seed``, ``eval.batch_size``, ``model``).
 """
 
@@ -17,17 +18,17 @@ from embedforge.cli.common import compose_defaults, parse, parser
 from embedforge.errors import EmbedforgeError
 
 
-def load_corpus(path: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    """``(id -> passage, query id -> {doc id: relevance})`` of a BEIR dir or a chunks JSONL."""
+def load_corpus(
+    path: Path, qrels_split: str = "train"
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """``(id -> passage, query id -> {doc id: relevance})`` of a BEIR dir or a chunks JSONL; the
+    judgements are those of ``qrels_split`` only (empty if the set has no such split)."""
     from embedforge.data.beir import doc_text, load_beir
     from embedforge.io import iter_jsonl
 
     if path.is_dir():
         ds = load_beir(path)
-        qrels: dict[str, dict[str, int]] = {}
-        for split in ds.qrels.values():
-            for q, rels in split.items():
-                qrels.setdefault(q, {}).update(rels)
+        qrels = {q: dict(rels) for q, rels in ds.qrels.get(qrels_split, {}).items()}
         return {d: doc_text(row) for d, row in ds.corpus.items()}, qrels
     corpus = {}
     for i, row in enumerate(iter_jsonl(path)):
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge mine") -> int:
         "--rank-window", type=int, nargs=2, default=tuple(hn.rank_window), metavar=("LO", "HI")
     )
     ap.add_argument("--margin", type=float, default=hn.margin, help="relative; < 0 = off")
+    ap.add_argument("--qrels-split", default="train", help="judgements excluded from negatives")
     ap.add_argument("--seed", type=int, default=cfg.seed)
     ap.add_argument("--batch-size", type=int, default=cfg.eval.batch_size)
     args = parse(ap, argv)
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge mine") -> int:
     corpus_path = Path(args.corpus)
     if not corpus_path.exists():
         raise EmbedforgeError(f"--corpus not found: {corpus_path}")
-    corpus, qrels = load_corpus(corpus_path)
+    corpus, qrels = load_corpus(corpus_path, args.qrels_split)
     pairs = read_pairs(require_file(args.pairs, "--pairs"))
     for pair, row in zip(pairs, iter_jsonl(args.pairs)):  # keep every field (query_id, ...)
         pair.update({k: v for k, v in row.items() if k not in pair})

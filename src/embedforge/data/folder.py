@@ -160,6 +160,9 @@ class FolderSource(DataSource):
             chunks = [chunks[i] for i in idx]
         return chunks
 
+    def corpus(self) -> list[Chunk]:
+        return self.all_chunks()
+
     def real_pairs(self) -> list[Pair]:
         return read_pairs(self.pairs_path) if self.pairs_path else []
 

@@ -151,12 +151,17 @@ def mine_for_pipeline(
     seed: int,
     stats: dict[str, Any] | None = None,
 ) -> list[Pair]:
-    """Mine with the base model over the data source's documents, as ``data.hard_negatives`` says.
+    """Mine with the base model over every document of the source (``data.corpus()``, not the
+    generator's sample), as ``data.hard_negatives`` says.
 
     Judged-relevant documents of the source's training split are excluded too (BEIR sources).
+    Exact search holds the corpus embeddings in memory and scores every query against all of
+    them: fine to ~1M documents; beyond that use an approximate index (e.g. FAISS IVF/HNSW).
     """
     opts = dict(data.hard_negatives)
-    corpus = {str(c["id"]): doc_text(c) for c in data.chunks()}
+    corpus = {str(c["id"]): doc_text(c) for c in data.corpus()}
+    if stats is not None:
+        stats["searched_docs"] = len(corpus)
     return mine_hard_negatives(
         pairs,
         corpus,

@@ -72,7 +72,13 @@ class DataSource:
         self.seed = int(seed)
 
     def chunks(self) -> list[Chunk]:
+        """The documents handed to the generator (sources may sample them: ``gen_max_docs``)."""
         return []
+
+    def corpus(self) -> list[Chunk]:
+        """Every document the source knows, never sampled: hard negatives are mined from these
+        (a sample would leave mostly easy negatives)."""
+        return self.chunks()
 
     def real_pairs(self) -> list[Pair]:
         return []
@@ -348,6 +354,12 @@ class BeirSource(DataSource):
         ids = sorted(self.dataset.corpus)
         if self.gen_max_docs and len(ids) > self.gen_max_docs:
             ids = sorted(random.Random(self.seed).sample(ids, int(self.gen_max_docs)))
+        return self._chunks_of(ids)
+
+    def corpus(self) -> list[Chunk]:
+        return self._chunks_of(sorted(self.dataset.corpus))
+
+    def _chunks_of(self, ids: list[str]) -> list[Chunk]:
         return [
             {
                 "id": i,

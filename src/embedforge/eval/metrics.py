@@ -3,7 +3,9 @@
 - Ranking: by score descending; ties broken by document id descending, as trec_eval does.
 - Gains are the graded relevance values (``ndcg_cut``: gain = rel, discount = log2(rank + 1)).
 - The ideal DCG uses *every* judged relevant document of the query, retrieved or not.
-- Relevant means ``rel >= 1``. Queries with no relevant document are skipped and counted.
+- Relevant means ``rel >= 1``. A judged query with no relevant document scores 0 on every metric
+  and counts in the mean, as in pytrec_eval / BEIR (``empty_queries="zero"``); ``"skip"`` leaves
+  it out of the mean. Either way such queries are counted.
 - ``mrr@k``: reciprocal rank of the first relevant document within the top k, else 0.
 """
 
@@ -15,6 +17,8 @@ from collections.abc import Iterable, Mapping
 DEFAULT_METRICS = ("ndcg@10", "recall@5", "mrr@10", "recall@100")
 #: the two metrics every report, export bound and model card leads with
 HEADLINE_METRICS = ("ndcg@10", "recall@5")
+#: what a judged query without any relevant document contributes (``eval.empty_queries``)
+EMPTY_QUERIES = ("zero", "skip")
 _KINDS = {"ndcg", "recall", "mrr", "precision", "map"}
 
 
@@ -66,20 +70,27 @@ def compute_metrics(
     run: Mapping[str, Mapping[str, float]],
     qrels: Mapping[str, Mapping[str, int]],
     metrics: Iterable[str] = DEFAULT_METRICS,
+    empty_queries: str = "zero",
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], int]:
-    """Mean metrics over the queries of ``qrels`` that have a relevant document.
+    """Mean metrics over the queries of ``qrels``.
 
-    A judged query missing from ``run`` scores 0 (it retrieved nothing).
+    A judged query missing from ``run`` scores 0 (it retrieved nothing). A query without any
+    relevant document scores 0 (``empty_queries="zero"``, pytrec_eval / BEIR) or is left out of the
+    mean (``"skip"``).
 
     Returns:
-        (means, per_query, n_skipped): ``n_skipped`` counts queries without any relevant document.
+        (means, per_query, n_empty): ``n_empty`` counts queries without any relevant document.
     """
+    if empty_queries not in EMPTY_QUERIES:
+        raise ValueError(f"empty_queries must be one of {EMPTY_QUERIES}, got {empty_queries!r}")
     metrics = list(metrics)
     per_query: dict[str, dict[str, float]] = {}
     skipped = 0
     for qid, rels in qrels.items():
         if not any(r >= 1 for r in rels.values()):
             skipped += 1
+            if empty_queries == "zero":
+                per_query[qid] = dict.fromkeys(metrics, 0.0)
             continue
         per_query[qid] = query_metrics(rank(run.get(qid, {})), rels, metrics)
     n = len(per_query)

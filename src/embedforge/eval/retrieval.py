@@ -66,11 +66,14 @@ def evaluate(
     top_k: int | None = None,
     ignore_identical_ids: bool = True,
     show_progress: bool = True,
+    empty_queries: str = "zero",
 ) -> EvalResult:
     """Encode the corpus once and the judged queries, search exactly, score with trec_eval semantics.
 
     ``top_k`` defaults to the largest k among the metrics. With ``ignore_identical_ids`` a document
     whose id equals the query id is never retrieved (BEIR's convention for self-matches).
+    ``empty_queries``: ``zero`` (a judged query without relevant documents scores 0, as BEIR) or
+    ``skip`` (left out of the mean); see :func:`compute_metrics`.
     """
     metrics = list(metrics)
     top_k = top_k or max(parse_metric(m)[1] for m in metrics)
@@ -92,7 +95,7 @@ def evaluate(
         }
         run[qid] = dict(list(hits.items())[:top_k])
     qrels = {q: rset.qrels[q] for q in qids}
-    means, per_query, skipped = compute_metrics(run, qrels, metrics)
+    means, per_query, skipped = compute_metrics(run, qrels, metrics, empty_queries)
     t3 = time.perf_counter()
     return EvalResult(
         metrics=means,

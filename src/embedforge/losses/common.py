@@ -27,6 +27,36 @@ def check_positive(name: str, value: float) -> float:
     return x
 
 
+def check_margin(value: float | None) -> float | None:
+    """``loss.false_negative_margin`` as a float (None = off), else a one-line error."""
+    if value is None:
+        return None
+    x = float(value)
+    if not math.isfinite(x):
+        raise EmbedforgeError(
+            f"loss.false_negative_margin must be a finite number or null, got {value!r}"
+        )
+    return x
+
+
+def mask_false_negatives(
+    sim: torch.Tensor, labels: torch.Tensor, margin: float | None
+) -> torch.Tensor:
+    """``sim`` (B, C) with every candidate scoring above its row's positive by more than ``margin``
+    set to ``-inf`` (positive-aware false-negative filtering); the positive is never masked.
+
+    A negative that outscores the positive is more likely an unlabeled positive than a hard negative
+    (Moreira et al. 2024, "NV-Retriever"). The mask is chosen on detached scores.
+    """
+    if margin is None:
+        return sim
+    rows = torch.arange(sim.shape[0], device=sim.device)
+    pos = sim.detach()[rows, labels]  # (B,)
+    mask = sim.detach() > pos[:, None] + margin  # (B, C)
+    mask[rows, labels] = False
+    return sim.masked_fill(mask, float("-inf"))
+
+
 def candidates(d: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
     """Documents followed by all hard negatives as extra columns: ``(B_d + B*N, D)``."""
     if negatives is None or negatives.numel() == 0:

@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedforge.losses.common import candidates, check_positive, check_similarity, similarity
+from embedforge.losses.common import (
+    candidates,
+    check_margin,
+    check_positive,
+    check_similarity,
+    mask_false_negatives,
+    similarity,
+)
 
 
 class MultipleNegativesRankingLoss(nn.Module):
@@ -27,13 +34,23 @@ class MultipleNegativesRankingLoss(nn.Module):
         scale: inverse temperature (20 = temperature 0.05).
         symmetric: add the document-to-query term.
         similarity: ``cos`` or ``dot``.
+        false_negative_margin: drop (mask to ``-inf``) every in-batch or hard negative whose
+            similarity exceeds the positive's by more than this (null = off); in both directions
+            when ``symmetric``.
     """
 
-    def __init__(self, scale: float = 20.0, symmetric: bool = False, similarity: str = "cos"):
+    def __init__(
+        self,
+        scale: float = 20.0,
+        symmetric: bool = False,
+        similarity: str = "cos",
+        false_negative_margin: float | None = None,
+    ):
         super().__init__()
         self.scale = check_positive("scale", scale)
         self.symmetric = bool(symmetric)
         self.similarity = check_similarity(similarity)
+        self.false_negative_margin = check_margin(false_negative_margin)
 
     def forward(
         self,
@@ -44,11 +61,12 @@ class MultipleNegativesRankingLoss(nn.Module):
     ) -> torch.Tensor:
         if labels is None:
             labels = torch.arange(q.shape[0], device=q.device)
-        logits = self.scale * similarity(
-            q, candidates(d, negatives), self.similarity
-        )  # (B, B_d+B*N)
-        loss = F.cross_entropy(logits, labels)
+        margin = self.false_negative_margin
+        sim = similarity(q, candidates(d, negatives), self.similarity)  # (B, B_d+B*N)
+        loss = F.cross_entropy(self.scale * mask_false_negatives(sim, labels, margin), labels)
         if self.symmetric:
-            logits_t = self.scale * similarity(d[labels], q, self.similarity)  # (B, B)
-            loss = (loss + F.cross_entropy(logits_t, torch.arange(q.shape[0], device=q.device))) / 2
+            diag = torch.arange(q.shape[0], device=q.device)
+            sim_t = similarity(d[labels], q, self.similarity)  # (B, B)
+            loss_t = F.cross_entropy(self.scale * mask_false_negatives(sim_t, diag, margin), diag)
+            loss = (loss + loss_t) / 2
         return loss

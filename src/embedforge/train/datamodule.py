@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from embedforge.io import stable_hash
+from embedforge.train.distributed import same_on_every_rank
 from embedforge.types import Pair
 
 
@@ -25,14 +27,14 @@ class PairDataset(Dataset):
 
 
 class UniqueBatchSampler(Sampler[list[int]]):
-    """Shuffled batches in which no positive (and no query) appears twice.
+    """Shuffled batches in which no key (query, positive or hard-negative text) appears twice.
 
     A duplicate positive in a batch would be a false in-batch negative for the other query. Items
     that collide are deferred to the next batch, never dropped. Under DDP each rank takes its slice
     of every global batch of ``batch_size`` (so ``batch_size`` is the global batch).
 
     Args:
-        keys: for each item, the strings that must be unique in a batch (positive, query).
+        keys: for each item, the strings that must be unique in a batch (:func:`batch_keys`).
         batch_size: global batch size.
         seed: shuffle seed; epoch ``e`` uses ``seed + e`` (call ``set_epoch``).
         drop_last: drop a final batch smaller than ``batch_size``.
@@ -98,16 +100,62 @@ class UniqueBatchSampler(Sampler[list[int]]):
         return len(self.global_batches())
 
 
+def equal_negatives(
+    pairs: list[Pair], seed: int, stats: dict[str, Any] | None = None
+) -> list[Pair]:
+    """Give every pair the same number of hard negatives, so every batch on every rank has one
+    dense ``(B, N)`` block and DDP ranks gather tensors of one shape.
+
+    ``N`` is the most common count (ties: the larger). Longer lists keep their first ``N`` (mined
+    lists are hardest first); shorter non-empty ones are padded by resampling their own negatives
+    (seeded); pairs with none are dropped when ``N > 0``. ``stats`` records what was done.
+    """
+    counts = Counter(len(p.get("negatives") or []) for p in pairs)
+    if not pairs or set(counts) == {0}:
+        return pairs
+    n = max(counts, key=lambda c: (counts[c], c))
+    rng = random.Random(seed)
+    out: list[Pair] = []
+    done = {"truncated": 0, "padded": 0, "dropped": 0}
+    for p in pairs:
+        negs = list(p.get("negatives") or [])
+        if n and not negs:
+            done["dropped"] += 1
+            continue
+        if len(negs) > n:
+            done["truncated"] += 1
+        elif len(negs) < n:
+            done["padded"] += 1
+            negs += rng.choices(negs, k=n - len(negs))
+        q = {k: v for k, v in p.items() if k != "negatives"}
+        out.append({**q, "negatives": negs[:n]} if n else q)
+    if stats is not None:
+        stats["equalized"] = {"per_pair": n, **done}
+    return out
+
+
 def collate_pairs(items: list[Pair]) -> dict[str, Any]:
-    """Lists of strings; negatives truncated to the smallest count in the batch (a dense (B, N) block)."""
+    """Lists of strings; negatives as a dense (B, N) block (every pair must have the same N)."""
     batch: dict[str, Any] = {
         "query": [p["query"] for p in items],
         "positive": [p["positive"] for p in items],
     }
-    n_neg = min(len(p.get("negatives") or []) for p in items)
-    if n_neg:
-        batch["negatives"] = [list(p["negatives"][:n_neg]) for p in items]
+    counts = {len(p.get("negatives") or []) for p in items}
+    if len(counts) > 1:
+        raise ValueError(
+            f"pairs with different negative counts {sorted(counts)} in one batch:"
+            " equal_negatives() must run before batching"
+        )
+    if counts != {0}:
+        batch["negatives"] = [list(p["negatives"]) for p in items]
     return batch
+
+
+def batch_keys(pair: Pair) -> tuple[tuple[str, str], ...]:
+    """The texts that must be unique in a batch: the query, and the positive and hard negatives in
+    one document namespace (another pair's positive among my negatives would be a false negative)."""
+    docs = [pair["positive"], *(pair.get("negatives") or [])]
+    return (("q", pair["query"]), *(("d", t) for t in docs))
 
 
 class PairDataModule(pl.LightningDataModule):
@@ -130,6 +178,12 @@ class PairDataModule(pl.LightningDataModule):
         self.has_val = has_val
         self.drop_last = drop_last
 
+    def setup(self, stage: str) -> None:
+        # under DDP every rank must train on rank 0's pairs (a different list means different
+        # batch counts: a hang), so compare content hashes once the process group exists
+        if stage == "fit":
+            same_on_every_rank(stable_hash(self.pairs), "the hash of the training pairs")
+
     def _replicas(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         if trainer is None:
@@ -138,7 +192,7 @@ class PairDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._replicas()
-        keys = [(("p", p["positive"]), ("q", p["query"])) for p in self.pairs]
+        keys = [batch_keys(p) for p in self.pairs]
         sampler = UniqueBatchSampler(keys, self.batch_size, self.seed, self.drop_last, world, rank)
         return DataLoader(
             PairDataset(self.pairs),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -11,6 +13,27 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
+
+
+def launch_rank_zero() -> bool:
+    """Whether this process is global rank 0 as its launcher set it (Lightning's DDP launcher,
+    torchrun, SLURM), usable before any process group exists. True outside DDP."""
+    return all(
+        int(os.environ.get(k, 0) or 0) == 0
+        for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    )
+
+
+def same_on_every_rank(value: str, what: str) -> None:
+    """Raise on every rank when ``value`` differs between ranks (all ranks learn it together, so
+    none is left waiting in a collective). No-op outside DDP."""
+    ws, _ = world()
+    if ws == 1:
+        return
+    values: list[str | None] = [None] * ws
+    dist.all_gather_object(values, value)
+    if len(set(values)) > 1:
+        raise RuntimeError(f"{what} differs between ranks: {values}")
 
 
 class _AllGather(torch.autograd.Function):

@@ -61,6 +61,7 @@ class ContrastiveModule(pl.LightningModule):
             clips because Lightning refuses ``Trainer(gradient_clip_val)`` with manual optimization.
         gather_queries: under DDP with ``gather_across_devices``, also gather queries and compute
             the loss on the whole global batch on every rank (needed for an exact symmetric loss).
+        empty_queries: how validation counts queries without a relevant document (``zero``/``skip``).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class ContrastiveModule(pl.LightningModule):
         eval_batch_size: int = 64,
         gradient_clip_val: float | None = None,
         gather_queries: bool = False,
+        empty_queries: str = "zero",
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -93,6 +95,7 @@ class ContrastiveModule(pl.LightningModule):
         self.metrics = list(metrics)
         self.eval_batch_size = int(eval_batch_size)
         self.in_batch: dict[str, torch.Tensor] = {}  # acc@1 and MRR of the last training batch
+        self.empty_queries = empty_queries
         self._announced = False
         if self.l2sp_weight > 0:
             # frozen copy of the starting weights; not a parameter, not saved in checkpoints' state
@@ -285,9 +288,19 @@ class ContrastiveModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def run_validation(self) -> dict[str, float]:
+        """``val/<metric>`` of the current weights, encoded in fp32 with autocast off: Lightning
+        runs ``validation_step`` inside the trainer's autocast, but every selection candidate (base,
+        best checkpoint, last) must be scored the same way."""
         if self.val_set is None:
             return {}
-        result = evaluate(self.encoder, self.val_set, self.metrics, batch_size=self.eval_batch_size)
+        with torch.autocast(self.device.type, enabled=False):
+            result = evaluate(
+                self.encoder,
+                self.val_set,
+                self.metrics,
+                batch_size=self.eval_batch_size,
+                empty_queries=self.empty_queries,
+            )
         return {f"val/{k}": v for k, v in result.metrics.items()}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
