@@ -81,8 +81,7 @@ def test_several_runs_on_one_chart(evidence, tmp_path):
 
 
 def test_compare_runs_plots_per_query_deltas_of_several_runs(tmp_path, capsys):
-    import compare_runs
-
+    from embedforge.cli import compare
     from tests.test_runs import make_run
 
     queries = {f"q{i}": f"query {i}" for i in range(4)}
@@ -93,5 +92,5 @@ def test_compare_runs_plots_per_query_deltas_of_several_runs(tmp_path, capsys):
         tuned = _result({q: {"ndcg@10": 0.5 + 0.1 * i * j} for j, q in enumerate(queries)})
         write_per_query(run, eval_set, base, tuned)
     out = tmp_path / "per_query_runs.png"
-    assert compare_runs.main([str(tmp_path / "sweep"), "--plot-per-query", str(out)]) == 0
+    assert compare.main([str(tmp_path / "sweep"), "--plot-per-query", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG" and str(out) in capsys.readouterr().err
