@@ -49,7 +49,6 @@ def run_wandb_sweep(root: Path) -> Path:
     return sweep
 
 
-@pytest.mark.slow
 def test_offline_multirun_leaves_one_wandb_run_per_job(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("EMBEDFORGE_CACHE", str(tmp_path / "cache"))
