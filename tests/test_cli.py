@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from embedforge import cli
 from embedforge.cli import common
@@ -66,14 +67,25 @@ def test_missing_extra_is_one_line(monkeypatch, capsys):
     )
 
 
-def test_missing_extra_of_a_composed_config(compose, monkeypatch):
-    monkeypatch.setattr(common, "_installed", lambda module: module != "anthropic")
+@pytest.mark.parametrize(
+    "override, module, extra",
+    [
+        ("generator=anthropic", "anthropic", "llm"),
+        ("generator=openai", "openai", "llm"),
+        ("logger=wandb", "wandb", "wandb"),
+    ],
+)
+def test_missing_extra_of_a_composed_config(compose, monkeypatch, override, module, extra):
+    monkeypatch.setattr(common, "_installed", lambda m: m != module)
     common.require_for_config("train", compose("model=tiny"))  # the default needs nothing missing
+    cfg = compose("model=tiny", override)
     with pytest.raises(common.EmbedforgeError) as e:
-        common.require_for_config("train", compose("model=tiny", "generator=anthropic"))
-    assert str(e.value) == (
-        "embedforge train needs: pip install 'embedforge[llm]'"
-        " (generator._target_=embedforge.generate.anthropic_backend.AnthropicGenerator)"
+        common.require_for_config("train", cfg)
+    key = {"llm": "generator._target_", "wandb": "logger._target_"}[extra]
+    target = OmegaConf.select(cfg, key)
+    assert (
+        str(e.value)
+        == f"embedforge train needs: pip install 'embedforge[{extra}]' ({key}={target})"
     )
 
 

@@ -94,3 +94,17 @@ def test_compare_runs_plots_per_query_deltas_of_several_runs(tmp_path, capsys):
     out = tmp_path / "per_query_runs.png"
     assert compare.main([str(tmp_path / "sweep"), "--plot-per-query", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG" and str(out) in capsys.readouterr().err
+
+
+def test_without_matplotlib_the_evidence_is_written_without_the_picture(tmp_path, monkeypatch):
+    """matplotlib is the bench extra: a core install still writes rows and the summary."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # find_spec -> None, import fails
+    queries = {"q0": "a", "q1": "b"}
+    eval_set = RetrievalSet({}, queries, {q: {"d": 1} for q in queries})
+    base = _result({q: {"ndcg@10": 0.5} for q in queries})
+    tuned = _result({"q0": {"ndcg@10": 0.9}, "q1": {"ndcg@10": 0.5}})
+    changes = write_per_query(tmp_path, eval_set, base, tuned)
+    assert changes.plot is None and changes.n_better == 1
+    assert not list(tmp_path.glob("*.png")) and (tmp_path / PER_QUERY_FILE).is_file()

@@ -7,6 +7,7 @@ keeps the queries that gained and lost most, which ``report.md`` lists with thei
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def write_per_query(
     top: int = 5,
     metric: str = SHIP_METRIC,
 ) -> QueryChanges:
-    """Write ``per_query.jsonl`` (and ``per_query.png`` with a baseline) into ``run_dir``."""
+    """Write ``per_query.jsonl`` (and ``per_query.png`` with a baseline and matplotlib) into
+    ``run_dir``."""
     rows = per_query_rows(eval_set, baseline, finetuned)
     write_jsonl(run_dir / PER_QUERY_FILE, rows)
     changes = QueryChanges(metric=metric, file=PER_QUERY_FILE)
@@ -58,7 +60,8 @@ def write_per_query(
     changes.n_same = len(moved) - changes.n_better - changes.n_worse
     changes.gained = [m for m in moved[:top] if m["delta"] > 0]
     changes.lost = [m for m in reversed(moved[-top:]) if m["delta"] < 0]
-    changes.plot = plot_run(compared, run_dir / PER_QUERY_PLOT).name
+    if importlib.util.find_spec("matplotlib") is not None:  # the picture needs the bench extra
+        changes.plot = plot_run(compared, run_dir / PER_QUERY_PLOT).name
     return changes
 
 

@@ -35,7 +35,7 @@ EXTRA_OF = {
 }
 # (config key, text in its value, module it needs): what a composed config makes a run import
 CONFIG_NEEDS = [
-    ("logger._target_", "WandbLogger", "wandb"),
+    ("logger._target_", "Wandb", "wandb"),
     ("generator._target_", "anthropic_backend", "anthropic"),
     ("generator._target_", "openai_backend", "openai"),
     ("data._target_", "data.folder.", "pypdf"),
