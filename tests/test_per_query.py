@@ -108,3 +108,7 @@ def test_without_matplotlib_the_evidence_is_written_without_the_picture(tmp_path
     changes = write_per_query(tmp_path, eval_set, base, tuned)
     assert changes.plot is None and changes.n_better == 1
     assert not list(tmp_path.glob("*.png")) and (tmp_path / PER_QUERY_FILE).is_file()
+    from embedforge.per_query import changes_markdown
+
+    section = "\n".join(changes_markdown(changes))
+    assert "1 queries better" in section and "no baseline" not in section and "![" not in section

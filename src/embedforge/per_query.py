@@ -14,6 +14,7 @@ from typing import Any
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.io import read_jsonl, write_jsonl
+from embedforge.plots import pyplot, save_figure
 from embedforge.runs import QueryChanges
 
 PER_QUERY_FILE = "per_query.jsonl"
@@ -76,18 +77,9 @@ def _moved(row: dict[str, Any], metric: str) -> dict[str, Any]:
     }
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; safe in worker processes
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_run(rows: list[dict[str, Any]], path: Path) -> Path:
     """Baseline vs fine-tuned mean per metric (left) and each metric's per-query deltas (right)."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics = list(rows[0]["finetuned"])
     base = [sum(r["baseline"][m] for r in rows) / len(rows) for m in metrics]
     tuned = [sum(r["finetuned"][m] for r in rows) / len(rows) for m in metrics]
@@ -103,14 +95,14 @@ def plot_run(rows: list[dict[str, Any]], path: Path) -> Path:
     ax_delta.set_xticks([i + 1 for i in x], metrics, rotation=30, ha="right")
     ax_delta.axhline(0, color="grey", lw=0.8)
     ax_delta.set(title="per-query delta (fine-tuned - baseline)")
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def plot_runs(
     run_dirs: list[Path], names: list[str], path: Path, metric: str = SHIP_METRIC
 ) -> Path:
     """Several runs on one chart: the distribution of each run's per-query ``metric`` delta."""
-    plt = _pyplot()
+    plt = pyplot()
     deltas = []
     for run in run_dirs:
         rows = (
@@ -124,24 +116,13 @@ def plot_runs(
     ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(ylabel=f"per-query {metric} delta", title=f"per-query {metric} change by run")
-    return _save(fig, plt, path)
-
-
-def _save(fig, plt, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: a report never links a half-written image
-    return path
+    return save_figure(fig, path)
 
 
 def changes_markdown(c: QueryChanges) -> list[str]:
     """The report section: counts, the queries that gained and lost most, the plot."""
     lines = ["## Per-query changes", "", f"Every query's metrics: `{c.file}`."]
-    if not c.plot:
+    if not c.n_better + c.n_worse + c.n_same:
         return lines + ["", "(no baseline: nothing to compare per query)", ""]
     lines += [
         "",
@@ -155,7 +136,7 @@ def changes_markdown(c: QueryChanges) -> list[str]:
             f" | {m['delta']:+.4f} |"
             for m in moved
         ] or ["| (none) | | | | |"]
-    return lines + ["", f"![per-query metrics]({c.plot})", ""]
+    return lines + (["", f"![per-query metrics]({c.plot})", ""] if c.plot else [""])
 
 
 def _short(text: str, n: int = 120) -> str:

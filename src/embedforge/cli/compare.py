@@ -38,11 +38,9 @@ def _label(key: str, value: Any) -> str:
 
 def plot(rows: list[dict[str, Any]], keys: list[str], metric: str, path: str) -> Path:
     """Metric vs the varied parameter when exactly one numeric key varies, else a bar chart."""
-    import matplotlib
+    from embedforge.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ft, base = f"finetuned {metric}", f"baseline {metric}"
     ok = [r for r in rows if not math.isnan(r[ft])]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(ok) + 2), 4))
@@ -75,10 +73,7 @@ def plot(rows: list[dict[str, Any]], keys: list[str], metric: str, path: str) ->
         ax.legend(loc="lower right")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} (eval split) by run")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _emit(text: str, dest: str) -> None:

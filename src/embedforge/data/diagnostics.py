@@ -77,12 +77,9 @@ def pair_diagnostics(pairs: list[dict], out_dir: str | Path | None = None) -> di
 
 
 def _plot(sources, lengths, overlaps, path: Path) -> Path:
-    import matplotlib
+    from embedforge.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")  # no display; safe in worker processes
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, (ax_len, ax_ovl) = plt.subplots(1, 2, figsize=(10, 3.8))
     max_len = max(max(v) for v in lengths.values())
     len_bins = np.arange(0, max_len + 2) if max_len <= 60 else 40
@@ -94,12 +91,7 @@ def _plot(sources, lengths, overlaps, path: Path) -> Path:
     ax_len.set(title="query length", xlabel="words", ylabel="fraction of the source's pairs")
     ax_ovl.set(title="query-positive lexical overlap", xlabel="fraction of query words in positive")
     ax_ovl.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: a report never links a half-written image
-    return path
+    return save_figure(fig, path)
 
 
 def diagnostics_markdown(d: dict[str, Any]) -> str:
