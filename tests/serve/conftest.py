@@ -1,16 +1,13 @@
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 
 from embedforge.models.encoder import Encoder
 from embedforge.serve.app import create_app
 from embedforge.serve.backends import TorchBackend
 from embedforge.serve.config import ServeConfig
+from tests.faults.conftest import on_uvicorn
 
 LEGAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "legal-summarization"
 
@@ -48,12 +45,6 @@ def texts() -> list[str]:
     return [r["text"] for r in read_jsonl(LEGAL / "queries.jsonl")[:64] if r["text"].strip()]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def serve_config() -> ServeConfig:
     """The live server's config (a test module may override this fixture)."""
@@ -63,15 +54,6 @@ def serve_config() -> ServeConfig:
 @pytest.fixture()
 def live_server(backend, serve_config):
     """A real uvicorn on 127.0.0.1:<free port> in a thread; yields its base URL."""
-    port = free_port()
     app = create_app(backend, serve_config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(timeout=30)
+    with on_uvicorn(app) as url:
+        yield url, app
