@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None, prog: str = "embedforge export") -> int:
     )
     ap.add_argument("--exclude", nargs="*", default=None, help="regexes of node names kept fp32")
     ap.add_argument("--no-speed", action="store_true", help="skip latency/throughput")
+    ap.add_argument(
+        "--no-fuse", action="store_true", help="skip the fused variants (fp32_fused, int8_fused)"
+    )
     args = parse(ap, argv)
     require("export", ["optimum.exporters.onnx", "onnxruntime", "onnx"])
     recipe = Int8Recipe(per_channel=not args.no_per_channel, reduce_range=args.reduce_range)
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge export") -> int:
         max_queries=args.max_queries or None,
         max_docs=args.max_docs or None,
         speed=not args.no_speed,
+        fuse=not args.no_fuse,
     )
     report = export_model(args.source, args.out, settings)
     print(f"wrote {report['out']}/export_report.json (eval set: {report['eval_set']})")
@@ -74,4 +78,5 @@ def main(argv: list[str] | None = None, prog: str = "embedforge export") -> int:
             f" ndcg@10 {m['ndcg@10']:.4f} recall@5 {m['recall@5']:.4f} -> {status}"
         )
         bad += not v["good"]
+    print(f"shipped int8: {report['shipped_int8']}")
     return 1 if bad else 0

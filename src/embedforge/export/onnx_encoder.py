@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedforge.buckets import length_buckets
 from embedforge.errors import EmbedforgeError
 from embedforge.export.onnx_export import META_FILE, MODEL_FILE, OUTPUT_NAME
 from embedforge.progress import track
@@ -64,9 +65,20 @@ class OnnxEncoder:
         model_dir: an ONNX dir written by ``export_onnx`` (or quantized from one).
         threads: onnxruntime intra-op threads (0 = onnxruntime's default).
         file_name: the graph file inside ``model_dir``.
+        bucket: ``embed_raw`` splits a batch into length buckets (:mod:`embedforge.buckets`)
+            instead of padding every text to the batch's longest.
+        spin: let idle intra-op threads busy-wait for the next call (onnxruntime's default). Off
+            in the server, whose event loop needs those cores between calls.
     """
 
-    def __init__(self, model_dir: str | Path, threads: int = 0, file_name: str = MODEL_FILE):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        threads: int = 0,
+        file_name: str = MODEL_FILE,
+        bucket: bool = True,
+        spin: bool = True,
+    ):
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir)
@@ -76,6 +88,9 @@ class OnnxEncoder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.bucket = bucket
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
@@ -93,14 +108,25 @@ class OnnxEncoder:
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Padded, truncated ``input_ids`` / ``attention_mask`` / ``token_type_ids`` the graph takes."""
+        return self._feed(self._encode(texts))
+
+    def _encode(self, texts: Sequence[str]) -> list:
+        """Truncated, unpadded encodings."""
         self.tokenizer.enable_truncation(self.max_seq_length)
-        self.tokenizer.enable_padding(pad_id=self.pad_id, pad_token=self.pad_token)
-        enc = self.tokenizer.encode_batch(list(texts))
-        arrays = {
-            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
-        }
+        self.tokenizer.no_padding()
+        return self.tokenizer.encode_batch(list(texts))
+
+    def _feed(self, enc: list) -> dict[str, np.ndarray]:
+        """The graph's inputs for ``enc``, right-padded to the longest of them."""
+        width = max((len(e.ids) for e in enc), default=0)
+        shape = (len(enc), width)
+        ids = np.full(shape, self.pad_id, dtype=np.int64)
+        mask = np.zeros(shape, dtype=np.int64)
+        types = np.zeros(shape, dtype=np.int64)
+        for i, e in enumerate(enc):
+            k = len(e.ids)
+            ids[i, :k], mask[i, :k], types[i, :k] = e.ids, e.attention_mask, e.type_ids
+        arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {k: arrays[k] for k in self.input_names if k in arrays}
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
@@ -122,10 +148,18 @@ class OnnxEncoder:
         return self._pad[1]
 
     def embed_raw(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Embed texts as given (no prefix): ``(N, D)`` float32 and the token count of each text."""
-        feed = self.tokenize(texts)
-        (emb,) = self.session.run([OUTPUT_NAME], feed)
-        return emb.astype(np.float32), feed["attention_mask"].sum(1)
+        """Embed texts as given (no prefix): ``(N, D)`` float32 and the token count of each text.
+
+        With ``bucket`` on, one call per length bucket (same embeddings, less padding).
+        """
+        enc = self._encode(texts)
+        lengths = np.array([len(e.ids) for e in enc], dtype=np.int64)
+        groups = length_buckets(lengths) if self.bucket else [np.arange(len(enc))]
+        out = np.zeros((len(enc), self.dim), dtype=np.float32)
+        for idx in groups:
+            (emb,) = self.session.run([OUTPUT_NAME], self._feed([enc[i] for i in idx]))
+            out[idx] = emb
+        return out, lengths
 
     def encode(
         self, texts: Sequence[str], kind: str, batch_size: int = 64, show_progress: bool = True

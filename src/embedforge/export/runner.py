@@ -18,6 +18,7 @@ from embedforge.eval.retrieval import RetrievalSet, evaluate
 from embedforge.eval.ship import check_quality_gate
 from embedforge.export.checks import Bounds, dir_size_mb, judge, measure_speed, onnx_size_mb, parity
 from embedforge.export.eval_set import beir_eval_set, subset
+from embedforge.export.fuse import fuse_graph, fused_ops
 from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
 from embedforge.export.onnx_export import export_onnx, write_st_layout
 from embedforge.export.quantize import Int8Recipe, quantize_int8
@@ -26,6 +27,8 @@ from embedforge.runs import load_run, run_eval_set
 
 log = logging.getLogger(__name__)
 REPORT = "export_report.json"
+#: the variant dirs an export writes (plain and fused, fp32 and int8)
+VARIANTS = ("fp32", "fp32_fused", "int8", "int8_fused")
 
 
 @dataclass
@@ -43,6 +46,8 @@ class ExportSettings:
         max_docs: corpus subset size (None = all).
         parity_texts: how many docs and how many queries (each) to compare embeddings on.
         speed: measure latency/throughput at batch 1 and 32 with 1 and 2 threads.
+        fuse: also build ``fp32_fused``/``int8_fused`` (onnxruntime's transformer fusions, then
+            the same int8 recipe); the fused int8 is shipped when it meets the bounds.
     """
 
     bounds: Bounds = field(default_factory=Bounds)
@@ -55,6 +60,7 @@ class ExportSettings:
     max_docs: int | None = 500
     parity_texts: int = 64
     speed: bool = True
+    fuse: bool = True
 
 
 def resolve_source(source: str | Path) -> tuple[Path, Path | None]:
@@ -104,8 +110,10 @@ def export_model(
     Args:
         source: a run dir (``model/``, ``metrics.json``, ``.hydra/config.yaml``) or a model dir.
         out: output dir (default ``<run>/onnx`` or ``<model_dir>-onnx``); gets ``fp32/``,
-            ``int8/`` and ``export_report.json``. The model dir also gets ``onnx/`` in
-            sentence-transformers' layout (:func:`write_st_layout`).
+            ``int8/`` (with ``fuse``: ``fp32_fused/``, ``int8_fused/``) and
+            ``export_report.json``, whose ``shipped_int8`` names the int8 variant to serve (the
+            fused one when it meets the bounds). The model dir also gets ``onnx/`` in
+            sentence-transformers' layout (:func:`write_st_layout`) with that int8 graph.
         settings: see ``ExportSettings``.
 
     Returns:
@@ -124,16 +132,20 @@ def export_model(
     report["bounds"] = asdict(s.bounds)
 
     t0 = time.perf_counter()
-    for sub in ("fp32", "int8"):
+    for sub in VARIANTS:
         shutil.rmtree(out / sub, ignore_errors=True)
-    fp32_dir = export_onnx(model_dir, out / "fp32")
+    dirs = {"fp32": export_onnx(model_dir, out / "fp32")}
     t1 = time.perf_counter()
-    int8_dir = quantize_int8(fp32_dir, out / "int8", s.recipe)
-    # SentenceTransformer(model_dir, backend="onnx", model_kwargs={"file_name": ...}) loads these
-    report["sentence_transformers_files"] = write_st_layout(model_dir, fp32_dir, int8_dir)
+    if s.fuse:
+        dirs["fp32_fused"] = fuse_graph(dirs["fp32"], out / "fp32_fused")
+    t2 = time.perf_counter()
+    for src in list(dirs):
+        name = src.replace("fp32", "int8")
+        dirs[name] = quantize_int8(dirs[src], out / name, s.recipe)
     report["seconds"] = {
         "export": round(t1 - t0, 2),
-        "quantize": round(time.perf_counter() - t1, 2),
+        "fuse": round(t2 - t1, 2),
+        "quantize": round(time.perf_counter() - t2, 2),
     }
     texts = {
         "doc": list(rset.corpus.values())[: s.parity_texts],
@@ -142,8 +154,14 @@ def export_model(
     report["torch"], ref = _torch_reference(model_dir, rset, texts, s.speed)
     report["variants"] = {
         name: _check_variant(name, vdir, rset, texts, ref, report["torch"]["metrics"], s)
-        for name, vdir in (("fp32", fp32_dir), ("int8", int8_dir))
+        for name, vdir in dirs.items()
     }
+    fused_ok = report["variants"].get("int8_fused", {}).get("good", False)
+    report["shipped_int8"] = "int8_fused" if fused_ok else "int8"
+    # SentenceTransformer(model_dir, backend="onnx", model_kwargs={"file_name": ...}) loads these
+    report["sentence_transformers_files"] = write_st_layout(
+        model_dir, dirs["fp32"], dirs[report["shipped_int8"]]
+    )
     report["seconds"]["total"] = round(time.perf_counter() - t0, 2)
     write_json(out / "export_report.json", report)
     return report
@@ -208,8 +226,9 @@ def _check_variant(
         "parity": parity(np.concatenate([ref["doc"], ref["query"]]), emb),
         "metrics": evaluate(onnx, rset, DEFAULT_METRICS).metrics,
     }
-    if name == "int8":
+    if name.startswith("int8"):
         v["recipe"] = asdict(s.recipe)
+    v["fused_ops"] = fused_ops(vdir)  # None for a plain graph
     v["delta_vs_torch"] = {k: round(v["metrics"][k] - torch_metrics[k], 6) for k in torch_metrics}
     if s.speed:
         v["speed"] = _speed_onnx(vdir, texts["doc"][:32])

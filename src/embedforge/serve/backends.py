@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from embedforge.buckets import length_buckets
 from embedforge.errors import EmbedforgeError
 from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
 
@@ -54,12 +55,21 @@ class TorchBackend:
         self.max_tokens = self.encoder.max_seq_length
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One tokenization, then one forward per length bucket (each cut to its longest)."""
         import torch
 
         with torch.inference_mode():
             feats = self.encoder.tokenize(texts)
-            emb = self.encoder(feats).float().cpu().numpy()
-        return emb, feats["attention_mask"].sum(1).cpu().numpy()
+            lengths = feats["attention_mask"].sum(1).cpu().numpy()
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            for idx in length_buckets(lengths):
+                rows, width = torch.as_tensor(idx), int(lengths[idx].max())
+                part = {
+                    k: v[rows, :width] if isinstance(v, torch.Tensor) and v.dim() == 2 else v
+                    for k, v in feats.items()
+                }
+                out[idx] = self.encoder(part).float().cpu().numpy()
+        return out, lengths
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
         return _count(self.encoder.model.tokenizer, texts)
@@ -72,7 +82,8 @@ class OnnxBackend:
     """An exported ONNX dir (``model.onnx`` with pooling + normalize inside) on onnxruntime."""
 
     def __init__(self, model_dir: str | Path, threads: int = 0):
-        self.encoder = OnnxEncoder(model_dir, threads=threads)
+        # no spinning: between calls the event loop (parsing, batching, JSON) needs these cores
+        self.encoder = OnnxEncoder(model_dir, threads=threads, spin=False)
         self.prompts = self.encoder.prompts
         self.dim = self.encoder.dim
         self.max_tokens = self.encoder.max_seq_length
@@ -106,11 +117,19 @@ def check_export_report(onnx_dir: Path, force: bool = False) -> None:
     )
 
 
+def _shipped_int8(export_dir: Path) -> Path:
+    """The int8 variant an export dir ships (``shipped_int8`` of its report; else ``int8/``)."""
+    report = export_dir / REPORT
+    name = json.loads(report.read_text()).get("shipped_int8") if report.is_file() else None
+    return export_dir / (name or "int8")
+
+
 def load_backend(
     model: str | Path, backend: str = "torch", threads: int = 0, force: bool = False
 ) -> Backend:
     """``torch``: a SentenceTransformer dir (or a run dir's ``model/``); ``onnx``: an ONNX dir
-    (or an export dir / run dir, whose ``int8`` variant is used). An ONNX variant whose export
+    (or an export dir / run dir, whose shipped int8 variant is used: ``int8_fused`` when the export
+    report's ``shipped_int8`` says so, else ``int8``). An ONNX variant whose export
     report says ``good: false`` is refused unless ``force``."""
     p = Path(model).expanduser()
     if backend == "torch":
@@ -120,7 +139,7 @@ def load_backend(
             raise EmbedforgeError(f"not a SentenceTransformer dir (no modules.json): {p}")
         return TorchBackend(p, threads or None)
     if backend == "onnx":
-        for cand in (p, p / "int8", p / "onnx" / "int8"):
+        for cand in (p, _shipped_int8(p), _shipped_int8(p / "onnx")):
             if (cand / "model.onnx").is_file():
                 check_export_report(cand.resolve(), force)
                 return OnnxBackend(cand, threads)
