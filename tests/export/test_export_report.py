@@ -42,17 +42,29 @@ def report(tiny_dir, tmp_path_factory):
     return export_model(tiny_dir, tmp_path_factory.mktemp("exp") / "out", ExportSettings(**FAST))
 
 
-def test_report_fields_and_both_variants_good(report):
+def test_report_fields_and_every_variant_good(report):
     out = Path(report["out"])
     assert json.loads((out / "export_report.json").read_text())["variants"].keys() == {
         "fp32",
+        "fp32_fused",
         "int8",
+        "int8_fused",
     }
     assert "subset" in report["eval_set"] and report["eval_set"]["n_queries"] == 30
     fp32, int8 = report["variants"]["fp32"], report["variants"]["int8"]
     assert fp32["parity"]["min_cosine"] >= 0.999
+    assert report["variants"]["fp32_fused"]["parity"]["min_cosine"] >= 0.999
     assert int8["size_mb"] < fp32["size_mb"]
-    for v in (fp32, int8):  # the bounds export enforces: NDCG@10 / Recall@5 drop, mean cosine
+    assert fp32["fused_ops"] is None and int8["fused_ops"] is None
+    for name in ("fp32_fused", "int8_fused"):  # what the tiny BERT fuses (tests/export/test_fuse.py)
+        assert report["variants"][name]["fused_ops"]["Attention"] == 2
+    assert report["shipped_int8"] == "int8_fused"  # fused and within bounds: shipped
+    from embedforge.serve.backends import load_backend
+
+    assert load_backend(out, "onnx").encoder.model_dir.name == "int8_fused"
+    st_int8 = Path(report["model_dir"]) / report["sentence_transformers_files"]["int8"]
+    assert "QAttention" in {n.op_type for n in onnx.load(str(st_int8)).graph.node}
+    for v in report["variants"].values():  # the bounds export enforces: NDCG@10 / Recall@5 drop, mean cosine
         assert v["good"], v["failed"]
         assert v["parity"]["mean_cosine"] >= report["bounds"]["min_mean_cosine"]
         for k, bound in (("ndcg@10", "max_ndcg_drop"), ("recall@5", "max_recall_drop")):
@@ -69,6 +81,21 @@ def test_broken_variant_is_not_marked_good(tiny_dir, tmp_path, monkeypatch):
     assert rep["variants"]["fp32"]["good"]
     on_disk = json.loads((tmp_path / "out" / "export_report.json").read_text())
     assert on_disk["variants"]["int8"]["failed"] == bad["failed"]
+
+
+def test_fused_int8_out_of_bounds_is_not_shipped(tiny_dir, tmp_path, monkeypatch):
+    def quantize(src, out, recipe=None):  # break the fused int8 only
+        return (_noised if Path(out).name == "int8_fused" else quantize_int8)(src, out, recipe)
+
+    monkeypatch.setattr(runner, "quantize_int8", quantize)
+    small = {**FAST, "max_queries": 15, "max_docs": 40}
+    rep = export_model(tiny_dir, tmp_path / "out", ExportSettings(**small))
+    assert not rep["variants"]["int8_fused"]["good"] and rep["variants"]["int8"]["good"]
+    assert rep["shipped_int8"] == "int8"
+    from embedforge.serve.backends import load_backend
+
+    served = load_backend(tmp_path / "out", "onnx")  # the export dir serves what it ships
+    assert served.encoder.model_dir.name == "int8"
 
 
 def test_judge_names_each_failed_bound():
