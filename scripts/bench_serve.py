@@ -1,11 +1,13 @@
 """Benchmark the server: N concurrent clients sending single-text requests over loopback.
 
-    nice -n 10 python scripts/bench_serve.py [--model packaged:all-MiniLM-L6-v2] [--seconds 15]
+    nice -n 10 python scripts/bench_serve.py [--model packaged:all-MiniLM-L6-v2] [--seconds 30]
     nice -n 10 python scripts/bench_serve.py --overload [--clients 64] [--max-queue 256]
 
 Configurations: {torch, onnx int8} x {batching on (max batch 32), off (max batch 1)}. Each starts
 scripts/serve.py as a subprocess, waits for /readyz, runs the clients for --seconds, and records
-throughput and p50/p99 latency. JSON into outputs/bench/serve.json.
+throughput and p50/p99 latency. JSON into outputs/bench/serve.json. Targets (PASS/FAIL rows via
+scripts/benchenv.py, which also refuses above load 1.5 unless --force): batching on vs off >= 5x
+for torch and >= 2x for ONNX int8. The ONNX model is the export's shipped int8 (fused graph).
 
 ``--overload``: the torch server with a small queue, many clients sending 1-16 texts of mixed
 lengths, and a few poison requests (a lone surrogate, an over-long input with truncate off).
@@ -29,9 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from benchenv import add_load_arguments, machine, target
+
 from embedforge.errors import EmbedforgeError
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+#: req/s with batching (max batch 32) over without (max batch 1), per backend (issue 16)
+BATCHING_TARGETS = {"torch": 5.0, "onnx": 2.0}
 
 
 def free_port() -> int:
@@ -41,19 +49,21 @@ def free_port() -> int:
 
 
 def prepare_models(model: str, work: Path) -> dict[str, Path]:
-    """The model as a SentenceTransformer dir and as an int8 ONNX dir (built once, then reused)."""
+    """The model as a SentenceTransformer dir and as the fused int8 ONNX dir the export ships
+    (built once, then reused)."""
+    from embedforge.export.fuse import fuse_graph
     from embedforge.export.onnx_export import export_onnx
     from embedforge.export.quantize import quantize_int8
     from embedforge.models.encoder import Encoder
 
-    st_dir, int8_dir = work / "model", work / "onnx" / "int8"
+    st_dir, int8_dir = work / "model", work / "onnx" / "int8_fused"
     if not (st_dir / "modules.json").is_file():
         Encoder.from_pretrained(model).save(st_dir)
     if not (int8_dir / "model.onnx").is_file():
         fp32_dir = work / "onnx" / "fp32"
         if not (fp32_dir / "model.onnx").is_file():
             export_onnx(st_dir, fp32_dir)
-        quantize_int8(fp32_dir, int8_dir)
+        quantize_int8(fuse_graph(fp32_dir, work / "onnx" / "fp32_fused"), int8_dir)
     return {"torch": st_dir, "onnx": int8_dir}
 
 
@@ -242,7 +252,7 @@ def run_overload(model: str, args, texts: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="packaged:all-MiniLM-L6-v2")
-    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--seconds", type=float, default=30.0, help="per configuration")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
@@ -261,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overload", action="store_true", help="the overload run instead")
     ap.add_argument("--max-queue", type=int, default=256, help="overload run: texts waiting")
     ap.add_argument("--pool", type=int, default=300, help="overload run: distinct texts")
+    add_load_arguments(ap)
     args = ap.parse_args(argv)
+    env = machine(args.max_load, args.force)
     try:
         from embedforge.io import read_jsonl, write_json
 
@@ -270,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         texts = [r["text"] for r in read_jsonl(args.texts) if r.get("text", "").strip()]
         if args.overload:
             res = run_overload(args.model, args, texts)
+            res["machine"] = env
             res["loadavg"] = [round(x, 2) for x in os.getloadavg()]
             out = str(Path(args.out).with_name("serve_overload.json"))
             write_json(out, res)
@@ -278,16 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         models = prepare_models(args.model, Path(args.work))
         out = {
             "model": args.model,
+            "machine": env,
+            "onnx_model": str(models["onnx"]),
             "clients": args.clients,
             "seconds": args.seconds,
             "threads": args.threads,
             "max_wait_ms": args.max_wait_ms,
             "texts": args.texts,
-            "cpu_count": os.cpu_count(),
             "int8_recipe": json.loads((models["onnx"] / "int8_recipe.json").read_text())
             if (models["onnx"] / "int8_recipe.json").is_file()
             else None,
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             "results": {},
         }
         for spec in args.configs:
@@ -296,15 +309,20 @@ def main(argv: list[str] | None = None) -> int:
             res["loadavg"] = [round(x, 2) for x in os.getloadavg()]
             out["results"][spec] = res
             print(spec, json.dumps(res), flush=True)
-        for b in ("torch", "onnx"):
+        out["targets"] = []
+        for b, goal in BATCHING_TARGETS.items():
             on, off = out["results"].get(f"{b}:32"), out["results"].get(f"{b}:1")
+            if on is None and off is None:
+                continue
+            speedup = None
             if on and off and off["throughput_rps"]:
-                out[f"{b}_batching_speedup"] = round(
-                    on["throughput_rps"] / off["throughput_rps"], 2
-                )
+                speedup = round(on["throughput_rps"] / off["throughput_rps"], 2)
+            out[f"{b}_batching_speedup"] = speedup
+            name = f"{b} batching on vs off ({args.clients} clients, req/s)"
+            out["targets"].append(target(name, speedup, goal))
         out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         write_json(args.out, out)
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out} (load average {out['loadavg_end']})")
     except EmbedforgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
