@@ -27,7 +27,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-
 from benchenv import add_load_arguments, machine, target
 
 from embedforge.errors import EmbedforgeError
@@ -116,11 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-queries", type=int, default=100, help="0 = all")
     ap.add_argument("--max-docs", type=int, default=200, help="0 = all")
     ap.add_argument(
-        "--recipes", nargs="*", default=["s8_per_channel"], choices=list(RECIPES),
+        "--recipes",
+        nargs="*",
+        default=["s8_per_channel"],
+        choices=list(RECIPES),
         help="int8 recipes on the plain graph (docs/ship.md's recipe table: all of them)",
     )
     ap.add_argument(
-        "--fused-recipes", nargs="*", default=["s8_per_channel"], choices=list(RECIPES),
+        "--fused-recipes",
+        nargs="*",
+        default=["s8_per_channel"],
+        choices=list(RECIPES),
         help="int8 recipes on the fused graph; the first is the one the export ships",
     )
     ap.add_argument("--speed-texts", type=int, default=64)

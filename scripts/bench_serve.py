@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from benchenv import add_load_arguments, machine, target
 
 from embedforge.errors import EmbedforgeError

@@ -56,7 +56,10 @@ def test_report_fields_and_every_variant_good(report):
     assert report["variants"]["fp32_fused"]["parity"]["min_cosine"] >= 0.999
     assert int8["size_mb"] < fp32["size_mb"]
     assert fp32["fused_ops"] is None and int8["fused_ops"] is None
-    for name in ("fp32_fused", "int8_fused"):  # what the tiny BERT fuses (tests/export/test_fuse.py)
+    for name in (
+        "fp32_fused",
+        "int8_fused",
+    ):  # what the tiny BERT fuses (tests/export/test_fuse.py)
         assert report["variants"][name]["fused_ops"]["Attention"] == 2
     assert report["shipped_int8"] == "int8_fused"  # fused and within bounds: shipped
     from embedforge.serve.backends import load_backend
@@ -64,7 +67,8 @@ def test_report_fields_and_every_variant_good(report):
     assert load_backend(out, "onnx").encoder.model_dir.name == "int8_fused"
     st_int8 = Path(report["model_dir"]) / report["sentence_transformers_files"]["int8"]
     assert "QAttention" in {n.op_type for n in onnx.load(str(st_int8)).graph.node}
-    for v in report["variants"].values():  # the bounds export enforces: NDCG@10 / Recall@5 drop, mean cosine
+    # the bounds export enforces: NDCG@10 / Recall@5 drop, mean cosine
+    for v in report["variants"].values():
         assert v["good"], v["failed"]
         assert v["parity"]["mean_cosine"] >= report["bounds"]["min_mean_cosine"]
         for k, bound in (("ndcg@10", "max_ndcg_drop"), ("recall@5", "max_recall_drop")):
