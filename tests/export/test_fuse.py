@@ -88,3 +88,12 @@ def test_bucketed_embeddings_equal_one_padded_batch(tiny_fp32, real_texts):
     b, tb = OnnxEncoder(tiny_fp32, bucket=True).embed_raw(texts)
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert (ta == tb).all()
+
+
+def test_fusion_writes_nothing_into_the_working_directory(tiny_fp32, tmp_path, monkeypatch):
+    # onnxruntime's shape inference drops "sym_shape_infer_temp.onnx" into the cwd when it gives up
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    fuse_graph(tiny_fp32, tmp_path / "fused")
+    assert list(work.iterdir()) == []

@@ -7,9 +7,11 @@ time; quantizing the fused graph gives one ``QAttention`` per layer (Q, K and V 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -49,13 +51,16 @@ def fuse_graph(fp32_dir: str | Path, out_dir: str | Path, opt_level: int = OPT_L
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    fp32_dir, out_dir = Path(fp32_dir), Path(out_dir)
+    fp32_dir, out_dir = Path(fp32_dir).resolve(), Path(out_dir).resolve()
     num_heads, hidden = bert_shape(fp32_dir / "config.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in fp32_dir.iterdir():
         if f.is_file() and f.suffix != ".onnx" and not f.name.endswith(".onnx_data"):
             shutil.copy2(f, out_dir / f.name)
-    with warnings.catch_warnings():
+    # onnxruntime's symbolic shape inference saves "sym_shape_infer_temp.onnx" into the working
+    # directory when it gives up (it does on graphs with pooling attached): keep that out of the
+    # user's directory
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = optimize_model(
             str(fp32_dir / MODEL_FILE),
