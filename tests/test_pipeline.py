@@ -401,8 +401,12 @@ def test_matryoshka_end_to_end_reports_each_dimension(compose, tmp_path):
 
 def _graded_beir(root):
     """A toy BEIR set with graded train qrels (0-3) and dev/test splits."""
-    corpus = [{"_id": f"d{i}", "title": "", "text": f"clause {i} about topic {i % 7}"} for i in range(40)]
-    queries = [{"_id": f"q{i}", "text": f"which clause covers topic {i % 7} number {i}"} for i in range(40)]
+    corpus = [
+        {"_id": f"d{i}", "title": "", "text": f"clause {i} about topic {i % 7}"} for i in range(40)
+    ]
+    queries = [
+        {"_id": f"q{i}", "text": f"which clause covers topic {i % 7} number {i}"} for i in range(40)
+    ]
     train = [(f"q{i}", f"d{(i + k) % 40}", 3 - k) for i in range(24) for k in range(3)]
     dev = [(f"q{i}", f"d{i}", 1) for i in range(24, 32)]
     test = [(f"q{i}", f"d{i}", 1) for i in range(32, 40)]

@@ -165,9 +165,13 @@ def test_binary_qrels_score_one():
 
 def test_read_pairs_keeps_and_checks_scores(tmp_path):
     p = tmp_path / "pairs.jsonl"
-    p.write_text('{"query": "a", "positive": "b", "score": 0.25}\n{"query": "c", "positive": "d"}\n')
+    p.write_text(
+        '{"query": "a", "positive": "b", "score": 0.25}\n{"query": "c", "positive": "d"}\n'
+    )
     assert [x.get("score") for x in read_pairs(p)] == [0.25, None]
     for bad in ("1.5", '"high"', "true", "-0.1"):
         p.write_text(f'{{"query": "a", "positive": "b", "score": {bad}}}\n')
-        with pytest.raises(EmbedforgeError, match=r"record 1: 'score' must be a number in \[0, 1\]"):
+        with pytest.raises(
+            EmbedforgeError, match=r"record 1: 'score' must be a number in \[0, 1\]"
+        ):
             read_pairs(p)

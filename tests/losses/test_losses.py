@@ -122,9 +122,7 @@ def naive_cosine(q, d, negs, scores):
 
 def naive_cosent(q, d, negs, scores, scale):
     pairs = graded(q, d, negs, scores)
-    total = sum(
-        math.exp(scale * (cj - ci)) for ci, si in pairs for cj, sj in pairs if si > sj
-    )
+    total = sum(math.exp(scale * (cj - ci)) for ci, si in pairs for cj, sj in pairs if si > sj)
     return math.log(1 + total)
 
 

@@ -38,5 +38,7 @@ class CosineSimilarityLoss(Loss):
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        sim, target = scored_pairs(q, d, negatives, labels, scores, self.similarity, "cosine")  # (P,)
+        sim, target = scored_pairs(
+            q, d, negatives, labels, scores, self.similarity, "cosine"
+        )  # (P,)
         return ((sim - target) ** 2).mean()

@@ -26,7 +26,9 @@ def check_dims(key: str, dims: Sequence[int] | None) -> list[int]:
     except (TypeError, ValueError):
         ok = False
     if not ok or len(set(out)) != len(out):
-        raise EmbedforgeError(f"{key} must be a non-empty list of distinct integers > 0, got {dims!r}")
+        raise EmbedforgeError(
+            f"{key} must be a non-empty list of distinct integers > 0, got {dims!r}"
+        )
     return out
 
 

@@ -17,10 +17,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from embedforge.errors import EmbedforgeError
 from embedforge.eval.in_batch import in_batch_metrics
 from embedforge.eval.metrics import DEFAULT_METRICS
 from embedforge.eval.retrieval import RetrievalSet, evaluate
-from embedforge.errors import EmbedforgeError
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.losses.common import Loss, candidates, similarity
 from embedforge.models.encoder import Encoder
