@@ -58,11 +58,16 @@ def loss_configs() -> list[str]:
     return sorted(p.stem for p in (ROOT / "conf" / "loss").glob("*.yaml"))
 
 
-def build_loss(name: str):
-    """The loss ``conf/loss/<name>.yaml`` builds."""
+#: overrides that fit a loss config to the small embeddings of tests (random 8-dim, tiny BERT 32)
+LOSS_TEST_OVERRIDES = {"matryoshka": ("loss.matryoshka_dims=[8,4]",)}
+
+
+def build_loss(name: str, *overrides: str):
+    """The loss ``conf/loss/<name>.yaml`` builds (with ``LOSS_TEST_OVERRIDES`` and ``overrides``)."""
     from embedforge.config import build
 
-    return build(compose_config(f"loss={name}").loss)
+    extra = (*LOSS_TEST_OVERRIDES.get(name, ()), *overrides)
+    return build(compose_config(f"loss={name}", *extra).loss)
 
 
 @pytest.fixture()

@@ -373,3 +373,74 @@ def test_ddp_ranks_above_zero_read_rank0_pairs_instead_of_building(compose, tmp_
     monkeypatch.setenv("LOCAL_RANK", "1")
     train_set = build_pairs(compose(f"paths.output_dir={tmp_path}"), Untouchable(), None, Clock())
     assert train_set.pairs == rows
+
+
+def test_matryoshka_end_to_end_reports_each_dimension(compose, tmp_path):
+    """loss=matryoshka: metrics.json and report.md hold NDCG@10 of each truncated dimension."""
+    _, m = run_pipeline(
+        compose,
+        tmp_path,
+        "data=beir",
+        f"data.path={LEGAL}",
+        "data.val_max_docs=100",
+        "loss=matryoshka",
+        "loss.matryoshka_dims=[32,16,8]",
+        "trainer.max_steps=2",
+        "data.batch_size=4",
+    )
+    mat = m["matryoshka"]
+    assert list(mat["baseline"]) == list(mat["finetuned"]) == ["32", "16", "8"]
+    assert all(set(v) == SCHEMA for part in mat.values() for v in part.values())
+    # the full dimension (32 = the tiny model's) reproduces the untruncated evaluation
+    assert mat["finetuned"]["32"]["ndcg@10"] == pytest.approx(m["finetuned"]["ndcg@10"], abs=1e-6)
+    assert mat["baseline"]["32"]["ndcg@10"] == pytest.approx(m["baseline"]["ndcg@10"], abs=1e-6)
+    assert mat["finetuned"]["8"] != mat["finetuned"]["32"]
+    report = (tmp_path / "report.md").read_text()
+    assert "NDCG@10 per embedding dimension" in report and "| 8 |" in report
+
+
+def _graded_beir(root):
+    """A toy BEIR set with graded train qrels (0-3) and dev/test splits."""
+    corpus = [
+        {"_id": f"d{i}", "title": "", "text": f"clause {i} about topic {i % 7}"} for i in range(40)
+    ]
+    queries = [
+        {"_id": f"q{i}", "text": f"which clause covers topic {i % 7} number {i}"} for i in range(40)
+    ]
+    train = [(f"q{i}", f"d{(i + k) % 40}", 3 - k) for i in range(24) for k in range(3)]
+    dev = [(f"q{i}", f"d{i}", 1) for i in range(24, 32)]
+    test = [(f"q{i}", f"d{i}", 1) for i in range(32, 40)]
+    return make_beir(root, corpus, queries, {"train": train, "dev": dev, "test": test})
+
+
+def test_graded_loss_trains_on_scored_beir_pairs(compose, tmp_path):
+    beir = _graded_beir(tmp_path / "beir")
+    _, m = run_pipeline(
+        compose,
+        tmp_path / "run",
+        "data=beir",
+        f"data.path={beir}",
+        "data.train_queries=true",
+        "data.generate=false",
+        "loss=cosent",
+        "trainer.max_steps=2",
+        "data.batch_size=8",
+        "eval.baseline=false",
+    )
+    pairs = [json.loads(x) for x in (tmp_path / "run" / "pairs.jsonl").read_text().splitlines()]
+    assert {round(p["score"], 3) for p in pairs} == {1.0, 0.667, 0.333}
+    assert m["training"]["loss"] == "CoSENTLoss" and m["training"]["steps"] == 2
+
+
+def test_graded_loss_on_unscored_pairs_is_an_early_one_line_error(compose, tmp_path):
+    with pytest.raises(EmbedforgeError, match="needs graded pairs.*no 'score'.*loss=mnrl") as e:
+        run_pipeline(
+            compose,
+            tmp_path,
+            "data=beir",
+            f"data.path={LEGAL}",
+            "loss=cosine",
+            "data.val_max_docs=100",
+        )
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "metrics.json").exists()

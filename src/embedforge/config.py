@@ -68,6 +68,11 @@ def validate(cfg: DictConfig) -> None:
         )
     if _get(cfg, "loss") is not None:
         build(cfg.loss)  # bad loss arguments fail here, before any data is read or model encoded
+    dims = _get(cfg, "eval.matryoshka_dims")
+    if dims is not None:
+        from embedforge.losses.matryoshka import check_dims
+
+        check_dims("eval.matryoshka_dims", list(dims) if not isinstance(dims, str | int) else dims)
     bs = _get(cfg, "data.batch_size")
     if not isinstance(bs, int) or bs < 2:
         raise EmbedforgeError(

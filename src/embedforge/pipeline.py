@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from embedforge.data.hard_negatives import mine_for_pipeline
 from embedforge.data.sources import DataSource, holdout_sets
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
+from embedforge.eval.matryoshka import evaluate_dims
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
 from embedforge.export.model_card import base_model_info, write_model_card
@@ -66,6 +67,9 @@ def train(cfg: DictConfig) -> float:
         encoder: Encoder = build(cfg.model)
     train_set = build_pairs(cfg, data, encoder, clock)
     module = build_module(cfg, encoder, train_set.val_set)
+    module.check_pairs(
+        train_set.pairs
+    )  # a graded loss needs scored pairs: fail before any encoding
     trainer = build_trainer(cfg)
     base = evaluate_base(cfg, module, train_set.eval_set, trainer, clock)
     fit(cfg, trainer, module, train_set.pairs, data, base, clock)
@@ -74,7 +78,8 @@ def train(cfg: DictConfig) -> float:
     choice = select(cfg, module, trainer.checkpoint_callback, base, clock)
     with clock("finetuned_eval"):
         result = evaluate(cfg, encoder, train_set.eval_set)
-    metrics = write_run(cfg, data, train_set, trainer, base, choice, result, clock)
+        dims = evaluate_at_dims(cfg, encoder, train_set.eval_set)
+    metrics = write_run(cfg, data, train_set, trainer, base, choice, result, clock, dims)
     return float(metrics.monitor_value)
 
 
@@ -273,6 +278,7 @@ class Base:
     result: EvalResult | None
     val: dict[str, float]
     state: dict[str, torch.Tensor] | None
+    dims: dict[str, dict[str, float]] = field(default_factory=dict)  # eval.matryoshka_dims
 
 
 def evaluate_base(
@@ -291,6 +297,7 @@ def evaluate_base(
             if cfg.eval.baseline and trainer.is_global_zero
             else None
         )
+        dims = evaluate_at_dims(cfg, encoder, eval_set) if result is not None else {}
     with clock("baseline_val"):
         val = module.run_validation() if trainer.is_global_zero else {}
     state = (
@@ -300,7 +307,7 @@ def evaluate_base(
     )
     shown = f"{result.metrics.get(SHIP_METRIC, float('nan')):.4f}" if result else "-"
     log.info("baseline: eval %s %s | val %s", SHIP_METRIC, shown, val)
-    return Base(result, val, state)
+    return Base(result, val, state, dims)
 
 
 def baseline_eval(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
@@ -447,6 +454,24 @@ def evaluate(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalR
     )
 
 
+def evaluate_at_dims(
+    cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet
+) -> dict[str, dict[str, float]]:
+    """Metrics of the truncated, renormalized embeddings at each ``eval.matryoshka_dims`` (by
+    default the matryoshka loss's dims; empty when unset)."""
+    dims = cfg.eval.get("matryoshka_dims")
+    if not dims:
+        return {}
+    return evaluate_dims(
+        encoder,
+        eval_set,
+        list(dims),
+        list(cfg.eval.metrics),
+        cfg.eval.batch_size,
+        empty_queries=cfg.eval.empty_queries,
+    )
+
+
 def write_run(
     cfg: DictConfig,
     data: DataSource,
@@ -456,14 +481,18 @@ def write_run(
     choice: Choice,
     result: EvalResult,
     clock: Clock,
+    dims: dict[str, dict[str, float]] | None = None,
 ) -> RunMetrics:
     """``model/`` (with its model card), ``per_query.jsonl`` (+ PNG), ``metrics.json`` and
-    ``report.md``; final logger metrics."""
+    ``report.md``; final logger metrics. ``dims``: the shipped model's metrics per truncated
+    dimension (:func:`evaluate_at_dims`)."""
     run_dir = Path(cfg.paths.output_dir)
     encoder: Encoder = trainer.lightning_module.encoder
     with clock("save"):
         model_dir = encoder.save(run_dir / "model")
     metrics = run_metrics(cfg, data, train_set, trainer, base, choice, result, clock.stop())
+    if dims:
+        metrics.matryoshka = {"baseline": base.dims, "finetuned": dims}
     metrics.per_query = write_per_query(run_dir, train_set.eval_set, base.result, result)
     metrics.write(run_dir / "metrics.json")
     write_report(run_dir, metrics)

@@ -13,6 +13,7 @@ def write_report(run_dir: Path, m: RunMetrics) -> Path:
     """Write ``run_dir/report.md``: results, the shipped model and the gate, data, training, time."""
     lines = [f"# embedforge run: {m.task}", ""]
     lines += _results(m)
+    lines += _dims(m)
     if m.per_query is not None:
         from embedforge.per_query import changes_markdown
 
@@ -61,6 +62,25 @@ def _results(m: RunMetrics) -> list[str]:
         "",
     ]
     return lines
+
+
+def _dims(m: RunMetrics) -> list[str]:
+    """The ship metric of the truncated embeddings per dimension (matryoshka runs)."""
+    fine = m.matryoshka.get("finetuned") or {}
+    if not fine:
+        return []
+    base = m.matryoshka.get("baseline") or {}
+    lines = [
+        f"{SHIP_METRIC.upper()} per embedding dimension (first k coordinates, renormalized):",
+        "",
+        "| dim | baseline | fine-tuned | delta |",
+        "|---:|---:|---:|---:|",
+    ]
+    for dim, scores in fine.items():
+        b = (base.get(dim) or {}).get(SHIP_METRIC, float("nan"))
+        f = scores[SHIP_METRIC]
+        lines.append(f"| {dim} | {b:.4f} | {f:.4f} | {f - b:+.4f} |")
+    return lines + [""]
 
 
 def _data(m: RunMetrics) -> list[str]:

@@ -94,6 +94,9 @@ class RunMetrics:
         seconds: wall time per stage.
         provenance: seed, content hashes of pairs / eval / val sets, git, package versions.
         per_query: the per-query evidence (:class:`QueryChanges`), or None (older runs).
+        matryoshka: metrics of truncated, renormalized embeddings per dimension
+            (``eval.matryoshka_dims``): ``{"baseline"|"finetuned": {"<dim>": {metric: value}}}``;
+            empty when no dimension was evaluated.
     """
 
     task: str = ""
@@ -121,6 +124,7 @@ class RunMetrics:
     seconds: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     per_query: QueryChanges | None = None
+    matryoshka: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunMetrics:

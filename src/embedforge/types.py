@@ -2,8 +2,10 @@
 
 A chunk is ``{"id": str, "text": str, "title": str (may be ""), ...provenance}``.
 A pair is ``{"query": str, "positive": str, "negatives": [str] (optional), "source": str,
-"doc_id": str (optional), "query_id": str (optional)}`` where ``source`` is ``real``,
-``synthetic`` (LLM) or ``offline``.
+"doc_id": str (optional), "query_id": str (optional), "score": float (optional)}`` where
+``source`` is ``real``, ``synthetic`` (LLM) or ``offline``, and ``score`` is a graded label in
+[0, 1] (graded losses: ``loss=cosine``, ``loss=cosent``); a pair without one counts as
+``DEFAULT_SCORE`` (a positive is fully relevant) once any pair of the training set has a score.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import Any
 
 Chunk = dict[str, Any]
 Pair = dict[str, Any]
+
+#: the graded label of a pair without a ``score`` (a positive is fully relevant)
+DEFAULT_SCORE = 1.0
 
 
 def doc_text(row: dict) -> str:

@@ -144,3 +144,34 @@ def test_group_negatives_fall_back_to_the_corpus_and_fail_when_it_is_too_small(t
     src.group_negatives = 4
     with pytest.raises(EmbedforgeError, match="only 3 documents that are not relevant"):
         src.with_group_negatives(src.real_pairs())
+
+
+def test_graded_train_qrels_become_scored_pairs(tmp_path):
+    """Graded relevance survives as ``score`` = relevance / the split's highest grade."""
+    corpus = [{"_id": f"d{i}", "title": "", "text": f"document {i}"} for i in range(4)]
+    queries = [{"_id": f"q{i}", "text": f"query {i}"} for i in range(2)]
+    qrels = {
+        "train": [("q0", "d0", 3), ("q0", "d1", 1), ("q0", "d2", 0), ("q1", "d3", 2)],
+        "test": [("q1", "d0", 1)],
+    }
+    src = BeirSource(str(make_beir(tmp_path / "g", corpus, queries, qrels)), train_queries=True)
+    scores = {p["doc_id"]: p["score"] for p in src.real_pairs()}
+    assert scores == pytest.approx({"d0": 1.0, "d1": 1 / 3, "d3": 2 / 3})  # grade 0: no pair
+
+
+def test_binary_qrels_score_one():
+    assert {p["score"] for p in BeirSource(str(CUAD), train_queries=True).real_pairs()} == {1.0}
+
+
+def test_read_pairs_keeps_and_checks_scores(tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    p.write_text(
+        '{"query": "a", "positive": "b", "score": 0.25}\n{"query": "c", "positive": "d"}\n'
+    )
+    assert [x.get("score") for x in read_pairs(p)] == [0.25, None]
+    for bad in ("1.5", '"high"', "true", "-0.1"):
+        p.write_text(f'{{"query": "a", "positive": "b", "score": {bad}}}\n')
+        with pytest.raises(
+            EmbedforgeError, match=r"record 1: 'score' must be a number in \[0, 1\]"
+        ):
+            read_pairs(p)

@@ -11,6 +11,7 @@ from embedforge.train.datamodule import (
     collate_pairs,
     equal_negatives,
 )
+from embedforge.types import DEFAULT_SCORE
 
 
 def keys_of(pairs):
@@ -96,3 +97,14 @@ def test_no_text_of_any_column_twice_in_a_batch():
     for batch in dm.train_dataloader():
         docs = batch["positive"] + [t for row in batch["negatives"] for t in row]
         assert len(docs) == len(set(docs))
+
+
+def test_scores_travel_to_every_batch_once_any_pair_has_one():
+    """A graded loss needs a score in every batch: pairs without one count as DEFAULT_SCORE."""
+    pairs = [{"query": f"q{i}", "positive": f"p{i}"} for i in range(6)]
+    plain = PairDataModule(pairs, batch_size=2)
+    assert all("score" not in b for b in plain.train_dataloader())
+    scored = [{**p, "score": 0.5} if i == 0 else p for i, p in enumerate(pairs)]
+    batches = list(PairDataModule(scored, batch_size=2).train_dataloader())
+    got = {q: s for b in batches for q, s in zip(b["query"], b["score"])}
+    assert got == {"q0": 0.5, **{f"q{i}": DEFAULT_SCORE for i in range(1, 6)}}

@@ -26,7 +26,8 @@ WORDS = (
 
 
 def make_batch(b: int = 7, n_neg: int = 0) -> dict:
-    """Texts of different lengths (so chunks pad differently), no duplicates."""
+    """Texts of different lengths (so chunks pad differently), no duplicates; graded ``score``
+    labels (with ties) for the graded losses, ignored by the ranking ones."""
     q = [
         " ".join(WORDS[(i + k) % len(WORDS)] for k in range(2 + i % 3)) + f" q{i}" for i in range(b)
     ]
@@ -34,7 +35,7 @@ def make_batch(b: int = 7, n_neg: int = 0) -> dict:
         " ".join(WORDS[(3 * i + k) % len(WORDS)] for k in range(4 + i % 5)) + f" doc {i}"
         for i in range(b)
     ]
-    batch = {"query": q, "positive": p}
+    batch = {"query": q, "positive": p, "score": [(i * 7 % 11) / 10 for i in range(b)]}
     if n_neg:
         batch["negatives"] = [
             [f"{WORDS[(i + j) % len(WORDS)]} other text {i} {j}" for j in range(n_neg)]
@@ -49,12 +50,16 @@ def _encoder(dropout: float) -> Encoder:
 
 
 def make_module(
-    loss: str, dropout: float, mini_batch_size: int | None, l2sp: float = 0.0
+    loss: str,
+    dropout: float,
+    mini_batch_size: int | None,
+    l2sp: float = 0.0,
+    overrides: tuple[str, ...] = (),
 ) -> ContrastiveModule:
     enc = copy.deepcopy(_encoder(dropout))
     module = ContrastiveModule(
         enc,
-        build_loss(loss),
+        build_loss(loss, *overrides),
         functools.partial(torch.optim.SGD, lr=0.1),
         mini_batch_size=mini_batch_size,
         l2sp_weight=l2sp,
@@ -86,6 +91,17 @@ def test_cached_equals_plain_without_dropout(loss, n_neg):
     loss_cached = cached.forward_backward(batch)
     torch.testing.assert_close(loss_cached, loss_plain, rtol=1e-5, atol=1e-6)
     assert loss_plain.item() > 0
+    assert_same_grads(grads(cached), grads(plain))
+
+
+def test_cached_equals_plain_matryoshka_over_a_graded_loss():
+    """The wrapper truncates inside the loss, so the cached gradient on the full embeddings is exact."""
+    batch = make_batch(6, 1)
+    over = ("loss@loss.inner=cosent", "loss.matryoshka_dims=[32,16,8]")
+    plain, cached = (make_module("matryoshka", 0.0, m, overrides=over) for m in (None, 4))
+    torch.testing.assert_close(
+        cached.forward_backward(batch), plain.forward_backward(batch), rtol=1e-5, atol=1e-6
+    )
     assert_same_grads(grads(cached), grads(plain))
 
 
@@ -124,7 +140,7 @@ def _chunked_reference(module: ContrastiveModule, batch: dict, m: int) -> torch.
         negatives = torch.cat([embed(flat[i : i + m], "doc") for i in range(0, len(flat), m)]).view(
             len(q), -1, q.shape[1]
         )
-    loss = module.contrastive_loss(q, d, negatives)
+    loss = module.contrastive_loss(q, d, negatives, module.batch_scores(batch, q.device))
     loss.backward()
     return loss.detach()
 
@@ -137,9 +153,11 @@ def _cached(
     if n:
         groups.append(([t for row in batch["negatives"] for t in row], "doc"))
 
+    scores = module.batch_scores(batch, torch.device("cpu"))
+
     def loss_fn(reps):
         return module.contrastive_loss(
-            reps[0], reps[1], reps[2].view(len(reps[0]), n, -1) if n else None
+            reps[0], reps[1], reps[2].view(len(reps[0]), n, -1) if n else None, scores
         )
 
     return cached_backward(module.encoder.embed, groups, m, loss_fn, replay_rng=replay_rng)

@@ -151,8 +151,11 @@ class BeirSource(DataSource):
         val_split: in-training validation split; if the file is missing, a held-out slice of the
             training pairs is used. Never equal to ``eval_split``.
         train_split: split whose queries become real training pairs when ``train_queries``.
-        train_queries: add the real queries of ``train_split`` as training pairs.
-        pairs_path: extra labelled pairs JSONL (``{"query", "positive", "negatives"?}``).
+        train_queries: add the real queries of ``train_split`` as training pairs: one pair per
+            document judged relevant (relevance >= 1), with ``score`` = relevance / the split's
+            highest relevance, so graded qrels (0-2, 0-3) become graded labels in [0, 1] for
+            ``loss=cosine`` / ``loss=cosent`` and binary qrels give 1.0 (ranking losses ignore it).
+        pairs_path: extra labelled pairs JSONL (``{"query", "positive", "negatives"?, "score"?}``).
         eval_corpus: ``all`` = search the whole corpus; ``same_group`` = only documents whose group
             (``group_pattern`` group 1 of the id, e.g. the contract of ``cuad_<contract>_<n>``) holds a
             judged document of the split — a cheaper, per-document retrieval task.
@@ -282,7 +285,9 @@ class BeirSource(DataSource):
                     f"data.train_queries=true but {self.path}/qrels/{self.train_split}.tsv does not exist"
                 )
             ds = self.dataset
-            for qid, rels in sorted(ds.qrels[self.train_split].items()):
+            qrels = ds.qrels[self.train_split]
+            top = max((r for rels in qrels.values() for r in rels.values()), default=1)
+            for qid, rels in sorted(qrels.items()):
                 for did, rel in sorted(rels.items()):
                     if rel >= 1:
                         pairs.append(
@@ -292,6 +297,7 @@ class BeirSource(DataSource):
                                 "source": "real",
                                 "doc_id": did,
                                 "query_id": qid,
+                                "score": rel / top,  # graded label in (0, 1]
                             }
                         )
         if self.pairs_path:
@@ -383,7 +389,8 @@ class BeirSource(DataSource):
 
 
 def read_pairs(path: str | Path, default_source: str = "real") -> list[Pair]:
-    """Read a pairs JSONL: ``{"query", "positive", "negatives"?: [str], "source"?}`` per line."""
+    """Read a pairs JSONL: ``{"query", "positive", "negatives"?: [str], "source"?, "doc_id"?,
+    "score"?: number in [0, 1]}`` per line (``score``: the graded label of ``loss=cosine/cosent``)."""
     pairs: list[Pair] = []
     for lineno, row in enumerate(iter_jsonl(path), 1):
         q, p = row.get("query"), row.get("positive")
@@ -399,6 +406,13 @@ def read_pairs(path: str | Path, default_source: str = "real") -> list[Pair]:
             pair["negatives"] = negs
         if "doc_id" in row:
             pair["doc_id"] = str(row["doc_id"])
+        if row.get("score") is not None:
+            score = row["score"]
+            if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+                raise EmbedforgeError(
+                    f"{path}: record {lineno}: 'score' must be a number in [0, 1], got {score!r}"
+                )
+            pair["score"] = float(score)
         pairs.append(pair)
     if not pairs:
         raise EmbedforgeError(f"{path} holds no pairs")
@@ -409,7 +423,7 @@ class PairsSource(DataSource):
     """A plain pairs JSONL for training, optionally a BEIR dataset to evaluate on.
 
     Args:
-        path: pairs JSONL (``{"query", "positive", "negatives"?}`` per line).
+        path: pairs JSONL (``{"query", "positive", "negatives"?, "score"?}`` per line).
         eval_path: BEIR directory for the reported evaluation (else a held-out slice of the pairs).
         eval_split / val_split: as in :class:`BeirSource`.
     """

@@ -6,10 +6,34 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from embedforge.errors import EmbedforgeError
 
 SIMILARITIES = ("cos", "dot")
+
+
+class Loss(nn.Module):
+    """Base class of every loss: ``forward(q, d, negatives=None, labels=None, scores=None)``.
+
+    Inputs: ``q`` (B, D) queries; ``d`` (B_d, D) documents, ``B_d >= B`` (every rank's under DDP);
+    ``negatives`` (B_d, N, D) laid out like ``d``, or None; ``labels`` (B,) the row of each query's
+    positive in ``d`` (default ``arange(B)``); ``scores`` (B,) each pair's graded label in [0, 1]
+    (``score`` in ``pairs.jsonl``), or None. Ranking losses ignore ``scores``.
+    """
+
+    #: the loss needs a ``score`` on the training pairs (graded labels): checked before training
+    needs_scores: bool = False
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        d: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
 
 
 def check_similarity(kind: str) -> str:
@@ -80,3 +104,35 @@ def row_similarity(q: torch.Tensor, others: torch.Tensor, kind: str = "cos") -> 
     if kind == "cos":
         q, others = F.normalize(q, dim=-1), F.normalize(others, dim=-1)
     return torch.einsum("bd,bnd->bn", q, others)
+
+
+def scored_pairs(
+    q: torch.Tensor,
+    d: torch.Tensor,
+    negatives: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    scores: torch.Tensor | None,
+    kind: str = "cos",
+    loss: str = "loss",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pair's similarity and graded label, ``(P,)`` and ``(P,)`` in fp32, for graded losses.
+
+    The pairs are (q_i, its positive) with label ``scores[i]``, then every (q_i, hard negative) with
+    label 0 (a negative is judged not relevant). ``scores=None`` is a one-line error: with positives
+    only the label is constant and a graded loss is degenerate.
+    """
+    if scores is None:
+        raise EmbedforgeError(
+            f"loss={loss} needs graded pairs: the batch has no 'score' (add a score in [0, 1] to"
+            " every pair in pairs.jsonl, or use a ranking loss such as loss=mnrl)"
+        )
+    b = q.shape[0]
+    if labels is None:
+        labels = torch.arange(b, device=q.device)
+    pos = row_similarity(q, d[labels][:, None], kind)[:, 0]  # (B,)
+    sims, target = [pos], [scores.float().to(pos.device)]
+    if negatives is not None and negatives.numel() > 0:
+        neg = row_similarity(q, negatives[labels], kind).reshape(-1)  # (B*N,)
+        sims.append(neg)
+        target.append(torch.zeros_like(neg))
+    return torch.cat(sims), torch.cat(target)

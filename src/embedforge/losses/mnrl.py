@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from embedforge.losses.common import (
+    Loss,
     candidates,
     check_margin,
     check_positive,
@@ -16,7 +16,7 @@ from embedforge.losses.common import (
 )
 
 
-class MultipleNegativesRankingLoss(nn.Module):
+class MultipleNegativesRankingLoss(Loss):
     """InfoNCE over in-batch negatives, plus hard negatives as extra columns.
 
     Optimizes cross-entropy of ``scale * sim(q_i, c_j)`` against the index of q_i's positive, where
@@ -58,6 +58,7 @@ class MultipleNegativesRankingLoss(nn.Module):
         d: torch.Tensor,
         negatives: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if labels is None:
             labels = torch.arange(q.shape[0], device=q.device)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from embedforge.errors import EmbedforgeError
-from embedforge.losses.common import check_similarity, row_similarity, similarity
+from embedforge.losses.common import Loss, check_similarity, row_similarity, similarity
 
 
-class TripletLoss(nn.Module):
+class TripletLoss(Loss):
     """Hinge on distances: ``mean(relu(dist(q, p) - dist(q, n) + margin))``.
 
     The distance is ``1 - cos`` (or ``-dot``). Every (query, hard negative) pair is one triplet; when a
@@ -39,6 +38,7 @@ class TripletLoss(nn.Module):
         d: torch.Tensor,
         negatives: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b = q.shape[0]
         if labels is None:

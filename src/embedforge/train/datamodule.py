@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from embedforge.io import stable_hash
 from embedforge.train.distributed import same_on_every_rank
-from embedforge.types import Pair
+from embedforge.types import DEFAULT_SCORE, Pair
 
 
 class PairDataset(Dataset):
@@ -134,12 +135,18 @@ def equal_negatives(
     return out
 
 
-def collate_pairs(items: list[Pair]) -> dict[str, Any]:
-    """Lists of strings; negatives as a dense (B, N) block (every pair must have the same N)."""
+def collate_pairs(items: list[Pair], scored: bool = False) -> dict[str, Any]:
+    """Lists of strings; negatives as a dense (B, N) block (every pair must have the same N).
+
+    ``scored`` (the training set has graded pairs): ``score`` is a list of floats, ``DEFAULT_SCORE``
+    for a pair without one, in every batch.
+    """
     batch: dict[str, Any] = {
         "query": [p["query"] for p in items],
         "positive": [p["positive"] for p in items],
     }
+    if scored:
+        batch["score"] = [float(p.get("score", DEFAULT_SCORE)) for p in items]
     counts = {len(p.get("negatives") or []) for p in items}
     if len(counts) > 1:
         raise ValueError(
@@ -197,7 +204,10 @@ class PairDataModule(pl.LightningDataModule):
         return DataLoader(
             PairDataset(self.pairs),
             batch_sampler=sampler,
-            collate_fn=collate_pairs,
+            # every batch carries scores when any pair has one (graded losses need them in all)
+            collate_fn=functools.partial(
+                collate_pairs, scored=any("score" in p for p in self.pairs)
+            ),
             num_workers=self.num_workers,
         )
 

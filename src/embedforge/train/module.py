@@ -17,14 +17,16 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from embedforge.errors import EmbedforgeError
 from embedforge.eval.in_batch import in_batch_metrics
 from embedforge.eval.metrics import DEFAULT_METRICS
 from embedforge.eval.retrieval import RetrievalSet, evaluate
 from embedforge.eval.ship import SHIP_METRIC
-from embedforge.losses.common import candidates, similarity
+from embedforge.losses.common import Loss, candidates, similarity
 from embedforge.models.encoder import Encoder
 from embedforge.train.distributed import all_gather_with_grad, world
 from embedforge.train.gradcache import cached_backward
+from embedforge.types import DEFAULT_SCORE, Pair
 
 log = logging.getLogger("embedforge")
 
@@ -45,7 +47,8 @@ class ContrastiveModule(pl.LightningModule):
 
     Args:
         encoder: the model being trained.
-        loss: a loss module ``forward(q, d, negatives=None, labels=None)``.
+        loss: a loss module ``forward(q, d, negatives=None, labels=None, scores=None)``
+            (:class:`~embedforge.losses.common.Loss`); ``scores`` are the batch's ``score`` labels.
         optimizer: a partial optimizer (``_partial_: true``) called with the parameters.
         warmup_ratio: fraction of the total steps with linear warmup (then linear decay).
         mini_batch_size: gradient-caching chunk size (null = plain training): the loss sees the whole
@@ -126,13 +129,40 @@ class ContrastiveModule(pl.LightningModule):
     def _gathering(self) -> bool:
         return self.gather_across_devices and world()[0] > 1
 
+    def check_pairs(self, pairs: list[Pair]) -> None:
+        """Fail before training when a graded loss (``needs_scores``) gets pairs without graded
+        labels: with positives only every label is ``DEFAULT_SCORE`` and the loss is degenerate."""
+        if not (isinstance(self.loss, Loss) and self.loss.needs_scores):
+            return
+        labels = {float(p.get("score", DEFAULT_SCORE)) for p in pairs}
+        if len(labels) < 2:
+            have = "a 'score'" if any("score" in p for p in pairs) else "no 'score'"
+            raise EmbedforgeError(
+                f"loss {type(self.loss).__name__} needs graded pairs, but all {len(pairs)} training"
+                f" pairs have {have} and the same label {labels.pop() if labels else DEFAULT_SCORE}:"
+                " the loss is degenerate on positives only; add 'score' in [0, 1] to pairs.jsonl (or"
+                " train on graded BEIR qrels, data.train_queries=true), or use loss=mnrl"
+            )
+
+    @staticmethod
+    def batch_scores(batch: dict[str, Any], device: torch.device) -> torch.Tensor | None:
+        """The batch's graded labels ``(B,)`` in fp32, or None when its pairs have none."""
+        if "score" not in batch:
+            return None
+        return torch.tensor(batch["score"], dtype=torch.float32, device=device)
+
     def contrastive_loss(
-        self, q: torch.Tensor, d: torch.Tensor, negatives: torch.Tensor | None = None
+        self,
+        q: torch.Tensor,
+        d: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The configured loss on this rank's embeddings, in fp32 and outside autocast.
 
         Under DDP with ``gather_across_devices`` the candidates are every rank's documents and hard
-        negatives (labels offset by rank), or with ``gather_queries`` the whole global batch.
+        negatives (labels offset by rank), or with ``gather_queries`` the whole global batch (and
+        the scores, which belong to the queries, are gathered with them).
         """
         with torch.autocast(self.device.type, enabled=False):  # logits never in half precision
             q, d = q.float(), d.float()
@@ -146,9 +176,10 @@ class ContrastiveModule(pl.LightningModule):
                 )  # (W*B, N, D)
                 if self.gather_queries:
                     q = all_gather_with_grad(q)  # (W*B, D): every rank computes the global loss
+                    scores = None if scores is None else all_gather_with_grad(scores)  # (W*B,)
                 else:
                     labels = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
-            loss = self.loss(q, d, negatives, labels)
+            loss = self.loss(q, d, negatives, labels, scores)
             # logged by training_step; no gradient, no RNG: training is unchanged
             with torch.no_grad():
                 scores = similarity(q, candidates(d, negatives))  # (B, B_d+B*N), cosine
@@ -182,9 +213,10 @@ class ContrastiveModule(pl.LightningModule):
         backward = backward or self._backward
         bsz = len(batch["query"])
         extra = self.anchor_penalty if self.l2sp_weight > 0 else None
+        scores = self.batch_scores(batch, self.device)  # (B,) or None
         if self.mini_batch_size is None:
             q, d, negatives = self.encode_batch(batch)
-            contrastive = self.contrastive_loss(q, d, negatives)
+            contrastive = self.contrastive_loss(q, d, negatives, scores)
             backward(contrastive + (extra() if extra else 0.0))
             return contrastive.detach()
         groups = [(batch["query"], "query"), (batch["positive"], "doc")]
@@ -194,7 +226,7 @@ class ContrastiveModule(pl.LightningModule):
 
         def loss_fn(reps: list[torch.Tensor]) -> torch.Tensor:
             negatives = reps[2].view(bsz, n, -1) if n else None  # (B, N, D)
-            return self.contrastive_loss(reps[0], reps[1], negatives)
+            return self.contrastive_loss(reps[0], reps[1], negatives, scores)
 
         return cached_backward(
             self.encoder.embed,
