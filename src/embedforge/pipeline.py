@@ -67,9 +67,7 @@ def train(cfg: DictConfig) -> float:
         encoder: Encoder = build(cfg.model)
     train_set = build_pairs(cfg, data, encoder, clock)
     module = build_module(cfg, encoder, train_set.val_set)
-    module.check_pairs(
-        train_set.pairs
-    )  # a graded loss needs scored pairs: fail before any encoding
+    module.check_pairs(train_set.pairs)  # a graded loss needs scored pairs: fail before encoding
     trainer = build_trainer(cfg)
     base = evaluate_base(cfg, module, train_set.eval_set, trainer, clock)
     fit(cfg, trainer, module, train_set.pairs, data, base, clock)
