@@ -60,6 +60,10 @@ def test_end_to_end_tiny_on_legal_summarization(compose, tmp_path):
     slot = {"base": "base", "best_checkpoint": "best", "last": "last"}[m["selected"]]
     assert value == m["monitor_value"] == pytest.approx(m["val"][slot])
     assert (tmp_path / "report.md").read_text().count("| ndcg@10 |") == 1
+    # no dev split, no real pairs: validation says it is held out of generated pairs, hardened
+    assert m["val_set"]["kind"] == "held-out synthetic" and "guard" in m["val_set"]
+    assert "validation: **held-out synthetic**" in (tmp_path / "report.md").read_text()
+    assert m["generation"]["pairs"] >= m["n_train_pairs"] and "copyable_dropped" in m["generation"]
     # per-query evidence: every scored query with its text, the plot, the report section
     from embedforge.io import read_jsonl
 
@@ -444,3 +448,37 @@ def test_graded_loss_on_unscored_pairs_is_an_early_one_line_error(compose, tmp_p
         )
     assert "\n" not in str(e.value)
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_mix_keeps_every_real_pair_and_caps_the_generated_ones():
+    from embedforge.pipeline import mix_pairs
+
+    real = [{"query": f"r{i}", "positive": f"p{i}", "source": "real"} for i in range(800)]
+    syn = [{"query": f"s{i}", "positive": f"g{i}", "source": "offline"} for i in range(500)]
+    mixed = mix_pairs(real, syn, 1, 3, 0)  # 800 real want 2,400 generated: only 500 exist
+    assert sum(p["source"] == "real" for p in mixed) == 800 and len(mixed) == 1300
+    mixed = mix_pairs(real[:100], syn, 1, 3, 0)  # 100 real : 300 of the 500 generated
+    assert sum(p["source"] == "real" for p in mixed) == 100 and len(mixed) == 400
+    assert len(mix_pairs(real, syn, 0, 1, 0)) == 500 and len(mix_pairs(real, syn, 1, 0, 0)) == 800
+
+
+def test_icd10_demo_mixes_offline_pairs_and_generate_false_is_real_only(compose):
+    cfg = compose()
+    assert cfg.data.generate is True and cfg.generator._target_.endswith("OfflineGenerator")
+    assert (cfg.data.mix_real, cfg.data.mix_synthetic) == (1, 3) and cfg.data.train_queries
+    assert compose("data.generate=false").data.generate is False
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("data.val_max_base=1.5", "data.val_max_base"),
+        ("generator.strategies=[titles]", "generator.strategies"),
+        ("generator.probe.mrr_band=[0.9,0.1]", "generator.probe.mrr_band"),
+    ],
+)
+def test_bad_generation_settings_fail_validation(compose, override, needle):
+    from embedforge.config import validate
+
+    with pytest.raises(EmbedforgeError, match=needle):
+        validate(compose(override))

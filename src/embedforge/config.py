@@ -108,6 +108,16 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"data.mix_real / data.mix_synthetic must be non-negative integers, not both 0, got {mix}"
         )
+    vmb = _get(cfg, "data.val_max_base")
+    if vmb is not None and (not isinstance(vmb, int | float) or not 0 < vmb <= 1):
+        raise EmbedforgeError(f"data.val_max_base must be null or in (0, 1], got {vmb!r}")
+    gen = _get(cfg, "generator")
+    if _get(cfg, "data.generate", False) and gen is not None and "strategies" in gen:
+        build(gen)  # unknown offline strategies and a bad probe band fail before any data is read
+        from embedforge.generate.probe import probe_config
+
+        if gen.get("probe") is not None:
+            probe_config(OmegaConf.to_container(gen.probe, resolve=True))
     gn = _get(cfg, "data.group_negatives", 0) or 0
     hn = (_get(cfg, "data.hard_negatives", {}) or {}).get("num", 0) or 0
     if gn and hn:

@@ -28,6 +28,7 @@ from embedforge.config import build, validate
 from embedforge.data.diagnostics import pair_diagnostics
 from embedforge.data.hard_negatives import mine_for_pipeline
 from embedforge.data.sources import DataSource, holdout_sets
+from embedforge.data.validation import DEV_SPLIT
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
 from embedforge.eval.matryoshka import evaluate_dims
@@ -111,6 +112,7 @@ class TrainingSet:
         path: ``pairs.jsonl`` in the run directory.
         negatives: counts of mined / group negatives (empty when none).
         diagnostics: length and overlap statistics of the pairs.
+        generation: the generator's ``stats`` (offline: pairs per strategy, copy filter, probe).
     """
 
     pairs: list[Pair]
@@ -119,6 +121,7 @@ class TrainingSet:
     path: Path
     negatives: dict[str, Any]
     diagnostics: dict[str, Any]
+    generation: dict[str, Any] | None = None
 
     @property
     def by_source(self) -> dict[str, int]:
@@ -140,13 +143,14 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
     with clock("data"):
         real = data.real_pairs()
     with clock("generate"):
-        synthetic = generate_pairs(cfg, data)
+        synthetic, generation = generate_pairs(cfg, data, encoder)
     pairs = mix_pairs(real, synthetic, data.mix_real, data.mix_synthetic, cfg.seed)
     if not pairs:
         raise EmbedforgeError(
             "no training pairs: set data.train_queries=true, data.pairs_path=..., or data.generate=true"
         )
-    pairs, val_set, eval_set = build_sets(data, cfg, pairs)
+    with clock("validation_set"):
+        pairs, val_set, eval_set = build_sets(data, cfg, pairs, encoder)
     if data.max_train_pairs and len(pairs) > data.max_train_pairs:
         pairs = random.Random(cfg.seed).sample(pairs, int(data.max_train_pairs))
     if len(pairs) < 2:
@@ -162,7 +166,7 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
     pairs = equal_negatives(pairs, cfg.seed, stats=negatives)  # one (B, N) shape on every rank
     path = write_jsonl(run_dir / PAIRS_FILE, pairs)
     train_set = TrainingSet(
-        pairs, val_set, eval_set, path, negatives, pair_diagnostics(pairs, run_dir)
+        pairs, val_set, eval_set, path, negatives, pair_diagnostics(pairs, run_dir), generation
     )
     log.info(
         "training pairs: %d %s | val %s | eval %s",
@@ -189,45 +193,71 @@ def rank0_pairs(path: Path, timeout_s: float = 6 * 3600) -> TrainingSet:
     return TrainingSet(pairs, none, none, path, {}, {})
 
 
-def generate_pairs(cfg: DictConfig, data: DataSource) -> list[Pair]:
-    """The configured generator's pairs from the source's documents (none unless ``data.generate``)."""
+def generate_pairs(
+    cfg: DictConfig, data: DataSource, encoder: Encoder | None = None
+) -> tuple[list[Pair], dict[str, Any] | None]:
+    """The configured generator's pairs from the source's documents (none unless ``data.generate``)
+    and its ``stats``. A generator that scores with the base model (``encoder`` None: the offline
+    probe, the LLM round-trip filter) is given the run's instead of loading its own."""
     if not data.generate:
-        return []
+        return [], None
     chunks = data.chunks()
     if not chunks:
         raise EmbedforgeError(f"data source {data.name!r} has no documents to generate pairs from")
-    return build(cfg.generator).generate(chunks)
+    generator = build(cfg.generator)
+    if encoder is not None and getattr(generator, "encoder", False) is None:
+        generator.encoder = encoder
+    pairs = generator.generate(chunks)
+    return pairs, dict(getattr(generator, "stats", None) or {}) or None
 
 
 def mix_pairs(
     real: list[Pair], synthetic: list[Pair], mix_real: int, mix_synthetic: int, seed: int
 ) -> list[Pair]:
-    """Real and generated pairs at ``mix_real : mix_synthetic`` (all of the scarcer side is kept)."""
+    """Every real pair and up to ``mix_synthetic / mix_real`` generated pairs per real one.
+
+    Real queries pose the task and are scarce: the ratio caps the generated side, never the real
+    one (with too few generated pairs the mix is richer in real ones; generate more to reach it).
+    ``mix_real=0`` trains on generated pairs only, ``mix_synthetic=0`` on real ones only.
+    """
     rng = random.Random(seed)
-    if real and synthetic and mix_real and mix_synthetic:
-        want_syn = len(real) * mix_synthetic // mix_real
-        if want_syn < len(synthetic):
-            synthetic = rng.sample(synthetic, want_syn)
-        else:
-            want_real = max(1, len(synthetic) * mix_real // mix_synthetic)
-            real = rng.sample(real, min(len(real), want_real))
-    elif mix_real == 0:
+    if mix_real == 0:
         real = []
     elif mix_synthetic == 0:
         synthetic = []
+    elif real and synthetic:
+        want_syn = len(real) * mix_synthetic // mix_real
+        if want_syn < len(synthetic):
+            synthetic = rng.sample(synthetic, want_syn)
+        elif want_syn > len(synthetic):
+            log.info(
+                "mix: %d real pairs want %d generated at %d:%d, %d available (all kept)",
+                len(real), want_syn, mix_real, mix_synthetic, len(synthetic),
+            )
     pairs = real + synthetic
     rng.shuffle(pairs)
     return pairs
 
 
 def build_sets(
-    data: DataSource, cfg: DictConfig, pairs: list[Pair]
+    data: DataSource, cfg: DictConfig, pairs: list[Pair], encoder: Encoder | None = None
 ) -> tuple[list[Pair], RetrievalSet, RetrievalSet]:
-    """Validation and eval sets; held out of the pairs only when the source has no judged split."""
+    """Validation and eval sets; held out of the pairs only when the source has no judged split
+    (real pairs first; generated ones hardened against ``encoder``: :func:`holdout_sets`)."""
     eval_set, val_set = data.eval_set(), data.val_set()
+    if val_set is not None:
+        val_set.info.setdefault("kind", DEV_SPLIT)
     if eval_set is None or val_set is None:
         pairs, held_val, held_eval = holdout_sets(
-            pairs, data.holdout, cfg.seed, data.val_max_docs, data.name, with_eval=eval_set is None
+            pairs,
+            data.holdout,
+            cfg.seed,
+            data.val_max_docs,
+            data.name,
+            with_eval=eval_set is None,
+            encoder=encoder if val_set is None else None,
+            max_base=data.val_max_base,
+            batch_size=cfg.eval.batch_size,
         )
         val_set = val_set or held_val
         eval_set = eval_set or held_eval
@@ -542,6 +572,7 @@ def run_metrics(
         pairs_by_source=train_set.by_source,
         pair_diagnostics=train_set.diagnostics,
         hard_negatives=train_set.negatives or None,
+        generation=train_set.generation,
         monitor=cfg.monitor,
         monitor_value=choice.value,
         selected=choice.selected,

@@ -86,12 +86,17 @@ def _dims(m: RunMetrics) -> list[str]:
 def _data(m: RunMetrics) -> list[str]:
     by_source = ", ".join(f"{k}: {v}" for k, v in m.pairs_by_source.items())
     vs = m.val_set
+    base = m.val.get("base")
+    shown = f"; base {m.monitor} {base:.4f}" if isinstance(base, int | float) else ""
     lines = [
         "## Data",
         "",
         f"- training pairs: {m.n_train_pairs} ({by_source})",
-        f"- validation: {vs['name']} ({vs['n_queries']} queries, {vs['n_docs']} docs)",
+        f"- validation: **{vs.get('kind', 'unrecorded')}** {vs['name']} ({vs['n_queries']} queries,"
+        f" {vs['n_docs']} docs{shown})",
     ]
+    if vs.get("guard"):
+        lines.append(f"- validation hardness guard: {vs['guard']}")
     lines += [f"- eval {k}: {v}" for k, v in m.eval_set.items()]
     if m.hard_negatives:
         hn = m.hard_negatives
@@ -101,10 +106,36 @@ def _data(m: RunMetrics) -> list[str]:
             else "hard negatives (mined with the base model)"
         )
         lines.append(f"- {label}: {hn}")
+    lines += _generation(m.generation)
     if m.pair_diagnostics:
         from embedforge.data.diagnostics import diagnostics_markdown
 
         lines += ["", diagnostics_markdown(m.pair_diagnostics)]
+    return lines
+
+
+def _generation(g: dict | None) -> list[str]:
+    """The generator's stats; the strategy probe's table when ``strategies=auto`` chose."""
+    if not g:
+        return []
+    lines = [f"- generated: {', '.join(f'{k}: {v}' for k, v in g.items() if k != 'probe')}"]
+    probe = g.get("probe")
+    if probe:
+        lo, hi = probe["mrr_band"]
+        lines += [
+            "",
+            f"Strategy probe (base model, up to {probe['pairs']} pairs each, band"
+            f" MRR@10 in [{lo}, {hi}]): chose {', '.join(probe['chosen'])}.",
+            "",
+            "| strategy | pairs | MRR@10 | Recall@1 | chosen |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for r in probe["table"]:
+            mrr, r1 = r.get("mrr@10"), r.get("recall@1")
+            lines.append(
+                f"| {r['strategy']} | {r['pairs']} | {'-' if mrr is None else f'{mrr:.3f}'}"
+                f" | {'-' if r1 is None else f'{r1:.3f}'} | {'yes' if r['chosen'] else ''} |"
+            )
     return lines
 
 

@@ -84,6 +84,7 @@ class RunMetrics:
         pairs_by_source: training pairs per ``source`` (real, offline, synthetic).
         pair_diagnostics: length and overlap statistics of the pairs (``data.diagnostics``).
         hard_negatives: counts of mined or group negatives, or None.
+        generation: the generator's stats (offline: pairs per strategy, copy filter, probe table), or None.
         monitor: the validation metric that selects the model (``cfg.monitor``).
         monitor_value: its value for the shipped model.
         selected: ``base``, ``best_checkpoint`` or ``last``.
@@ -112,6 +113,7 @@ class RunMetrics:
     pairs_by_source: dict[str, int] = field(default_factory=dict)
     pair_diagnostics: dict[str, Any] | None = None
     hard_negatives: dict[str, Any] | None = None
+    generation: dict[str, Any] | None = None
     monitor: str = ""
     monitor_value: float | None = None
     selected: str = ""

@@ -36,6 +36,8 @@ class DataSource:
         holdout: fraction of training pairs held out for validation when the source has no dev split.
         val_max_queries / val_max_docs: size of the in-training validation set (queries sampled; the
             corpus keeps their relevant documents plus seeded distractors).
+        val_max_base: validation held out of generated pairs is made harder until the base model's
+            NDCG@10 on it is at most this (:mod:`embedforge.data.validation`); null = off.
         hard_negatives: mining options (``num`` = 0 disables).
         seed: sampling seed.
     """
@@ -54,6 +56,7 @@ class DataSource:
         holdout: float = 0.05,
         val_max_queries: int | None = 200,
         val_max_docs: int | None = 2000,
+        val_max_base: float | None = 0.7,
         hard_negatives: dict | None = None,
         num_workers: int = 0,
         seed: int = 0,
@@ -67,6 +70,7 @@ class DataSource:
         self.holdout = float(holdout)
         self.val_max_queries = val_max_queries
         self.val_max_docs = val_max_docs
+        self.val_max_base = val_max_base
         self.hard_negatives = dict(hard_negatives or {})
         self.num_workers = int(num_workers)
         self.seed = int(seed)
@@ -483,43 +487,62 @@ def holdout_sets(
     max_docs: int | None,
     name: str,
     with_eval: bool = True,
+    encoder: Any = None,
+    max_base: float | None = None,
+    batch_size: int = 64,
 ) -> tuple[list[Pair], RetrievalSet, RetrievalSet | None]:
     """Split pairs into (train, val, eval) when a source has no judged splits.
 
     Held-out pairs become queries whose relevant document is their positive; every positive of the
     whole pair set is in the searched corpus (distractors). Pairs sharing a query or positive with a
     held-out pair are removed from training so nothing leaks.
+
+    Real pairs pose the test task, so when at least 10 distinct real positives exist the held-out
+    queries are real ones (``info["kind"] = "held-out real"``) and generated pairs only train.
+    Otherwise validation is held out of the generated pairs (``"held-out synthetic"``) with the
+    hardness guard of :mod:`embedforge.data.validation`: word-overlap distractors and, with
+    ``encoder`` and ``max_base``, the most lexically trivial queries dropped until the base model's
+    NDCG@10 is at most ``max_base``.
     """
+    from embedforge.data.validation import HELD_OUT_REAL, HELD_OUT_SYNTHETIC, harden
+    from embedforge.data.validation import lexical_distractors
+
     rng = random.Random(seed)
-    positives = sorted({p["positive"] for p in pairs})
+    real = [p for p in pairs if p.get("source", "real") == "real"]
+    real_positives = {p["positive"] for p in real}
+    pool, kind = (real, HELD_OUT_REAL) if len(real_positives) >= 10 else (pairs, HELD_OUT_SYNTHETIC)
+    positives = sorted({p["positive"] for p in pool})
     if len(positives) < 10:
         raise EmbedforgeError(
             f"only {len(positives)} distinct positives: too few to hold out validation/eval pairs"
         )
     rng.shuffle(positives)
     n = max(2, int(len(positives) * fraction))
+    if kind == HELD_OUT_REAL:  # real queries are few: enough of them to measure anything
+        n = max(n, min(20, len(positives) // 5))
     val_pos, eval_pos = set(positives[:n]), set(positives[n : 2 * n] if with_eval else [])
     doc_id = {t: f"d{i}" for i, t in enumerate(sorted({p["positive"] for p in pairs}))}
     corpus = {i: t for t, i in doc_id.items()}
+    guarded = kind == HELD_OUT_SYNTHETIC and max_base is not None
 
     def make(pos: set[str], split: str) -> RetrievalSet:
         queries, qrels = {}, {}
-        for k, p in enumerate(x for x in pairs if x["positive"] in pos):
+        for k, p in enumerate(x for x in pool if x["positive"] in pos):
             qid = f"{split}{k}"
             queries[qid] = p["query"]
             qrels[qid] = {doc_id[p["positive"]]: 1}
-        return subsample(
-            corpus,
-            queries,
-            qrels,
-            None,
-            max_docs,
-            seed,
-            f"{name}/{split}",
-            {"split": f"held-out {split}"},
-        )
+        info: dict[str, Any] = {"split": f"held-out {split}", "kind": kind}
+        docs = corpus
+        if guarded and split == "val":
+            ids, added = lexical_distractors(corpus, queries, qrels, max_docs, seed)
+            docs = {d: corpus[d] for d in ids}
+            info["guard"] = {"distractors": "word overlap", "lexical_distractors": added}
+        rset = subsample(docs, queries, qrels, None, max_docs, seed, f"{name}/{split}", info)
+        if guarded and split == "val" and encoder is not None:
+            rset = harden(rset, encoder, float(max_base), batch_size=batch_size)
+        return rset
 
-    held_q = {p["query"] for p in pairs if p["positive"] in val_pos | eval_pos}
+    held_q = {p["query"] for p in pool if p["positive"] in val_pos | eval_pos}
     train = [
         p for p in pairs if p["positive"] not in val_pos | eval_pos and p["query"] not in held_q
     ]
