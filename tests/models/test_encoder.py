@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from embedforge.batching import padded_tokens, token_batches
 from embedforge.errors import EmbedforgeError
 from embedforge.models.encoder import Encoder
 
@@ -50,3 +52,62 @@ def test_missing_local_model_dir_and_unknown_packaged():
         Encoder.from_pretrained("./no/such/model")
     with pytest.raises(EmbedforgeError, match="unknown packaged model"):
         Encoder.from_pretrained("packaged:nope")
+
+
+# ------------------------------------------------------------------ token-length bucketing
+def _texts() -> list[str]:
+    words = "the licensee shall indemnify the licensor against all third party claims".split()
+    rng = np.random.default_rng(0)
+    # lengths from 1 word to past the tiny model's 64-token limit (truncated), in shuffled order
+    return [" ".join(rng.choice(words, size=n)) for n in rng.permutation(list(range(1, 70, 2)))]
+
+
+def test_bucketed_encode_equals_each_text_alone_in_input_order(tiny_encoder):
+    texts = _texts()
+    got = tiny_encoder.encode(texts, "doc", batch_size=4, show_progress=False)
+    tiny_encoder.eval()
+    with torch.no_grad():
+        alone = np.concatenate([tiny_encoder.embed([t], "doc").numpy() for t in texts])
+    assert got.shape == (len(texts), tiny_encoder.dim) and got.dtype == np.float32
+    np.testing.assert_allclose(got, alone, atol=1e-5)  # no padding at all vs bucketed padding
+    one_batch = tiny_encoder.encode(texts, "doc", batch_size=len(texts), show_progress=False)
+    np.testing.assert_allclose(got, one_batch, atol=1e-5)
+
+
+def test_encode_tokenizes_once_and_pads_each_batch_to_its_longest(tiny_encoder, monkeypatch):
+    texts = _texts()
+    lengths = tiny_encoder.tokenize(texts)["attention_mask"].sum(1).numpy()
+    calls, shapes = [], []
+    preprocess, forward = tiny_encoder.model.preprocess, tiny_encoder.forward
+    monkeypatch.setattr(
+        tiny_encoder.model, "preprocess", lambda t: calls.append(len(t)) or preprocess(t)
+    )
+    monkeypatch.setattr(
+        tiny_encoder,
+        "forward",
+        lambda f: shapes.append(tuple(f["input_ids"].shape)) or forward(f),
+    )
+    tiny_encoder.encode(texts, "doc", batch_size=4, show_progress=False)
+    assert calls == [len(texts)]
+    budget = 4 * tiny_encoder.max_seq_length
+    assert all(b * w <= budget or b == 1 for b, w in shapes)
+    # padded tokens = what token-sorted batches cost, far below padding all to the longest
+    assert sum(b * w for b, w in shapes) == padded_tokens(lengths, token_batches(lengths, 4, 64))
+    assert sum(b * w for b, w in shapes) < 1.1 * lengths.sum()
+    assert max(b for b, _ in shapes) > 4  # short texts go in bigger batches
+
+
+def test_encode_empty_input(tiny_encoder):
+    out = tiny_encoder.encode([], "query", show_progress=False)
+    assert out.shape == (0, tiny_encoder.dim) and out.dtype == np.float32
+
+
+def test_token_batches_cover_every_index_once_under_the_budget():
+    lengths = np.array([5, 64, 3, 3, 40, 12, 64, 1, 0, 20])
+    batches = token_batches(lengths, batch_size=2, max_length=64)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    assert lengths[flat].tolist() == sorted(lengths.tolist(), reverse=True)  # longest first
+    assert all(len(b) * max(lengths[b].max(), 1) <= 128 for b in batches)
+    assert token_batches([], 8, 16) == []
+    assert padded_tokens(lengths, [np.array([1, 4]), np.array([2, 3])]) == 2 * 64 + 2 * 3

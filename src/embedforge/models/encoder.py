@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from embedforge.batching import token_batches
 from embedforge.errors import EmbedforgeError
 from embedforge.progress import track
 
@@ -290,23 +291,41 @@ class Encoder(nn.Module):
         batch_size: int = 64,
         show_progress: bool = True,
     ) -> np.ndarray:
-        """Encode for search (eval mode, no grad), float32 ``(N, D)``; sorted by length for speed.
+        """Encode for search (eval mode, no grad), float32 ``(N, D)`` in input order.
+
+        The texts are tokenized once, sorted by token count and encoded in batches of similar
+        length, each padded only to its own longest text, under a budget of ``batch_size *
+        max_seq_length`` tokens (short texts go in larger batches): see
+        :func:`embedforge.batching.token_batches`.
 
         ``show_progress``: report progress (see :mod:`embedforge.progress`; silent when quiet).
         """
         was_training = self.training
         self.eval()
         texts = self.prefixed(texts, kind)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        it = range(0, len(texts), batch_size)
-        if show_progress:
-            it = track(it, f"encode {kind}s", "batch")
+        if not texts:
+            return out
+        feats = self.model.preprocess(texts)  # once, padded to the longest text of all
+        mask = feats["attention_mask"]
+        lengths = mask.sum(1).numpy()
+        right = bool(mask[:, -1].sum() <= mask[:, 0].sum())  # padding side, from the mask itself
+        batches = token_batches(lengths, batch_size, self.max_seq_length)
+        it = track(batches, f"encode {kind}s", "batch") if show_progress else batches
         try:
-            for start in it:
-                idx = order[start : start + batch_size]
-                emb = self(self.tokenize([texts[i] for i in idx]))
-                out[idx] = emb.float().cpu().numpy()
+            for idx in it:
+                width = max(1, int(lengths[idx].max()))
+                cols = slice(0, width) if right else slice(mask.shape[1] - width, None)
+                rows = torch.from_numpy(idx)
+                batch = {
+                    k: (
+                        v[rows][:, cols].to(self.device)
+                        if isinstance(v, torch.Tensor) and v.shape == mask.shape
+                        else v
+                    )
+                    for k, v in feats.items()
+                }
+                out[idx] = self(batch).float().cpu().numpy()
         finally:
             self.train(was_training)
         return out
