@@ -131,6 +131,7 @@ def test_trainer_args_pass_through(compose):
         (["monitor=train/loss"], "monitor"),
         (["monitor=val/map@10"], "eval.metrics"),
         (["optim.lr=5"], "optim.lr"),
+        (["eval.backend=tensorrt"], "eval.backend"),
         # defect: passed validation, then crashed after training on baseline["ndcg@10"]
         (["monitor=val/recall@5", "eval.metrics=[recall@5]"], "ndcg@10"),
         # defect: a bad loss argument failed only after the baseline had been evaluated

@@ -29,7 +29,8 @@ def token_batches(lengths, batch_size: int, max_length: int) -> list[np.ndarray]
     order = np.argsort(-lengths, kind="stable")
     batches, start = [], 0
     while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)  # sorted: the first text is the batch's longest
+        # sorted longest first: the first text of a batch is its longest
+        longest = max(int(lengths[order[start]]), 1)
         size = max(1, budget // longest)
         batches.append(order[start : start + size])
         start += size

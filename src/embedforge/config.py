@@ -6,6 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.metrics import EMPTY_QUERIES, parse_metric
+from embedforge.eval.retrieval import EVAL_BACKENDS
 from embedforge.eval.ship import SHIP_METRIC
 
 
@@ -62,6 +63,9 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"eval.empty_queries must be one of {list(EMPTY_QUERIES)}, got {empty!r}"
         )
+    backend = _get(cfg, "eval.backend", "torch")
+    if backend not in EVAL_BACKENDS:
+        raise EmbedforgeError(f"eval.backend must be one of {list(EVAL_BACKENDS)}, got {backend!r}")
     if SHIP_METRIC not in metrics:
         raise EmbedforgeError(
             f"eval.metrics must include {SHIP_METRIC!r}: the report and the ship gate compare it"

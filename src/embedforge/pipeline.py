@@ -34,6 +34,7 @@ from embedforge.eval import retrieval
 from embedforge.eval.matryoshka import evaluate_dims
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
+from embedforge.export.eval_backend import eval_encoder
 from embedforge.export.model_card import base_model_info, write_model_card
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
 from embedforge.models import encoder as models_encoder
@@ -350,9 +351,9 @@ def baseline_eval(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> 
     if path.is_file():
         d = json.loads(path.read_text())
         log.info("baseline: cached result %s", path)
-        return EvalResult(*(d[f] for f in fields), {"cached": 0.0})
+        return EvalResult(*(d[f] for f in fields), {"cached": 0.0}, d.get("backend", {}))
     r = evaluate(cfg, encoder, eval_set)
-    write_json(path, {f: getattr(r, f) for f in fields})
+    write_json(path, {**{f: getattr(r, f) for f in fields}, "backend": r.backend})
     return r
 
 
@@ -383,6 +384,7 @@ def baseline_key(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> s
         eval_set.qrels,
         list(cfg.eval.metrics),
         cfg.eval.empty_queries,
+        cfg.eval.get("backend", "torch"),
     )
 
 
@@ -472,14 +474,18 @@ def load_weights(module: ContrastiveModule, checkpoint_path: str) -> None:
 
 # ---------------------------------------------------------------------------------------- report
 def evaluate(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
-    """The shipped model on the reported eval set (the same set and metrics as the baseline)."""
-    return retrieval.evaluate(
-        encoder,
+    """The shipped model on the reported eval set (the same set and metrics as the baseline),
+    encoded by ``eval.backend`` (ONNX only after parity on the set's own texts)."""
+    used, backend = eval_encoder(encoder, eval_set, cfg.eval.get("backend", "torch"))
+    result = retrieval.evaluate(
+        used,
         eval_set,
         list(cfg.eval.metrics),
         cfg.eval.batch_size,
         empty_queries=cfg.eval.empty_queries,
     )
+    result.backend = backend
+    return result
 
 
 def evaluate_at_dims(
@@ -594,6 +600,10 @@ def run_metrics(
             "max_seq_length": encoder.max_seq_length,
         },
         seconds=seconds,
+        eval_backend={
+            "baseline": base.result.backend if base.result else {},
+            "finetuned": result.backend,
+        },
         provenance={
             "seed": cfg.seed,
             "pairs_sha": file_hash(train_set.path),

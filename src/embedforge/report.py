@@ -32,7 +32,7 @@ def _results(m: RunMetrics) -> list[str]:
     empty = f"; {m.n_skipped} without a relevant document, {how}" if m.n_skipped else ""
     lines = [
         f"Eval set **{m.eval_set['name']}** ({m.n_queries} queries in the mean{empty},"
-        f" {m.n_docs} documents searched).",
+        f" {m.n_docs} documents searched){_backend(m)}.",
         "",
         "| metric | baseline | fine-tuned | delta |",
         "|---|---:|---:|---:|",
@@ -145,3 +145,16 @@ def _training(m: RunMetrics) -> list[str]:
     lines += ["", "## Wall time (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in m.seconds.items()]
     return lines
+
+
+def _backend(m: RunMetrics) -> str:
+    """``; encoded with onnx`` / the ONNX fallback's reason, or nothing for plain torch."""
+    notes = []
+    for which, rec in (m.eval_backend or {}).items():
+        if rec.get("requested", "torch") == "torch":
+            continue
+        if rec.get("used") == rec.get("requested"):
+            notes.append(f"{which} encoded with {rec['used']}")
+        else:
+            notes.append(f"{which} fell back to {rec.get('used')}: {rec.get('fallback')}")
+    return "; " + "; ".join(notes) if notes else ""

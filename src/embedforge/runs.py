@@ -93,6 +93,8 @@ class RunMetrics:
         eval_set / val_set / data: summaries of the eval set, validation set and data source.
         training: model, loss, batch size, steps, epochs, lr, precision, max_seq_length.
         seconds: wall time per stage.
+        eval_backend: what encoded the eval set for ``baseline`` and ``finetuned``: ``{"requested",
+            "used"}`` and, for onnx, its parity on the eval texts and why it fell back to torch.
         provenance: seed, content hashes of pairs / eval / val sets, git, package versions.
         per_query: the per-query evidence (:class:`QueryChanges`), or None (older runs).
         matryoshka: metrics of truncated, renormalized embeddings per dimension
@@ -124,6 +126,7 @@ class RunMetrics:
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    eval_backend: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     per_query: QueryChanges | None = None
     matryoshka: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)

@@ -11,6 +11,10 @@ import torch
 
 from embedforge.eval.metrics import DEFAULT_METRICS, compute_metrics, parse_metric
 
+#: what ``eval.backend`` may name: the torch encoder, or its fp32 ONNX export after a parity check
+#: on the eval set's own texts (:func:`embedforge.export.eval_backend.eval_encoder`)
+EVAL_BACKENDS = ("torch", "onnx")
+
 
 @dataclass
 class RetrievalSet:
@@ -39,6 +43,7 @@ class EvalResult:
     n_skipped: int
     n_docs: int
     seconds: dict[str, float]
+    backend: dict[str, Any] = field(default_factory=dict)
 
 
 def search(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from embedforge.buckets import length_buckets
+from embedforge.batching import token_batches
 from embedforge.errors import EmbedforgeError
 from embedforge.export.onnx_export import META_FILE, MODEL_FILE, OUTPUT_NAME
 from embedforge.progress import track
@@ -164,13 +165,31 @@ class OnnxEncoder:
     def encode(
         self, texts: Sequence[str], kind: str, batch_size: int = 64, show_progress: bool = True
     ) -> np.ndarray:
-        """Same contract as ``Encoder.encode``: prefix by kind, length-sorted batches, ``(N, D)``."""
+        """Same contract as ``Encoder.encode``: prefix by kind, tokenize once, token-length
+        buckets (:func:`embedforge.batching.token_batches`), ``(N, D)`` in input order."""
         prefix = self.query_prefix if kind == "query" else self.doc_prefix
         texts = [prefix + t for t in texts]
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        starts = range(0, len(texts), batch_size)
-        for start in track(starts, f"encode {kind}s (onnx)", "batch") if show_progress else starts:
-            idx = order[start : start + batch_size]
-            out[idx] = self.embed_raw([texts[i] for i in idx])[0]
+        if not texts:
+            return out
+        self.tokenizer.enable_truncation(self.max_seq_length)
+        self.tokenizer.no_padding()
+        enc = self.tokenizer.encode_batch(texts)
+        lengths = np.array([len(e.ids) for e in enc])
+        batches = token_batches(lengths, batch_size, self.max_seq_length)
+        for idx in track(batches, f"encode {kind}s (onnx)", "batch") if show_progress else batches:
+            width = max(1, int(lengths[idx].max()))
+            arrays = {
+                name: np.zeros((len(idx), width), dtype=np.int64)
+                for name in ("input_ids", "attention_mask", "token_type_ids")
+            }
+            arrays["input_ids"][:] = self.pad_id
+            for row, i in enumerate(idx):  # right padding, as the tokenizer pads
+                n = lengths[i]
+                arrays["input_ids"][row, :n] = enc[i].ids
+                arrays["attention_mask"][row, :n] = enc[i].attention_mask
+                arrays["token_type_ids"][row, :n] = enc[i].type_ids
+            feed = {k: arrays[k] for k in self.input_names if k in arrays}
+            (emb,) = self.session.run([OUTPUT_NAME], feed)
+            out[idx] = emb.astype(np.float32)
         return out
