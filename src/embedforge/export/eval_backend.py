@@ -65,6 +65,10 @@ def eval_encoder(
         return encoder, record
     bounds = bounds or Bounds()
     record.update(parity=None, bounds=asdict(bounds), fallback=None)
+    if encoder.device.type != "cpu":  # onnxruntime's CPU provider would be slower than the GPU
+        record["fallback"] = f"the encoder runs on {encoder.device.type}; the ONNX path is CPU-only"
+        log.warning("eval.backend=onnx: %s; evaluating with torch", record["fallback"])
+        return encoder, record
     try:
         onnx_enc = _export(encoder)
         texts = {
