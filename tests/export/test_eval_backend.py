@@ -105,3 +105,11 @@ def test_onnx_bucketed_encode_keeps_input_order(tiny_fp32, real_texts):
     alone = np.concatenate([enc.embed_raw(["passage: " + t])[0] for t in real_texts])
     np.testing.assert_allclose(got, alone, atol=1e-5)
     assert enc.encode([], "query").shape == (0, enc.dim)
+
+
+def test_falls_back_for_an_encoder_off_the_cpu(encoder, legal_small, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(Encoder, "device", property(lambda self: torch.device("meta")))
+    used, record = eval_encoder(encoder, legal_small, "onnx")
+    assert used is encoder and "CPU-only" in record["fallback"]
