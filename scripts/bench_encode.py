@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     env = machine(args.max_load, args.force)
     import torch
 
-    from embedforge.batching import token_batches
+    from embedforge.buckets import token_batches
     from embedforge.export.checks import parity
     from embedforge.export.eval_set import beir_eval_set
     from embedforge.models.encoder import Encoder

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedforge.batching import padded_tokens, token_batches
+from embedforge.buckets import padded_tokens, token_batches
 from embedforge.errors import EmbedforgeError
 from embedforge.models.encoder import Encoder
 

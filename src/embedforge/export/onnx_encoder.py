@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedforge.buckets import length_buckets
-from embedforge.batching import token_batches
+from embedforge.buckets import length_buckets, token_batches
 from embedforge.errors import EmbedforgeError
 from embedforge.export.onnx_export import META_FILE, MODEL_FILE, OUTPUT_NAME
 from embedforge.progress import track
@@ -166,30 +165,16 @@ class OnnxEncoder:
         self, texts: Sequence[str], kind: str, batch_size: int = 64, show_progress: bool = True
     ) -> np.ndarray:
         """Same contract as ``Encoder.encode``: prefix by kind, tokenize once, token-length
-        buckets (:func:`embedforge.batching.token_batches`), ``(N, D)`` in input order."""
+        buckets (:func:`embedforge.buckets.token_batches`), ``(N, D)`` in input order."""
         prefix = self.query_prefix if kind == "query" else self.doc_prefix
         texts = [prefix + t for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        self.tokenizer.enable_truncation(self.max_seq_length)
-        self.tokenizer.no_padding()
-        enc = self.tokenizer.encode_batch(texts)
-        lengths = np.array([len(e.ids) for e in enc])
+        enc = self._encode(texts)  # once; each batch is padded to its own longest by _feed
+        lengths = np.array([len(e.ids) for e in enc], dtype=np.int64)
         batches = token_batches(lengths, batch_size, self.max_seq_length)
         for idx in track(batches, f"encode {kind}s (onnx)", "batch") if show_progress else batches:
-            width = max(1, int(lengths[idx].max()))
-            arrays = {
-                name: np.zeros((len(idx), width), dtype=np.int64)
-                for name in ("input_ids", "attention_mask", "token_type_ids")
-            }
-            arrays["input_ids"][:] = self.pad_id
-            for row, i in enumerate(idx):  # right padding, as the tokenizer pads
-                n = lengths[i]
-                arrays["input_ids"][row, :n] = enc[i].ids
-                arrays["attention_mask"][row, :n] = enc[i].attention_mask
-                arrays["token_type_ids"][row, :n] = enc[i].type_ids
-            feed = {k: arrays[k] for k in self.input_names if k in arrays}
-            (emb,) = self.session.run([OUTPUT_NAME], feed)
+            (emb,) = self.session.run([OUTPUT_NAME], self._feed([enc[i] for i in idx]))
             out[idx] = emb.astype(np.float32)
         return out

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedforge.batching import token_batches
+from embedforge.buckets import token_batches
 from embedforge.errors import EmbedforgeError
 from embedforge.progress import track
 
@@ -296,7 +296,7 @@ class Encoder(nn.Module):
         The texts are tokenized once, sorted by token count and encoded in batches of similar
         length, each padded only to its own longest text, under a budget of ``batch_size *
         max_seq_length`` tokens (short texts go in larger batches): see
-        :func:`embedforge.batching.token_batches`.
+        :func:`embedforge.buckets.token_batches`.
 
         ``show_progress``: report progress (see :mod:`embedforge.progress`; silent when quiet).
         """
