@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.metrics import EMPTY_QUERIES, parse_metric
@@ -66,6 +66,19 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"eval.metrics must include {SHIP_METRIC!r}: the report and the ship gate compare it"
         )
+    wise = _get(cfg, "eval.wise_alphas")
+    if wise:
+        if not isinstance(wise, list | ListConfig) or any(
+            not isinstance(a, int | float) or not 0 <= a <= 1 for a in wise
+        ):
+            raise EmbedforgeError(
+                f"eval.wise_alphas must be null or a list of numbers in [0, 1] (0 = base,"
+                f" 1 = fine-tuned), got {wise!r}"
+            )
+        if not _get(cfg, "eval.keep_best", True):
+            raise EmbedforgeError(
+                "eval.wise_alphas needs eval.keep_best=true: interpolation needs the base weights"
+            )
     if _get(cfg, "loss") is not None:
         build(cfg.loss)  # bad loss arguments fail here, before any data is read or model encoded
     bs = _get(cfg, "data.batch_size")

@@ -48,6 +48,8 @@ def _results(m: RunMetrics) -> list[str]:
         f" {m.val['base']:.4f}, best checkpoint {best:.4f}, last {m.val['last']:.4f}).",
         "",
     ]
+    if m.wise:
+        lines += _wise(m)
     if m.selected == "base":
         lines += [
             "**No checkpoint beat the base model on validation; the base model is kept"
@@ -58,6 +60,21 @@ def _results(m: RunMetrics) -> list[str]:
     lines += [
         f"Ship gate: {SHIP_METRIC.upper()} gain {m.ship_gain:+.4f} vs"
         f" required {m.ship['min_gain']:+.4f}: **{verdict}**.",
+        "",
+    ]
+    return lines
+
+
+def _wise(m: RunMetrics) -> list[str]:
+    """The weight-interpolation curve (``eval.wise_alphas``): alpha 0 = base, 1 = fine-tuned."""
+    w = m.wise or {}
+    lines = [
+        f"Weight interpolation (WiSE-FT) of base and {w['endpoint']}: alpha"
+        f" **{w['alpha']:g}** shipped (validation {m.monitor}).",
+        "",
+        "| alpha | " + " | ".join(f"{a:g}" for a in w["alphas"]) + " |",
+        "|---|" + "---:|" * len(w["alphas"]),
+        f"| {m.monitor} | " + " | ".join(f"{v:.4f}" for v in w["val"]) + " |",
         "",
     ]
     return lines
