@@ -142,6 +142,7 @@ def test_trainer_args_pass_through(compose):
             ["data=beir", "data.path=x", "data.group_negatives=1", "data.hard_negatives.num=2"],
             "choose one source of negatives",
         ),
+        (["data.hard_negatives.method=sparse"], "data.hard_negatives.method"),
         (["eval.wise_alphas=[0.5,1.5]"], "eval.wise_alphas"),
         (["eval.wise_alphas=0.5"], "eval.wise_alphas"),
         (["eval.wise_alphas=[0.5]", "eval.keep_best=false"], "eval.keep_best"),

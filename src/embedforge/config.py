@@ -123,6 +123,13 @@ def validate(cfg: DictConfig) -> None:
             f"data.group_negatives={gn} and data.hard_negatives.num={hn}: choose one source of"
             " negatives (mined by the base model, or drawn from the positive's group)"
         )
+    method = (_get(cfg, "data.hard_negatives", {}) or {}).get("method", "dense")
+    from embedforge.data.hard_negatives import RANKERS
+
+    if method not in RANKERS:
+        raise EmbedforgeError(
+            f"data.hard_negatives.method must be one of {sorted(RANKERS)}, got {method!r}"
+        )
     if _get(cfg, "trainer.max_steps", -1) in (0,) and _get(cfg, "trainer.max_epochs", 1) in (0,):
         raise EmbedforgeError(
             "trainer.max_steps and trainer.max_epochs are both 0: nothing to train"
