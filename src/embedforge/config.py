@@ -66,6 +66,14 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"eval.metrics must include {SHIP_METRIC!r}: the report and the ship gate compare it"
         )
+    lora = _get(cfg, "module.lora") or {}
+    r = lora.get("r", 0) or 0
+    if not isinstance(r, int) or r < 0:
+        raise EmbedforgeError(f"module.lora.r must be an integer >= 0 (0 = off), got {r!r}")
+    if r and not 0 <= float(lora.get("dropout", 0) or 0) < 1:
+        raise EmbedforgeError(f"module.lora.dropout must be in [0, 1), got {lora.get('dropout')!r}")
+    if r and not float(lora.get("alpha", 1) or 0) > 0:
+        raise EmbedforgeError(f"module.lora.alpha must be > 0, got {lora.get('alpha')!r}")
     wise = _get(cfg, "eval.wise_alphas")
     if wise:
         if not isinstance(wise, list | ListConfig) or any(
