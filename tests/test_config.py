@@ -143,6 +143,12 @@ def test_trainer_args_pass_through(compose):
             ["data=beir", "data.path=x", "data.group_negatives=1", "data.hard_negatives.num=2"],
             "choose one source of negatives",
         ),
+        (["data.hard_negatives.method=sparse"], "data.hard_negatives.method"),
+        (["module.lora.r=-1"], "module.lora.r"),
+        (["module.lora.r=8", "module.lora.dropout=1.0"], "module.lora.dropout"),
+        (["eval.wise_alphas=[0.5,1.5]"], "eval.wise_alphas"),
+        (["eval.wise_alphas=0.5"], "eval.wise_alphas"),
+        (["eval.wise_alphas=[0.5]", "eval.keep_best=false"], "eval.keep_best"),
     ],
 )
 def test_bad_combinations_one_line_error(compose, overrides, match):

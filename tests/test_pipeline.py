@@ -304,6 +304,59 @@ def test_select_ties_keep_the_base_model(module_and_base):
     assert choice.selected == "base" and _same(base.state, module.encoder.state_dict())
 
 
+def test_select_with_wise_ships_the_validation_best_interpolation(module_and_base, tmp_path):
+    from embedforge.pipeline import Clock, select
+    from embedforge.report import write_report
+    from embedforge.runs import RunMetrics
+    from embedforge.train.wise import interpolate
+
+    module, base, cfg = module_and_base
+    cfg.eval.wise_alphas = [0.25, 0.5, 0.75]
+    _perturb(module, 0.05)  # the "last" weights: the fine-tuned endpoint (no better checkpoint)
+    last_state = {k: v.clone() for k, v in module.encoder.state_dict().items()}
+    probe = next(k for k, v in last_state.items() if v.is_floating_point())
+
+    def validate():  # peaks at alpha 0.75, read off the weights
+        w = module.encoder.state_dict()[probe].flatten()[0]
+        a = float((w - base.state[probe].flatten()[0]) / 0.05)
+        return {"val/ndcg@10": 1.0 - (a - 0.75) ** 2}
+
+    module.run_validation = validate
+    base.val = {"val/ndcg@10": 1.0 - 0.75**2}  # what alpha 0 scores
+    choice = select(cfg, module, _Checkpoint(None, None), base, Clock())
+    assert choice.selected == "wise" and choice.wise.alpha == 0.75
+    assert choice.wise.alphas == [0.0, 0.25, 0.5, 0.75, 1.0] and choice.wise.endpoint == "last"
+    assert choice.value == pytest.approx(1.0) == max(choice.wise.val)
+    assert _same(interpolate(base.state, last_state, 0.75), module.encoder.state_dict())
+    m = RunMetrics(
+        task="t",
+        finetuned={"ndcg@10": 0.5},
+        monitor="val/ndcg@10",
+        selected=choice.selected,
+        val=choice.val,
+        wise=choice.wise.to_dict(),
+        ship={"min_gain": 0.01, "passed": False},
+        eval_set={"name": "e"},
+        val_set={"name": "v", "n_queries": 2, "n_docs": 3},
+    )
+    m.write(tmp_path / "metrics.json")
+    assert RunMetrics.load(tmp_path / "metrics.json").wise["alpha"] == 0.75
+    report = write_report(tmp_path, m).read_text()
+    assert "alpha **0.75** shipped" in report and "| val/ndcg@10 | 0.4375 |" in report
+
+
+def test_select_with_wise_keeps_the_base_model_on_a_flat_curve(module_and_base):
+    from embedforge.pipeline import Clock, select
+
+    module, base, cfg = module_and_base
+    cfg.eval.wise_alphas = [0.5]
+    _perturb(module, 0.05)
+    module.run_validation = lambda: dict(base.val)  # every alpha ties with the base model
+    choice = select(cfg, module, _Checkpoint(None, None), base, Clock())
+    assert choice.selected == "base" and choice.wise.alpha == 0.0
+    assert _same(base.state, module.encoder.state_dict())
+
+
 def test_select_refuses_a_checkpoint_that_does_not_fit(module_and_base, tmp_path):
     from embedforge.pipeline import Clock, select
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.metrics import EMPTY_QUERIES, parse_metric
@@ -70,6 +70,27 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"eval.metrics must include {SHIP_METRIC!r}: the report and the ship gate compare it"
         )
+    lora = _get(cfg, "module.lora") or {}
+    r = lora.get("r", 0) or 0
+    if not isinstance(r, int) or r < 0:
+        raise EmbedforgeError(f"module.lora.r must be an integer >= 0 (0 = off), got {r!r}")
+    if r and not 0 <= float(lora.get("dropout", 0) or 0) < 1:
+        raise EmbedforgeError(f"module.lora.dropout must be in [0, 1), got {lora.get('dropout')!r}")
+    if r and not float(lora.get("alpha", 1) or 0) > 0:
+        raise EmbedforgeError(f"module.lora.alpha must be > 0, got {lora.get('alpha')!r}")
+    wise = _get(cfg, "eval.wise_alphas")
+    if wise:
+        if not isinstance(wise, list | ListConfig) or any(
+            not isinstance(a, int | float) or not 0 <= a <= 1 for a in wise
+        ):
+            raise EmbedforgeError(
+                f"eval.wise_alphas must be null or a list of numbers in [0, 1] (0 = base,"
+                f" 1 = fine-tuned), got {wise!r}"
+            )
+        if not _get(cfg, "eval.keep_best", True):
+            raise EmbedforgeError(
+                "eval.wise_alphas needs eval.keep_best=true: interpolation needs the base weights"
+            )
     if _get(cfg, "loss") is not None:
         build(cfg.loss)  # bad loss arguments fail here, before any data is read or model encoded
     dims = _get(cfg, "eval.matryoshka_dims")
@@ -128,6 +149,13 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"data.group_negatives={gn} and data.hard_negatives.num={hn}: choose one source of"
             " negatives (mined by the base model, or drawn from the positive's group)"
+        )
+    method = (_get(cfg, "data.hard_negatives", {}) or {}).get("method", "dense")
+    from embedforge.data.hard_negatives import RANKERS
+
+    if method not in RANKERS:
+        raise EmbedforgeError(
+            f"data.hard_negatives.method must be one of {sorted(RANKERS)}, got {method!r}"
         )
     if _get(cfg, "trainer.max_steps", -1) in (0,) and _get(cfg, "trainer.max_epochs", 1) in (0,):
         raise EmbedforgeError(

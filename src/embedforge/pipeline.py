@@ -48,6 +48,7 @@ from embedforge.tracking import WandbRunLogger, finishes_wandb
 from embedforge.train.datamodule import PairDataModule, equal_negatives
 from embedforge.train.distributed import launch_rank_zero
 from embedforge.train.module import ContrastiveModule
+from embedforge.train.wise import WiseCurve, wise_select
 from embedforge.types import Pair
 
 log = logging.getLogger("embedforge")
@@ -422,6 +423,7 @@ class Choice:
     selected: str
     value: float
     val: dict[str, float | None]
+    wise: WiseCurve | None = None
 
 
 def select(
@@ -434,7 +436,9 @@ def select(
     """Load into the encoder whichever of base / best checkpoint / last weights validates best.
 
     Ties keep the base model; the best checkpoint must beat the last weights by more than the fp32
-    noise of its logged score.
+    noise of its logged score. With ``eval.wise_alphas`` the better of best checkpoint / last is
+    interpolated with the base weights (:func:`~embedforge.train.wise.wise_select`) and the alpha
+    that validates best is shipped (``selected``: ``base`` at 0, the endpoint at 1, else ``wise``).
     """
     key = cfg.monitor
     with clock("select"):
@@ -447,6 +451,9 @@ def select(
             candidates["best_checkpoint"] = best
         if base.state is not None:
             candidates["base"] = base.val.get(key, float("-inf"))
+        alphas = cfg.eval.get("wise_alphas")
+        if alphas and base.state is not None:
+            return wise_choice(cfg, module, checkpoint, base, candidates, best, last)
         selected = max(candidates, key=lambda k: (candidates[k], k == "base"))
         if selected == "best_checkpoint":
             load_weights(module, checkpoint.best_model_path)
@@ -458,6 +465,35 @@ def select(
         "last": last.get(key, float("nan")),
     }
     return Choice(selected, candidates[selected], val)
+
+
+def wise_choice(
+    cfg: DictConfig,
+    module: ContrastiveModule,
+    checkpoint: ModelCheckpoint,
+    base: Base,
+    candidates: dict[str, float],
+    best: float | None,
+    last: dict[str, float],
+) -> Choice:
+    """:func:`select` with ``eval.wise_alphas``: the fine-tuned endpoint (best checkpoint or last,
+    as without WiSE) interpolated with the base weights; alpha chosen on validation."""
+    endpoint = "best_checkpoint" if "best_checkpoint" in candidates else "last"
+    if endpoint == "best_checkpoint":
+        load_weights(module, checkpoint.best_model_path)
+    curve = wise_select(
+        module.encoder,
+        base.state,
+        [0.0, *cfg.eval.wise_alphas, 1.0],  # the endpoints cost nothing: already scored
+        module.run_validation,
+        cfg.monitor,
+        known={0.0: candidates["base"], 1.0: candidates[endpoint]},
+        endpoint=endpoint,
+    )
+    selected = {0.0: "base", 1.0: endpoint}.get(curve.alpha, "wise")
+    log.info("WiSE: alpha %.2f selected (%s %.4f)", curve.alpha, cfg.monitor, curve.value)
+    val = {"base": candidates["base"], "best": best, "last": last.get(cfg.monitor, float("nan"))}
+    return Choice(selected, curve.value, val, curve)
 
 
 def load_weights(module: ContrastiveModule, checkpoint_path: str) -> None:
@@ -583,6 +619,7 @@ def run_metrics(
         monitor_value=choice.value,
         selected=choice.selected,
         val=choice.val,
+        wise=choice.wise.to_dict() if choice.wise else None,
         ship={"min_gain": min_gain, "passed": passes(delta.get(SHIP_METRIC, 0.0), min_gain)},
         eval_set=train_set.eval_set.summary(),
         val_set=train_set.val_set.summary(),

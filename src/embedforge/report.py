@@ -49,6 +49,8 @@ def _results(m: RunMetrics) -> list[str]:
         f" {m.val['base']:.4f}, best checkpoint {best:.4f}, last {m.val['last']:.4f}).",
         "",
     ]
+    if m.wise:
+        lines += _wise(m)
     if m.selected == "base":
         lines += [
             "**No checkpoint beat the base model on validation; the base model is kept"
@@ -81,6 +83,21 @@ def _dims(m: RunMetrics) -> list[str]:
         f = scores[SHIP_METRIC]
         lines.append(f"| {dim} | {b:.4f} | {f:.4f} | {f - b:+.4f} |")
     return lines + [""]
+
+
+def _wise(m: RunMetrics) -> list[str]:
+    """The weight-interpolation curve (``eval.wise_alphas``): alpha 0 = base, 1 = fine-tuned."""
+    w = m.wise or {}
+    lines = [
+        f"Weight interpolation (WiSE-FT) of base and {w['endpoint']}: alpha"
+        f" **{w['alpha']:g}** shipped (validation {m.monitor}).",
+        "",
+        "| alpha | " + " | ".join(f"{a:g}" for a in w["alphas"]) + " |",
+        "|---|" + "---:|" * len(w["alphas"]),
+        f"| {m.monitor} | " + " | ".join(f"{v:.4f}" for v in w["val"]) + " |",
+        "",
+    ]
+    return lines
 
 
 def _data(m: RunMetrics) -> list[str]:

@@ -89,6 +89,8 @@ class RunMetrics:
         monitor_value: its value for the shipped model.
         selected: ``base``, ``best_checkpoint`` or ``last``.
         val: the monitored value of the ``base``, ``best`` checkpoint and ``last`` weights.
+        wise: with ``eval.wise_alphas``, the weight-interpolation curve (``alphas``, their ``val``,
+            the chosen ``alpha`` and ``value``, the fine-tuned ``endpoint``), else None.
         ship: ``{"min_gain", "passed"}``: the ship gate's verdict.
         eval_set / val_set / data: summaries of the eval set, validation set and data source.
         training: model, loss, batch size, steps, epochs, lr, precision, max_seq_length.
@@ -120,6 +122,7 @@ class RunMetrics:
     monitor_value: float | None = None
     selected: str = ""
     val: dict[str, float | None] = field(default_factory=dict)
+    wise: dict[str, Any] | None = None
     ship: dict[str, Any] = field(default_factory=dict)
     eval_set: dict[str, Any] = field(default_factory=dict)
     val_set: dict[str, Any] = field(default_factory=dict)

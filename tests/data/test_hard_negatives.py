@@ -5,6 +5,7 @@ import pytest
 
 from embedforge.data.beir import doc_text, load_beir
 from embedforge.data.hard_negatives import mine_hard_negatives
+from embedforge.errors import EmbedforgeError
 from embedforge.io import read_jsonl
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -161,3 +162,69 @@ def test_mining_script_excludes_train_judgements_only(tmp_path):
     )
     _, judged = mine.load_corpus(root)
     assert judged == {"q0": {"d0": 1}}
+
+
+# ---------------------------------------------------------------------------------------- BM25
+def test_bm25_on_real_data_excludes_positives_and_judged_docs(legal):
+    corpus, qrels, pairs, _ = legal
+    stats = {}
+    out = mine_hard_negatives(
+        pairs, corpus, None, 4, (0, 50), seed=3, qrels=qrels, stats=stats, method="bm25"
+    )
+    assert stats["method"] == "bm25" and stats["positive"] > 0  # the positives rank high lexically
+    assert sum(len(p["negatives"]) for p in out) > 0.9 * 4 * len(out)
+    for p in out:
+        relevant = {corpus[d] for d, r in qrels[p["query_id"]].items() if r > 0}
+        assert not set(p["negatives"]) & relevant
+
+
+LEXICAL = {
+    "P": "termination of the supply agreement upon written notice",  # the positive
+    "R": "the supply agreement terminates upon written notice",  # judged relevant, not the pair's
+    "H1": "termination of the supply agreement",
+    "H2": "written notice",
+    "Z1": "weather is sunny today",
+    "Z2": "recipes for bread",
+}
+
+
+def _lexical(rank_window, num=4):
+    pairs = [{"query": "termination supply agreement notice", "positive": LEXICAL["P"],
+              "doc_id": "P", "query_id": "q"}]  # fmt: skip
+    stats = {}
+    out = mine_hard_negatives(
+        pairs, LEXICAL, None, num, rank_window, margin=0.05, qrels={"q": {"R": 1}},
+        stats=stats, method="bm25",
+    )  # fmt: skip
+    return out[0]["negatives"], stats
+
+
+def test_bm25_ranks_lexical_matches_first_and_never_a_doc_without_a_shared_term():
+    negatives, stats = _lexical((0, 10))
+    assert sorted(negatives) == [LEXICAL["H1"], LEXICAL["H2"]]  # Z1, Z2 share no term
+    assert stats["positive"] == 2 and stats["false_negative"] == 0  # P and R; no margin on BM25
+    # the window's first three ranks: P, R (excluded), then the better lexical match H1
+    assert _lexical((0, 3))[0] == [LEXICAL["H1"]]
+
+
+def test_unknown_mining_method_is_an_error():
+    with pytest.raises(EmbedforgeError, match="data.hard_negatives.method"):
+        mine_hard_negatives([{"query": "q", "positive": "p"}], ["p"], None, method="sparse")
+
+
+def test_mining_command_mines_bm25_without_a_model(tmp_path):
+    from embedforge.cli import mine
+    from tests.conftest import make_beir
+
+    corpus = [{"_id": k, "title": "", "text": v} for k, v in LEXICAL.items()]
+    root = make_beir(
+        tmp_path / "b", corpus, [{"_id": "q", "text": "x"}], {"train": [("q", "R", 1)]}
+    )
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"query": "termination supply agreement notice", "positive": "'
+                     + LEXICAL["P"] + '", "doc_id": "P", "query_id": "q"}\n')  # fmt: skip
+    args = ["--pairs", str(pairs), "--corpus", str(root), "--out", str(tmp_path / "out.jsonl")]
+    args += ["--method", "bm25", "--model", "/nonexistent", "--rank-window", "0", "10"]
+    assert mine.main(args) == 0
+    negatives = read_jsonl(tmp_path / "out.jsonl")[0]["negatives"]
+    assert sorted(negatives) == [LEXICAL["H1"], LEXICAL["H2"]]

@@ -38,6 +38,8 @@ def load_corpus(
 
 def main(argv: list[str] | None = None, prog: str = "embedforge mine") -> int:
     """Parse ``argv``, mine, write the pairs; returns the exit code."""
+    from embedforge.data.hard_negatives import RANKERS
+
     cfg = compose_defaults("data=beir")
     hn = cfg.data.hard_negatives
     ap = parser(prog, __doc__)
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None, prog: str = "embedforge mine") -> int:
     ap.add_argument("--qrels-split", default="train", help="judgements excluded from negatives")
     ap.add_argument("--seed", type=int, default=cfg.seed)
     ap.add_argument("--batch-size", type=int, default=cfg.eval.batch_size)
+    ap.add_argument(
+        "--method", choices=sorted(RANKERS), default=hn.method, help="bm25: no model is loaded"
+    )
     args = parse(ap, argv)
     from embedforge.data.hard_negatives import mine_hard_negatives
     from embedforge.data.sources import read_pairs
@@ -68,12 +73,14 @@ def main(argv: list[str] | None = None, prog: str = "embedforge mine") -> int:
     pairs = read_pairs(require_file(args.pairs, "--pairs"))
     for pair, row in zip(pairs, iter_jsonl(args.pairs)):  # keep every field (query_id, ...)
         pair.update({k: v for k, v in row.items() if k not in pair})
-    encoder = Encoder.tiny() if args.model == "tiny" else Encoder.from_pretrained(args.model)
+    encoder = None
+    if args.method == "dense":
+        encoder = Encoder.tiny() if args.model == "tiny" else Encoder.from_pretrained(args.model)
     stats: dict = {}
     mine_hard_negatives(
         pairs, corpus, encoder, args.num_negatives, tuple(args.rank_window),
         None if args.margin < 0 else args.margin, args.seed, qrels, args.batch_size, args.out,
-        stats,
+        stats, args.method,
     )  # fmt: skip
     print(f"wrote {len(pairs)} pairs with hard negatives to {args.out} ({stats})")
     return 0

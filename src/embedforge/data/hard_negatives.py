@@ -6,6 +6,11 @@ positives), drop anything known to be relevant, drop likely false negatives (a s
 ``margin`` of the positive's), then sample ``num_negatives`` with a seed. Reference: the
 "denoised" hard negatives of RocketQA and the rank-window sampling of Tevatron / NV-Retriever
 (positive-aware margin).
+
+``method="bm25"`` ranks lexically instead (BM25 via ``bm25s``, the ``lexical`` extra; DPR's BM25
+negatives): the same window and exclusions; only documents sharing a term with the query are
+candidates, and no margin applies (a document out-scoring the positive lexically is the
+confusion these negatives teach, not a sign of an unlabelled positive).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def mine_hard_negatives(
     batch_size: int = 64,
     out_path: str | Path | None = None,
     stats: dict[str, Any] | None = None,
+    method: str = "dense",
 ) -> list[Pair]:
     """Return copies of ``pairs`` with ``"negatives"`` (replacing any existing ones).
 
@@ -48,13 +54,14 @@ def mine_hard_negatives(
         num_negatives: negatives per pair (fewer when the window runs out).
         rank_window: ``(lo, hi)``: candidates are the retrieved ranks ``lo .. hi-1`` (0-based).
         margin: drop a candidate scoring above ``(1 - margin) * positive score`` (likely an
-            unlabelled positive). ``None`` disables.
+            unlabelled positive). ``None`` disables; dense ranking only.
         seed: sampling seed; the result is a deterministic function of inputs and seed.
         qrels: ``query id or query text -> {doc id: relevance}``: every judged-relevant document of
             the query is excluded too.
         batch_size: encoding batch size.
         out_path: write the mined pairs there atomically as JSONL.
         stats: filled with counts of excluded candidates, when given.
+        method: ``dense`` (rank with ``encoder``) or ``bm25`` (rank lexically; ``encoder`` unused).
     """
     lo, hi = int(rank_window[0]), int(rank_window[1])
     if not 0 <= lo < hi:
@@ -66,21 +73,23 @@ def mine_hard_negatives(
         ids, texts = None, list(corpus_texts)
     if not texts:
         raise EmbedforgeError("hard-negative mining needs a non-empty corpus")
+    if method not in RANKERS:
+        raise EmbedforgeError(
+            f"data.hard_negatives.method must be one of {sorted(RANKERS)}, got {method!r}"
+        )
     pos_texts, pos_ids = known_positives(pairs, qrels or {})
-    emb = _Embeddings(encoder, texts, pairs, batch_size)
-    from embedforge.eval.retrieval import search
-
-    top, scores = search(emb.queries, emb.docs, hi)  # (Q, hi)
+    ranker = RANKERS[method](encoder, texts, pairs, batch_size, hi)
     counts = {"positive": 0, "false_negative": 0, "pairs_short": 0}
     out: list[Pair] = []
     for p in pairs:
         q = p["query"]
-        row = emb.query_row[q]
-        pos_score = float(emb.queries[row] @ emb.positive(p["positive"]))
-        threshold = None if margin is None else (1.0 - float(margin)) * pos_score
+        top, scores, pos_score = ranker.ranked(q, p["positive"])
+        threshold = (
+            None if margin is None or pos_score is None else (1.0 - float(margin)) * pos_score
+        )
         candidates: list[str] = []
         seen: set[str] = set()
-        for idx, score in zip(top[row, lo:hi].tolist(), scores[row, lo:hi].tolist()):
+        for idx, score in zip(top[lo:hi].tolist(), scores[lo:hi].tolist()):
             text = texts[idx]
             if text in seen:
                 continue
@@ -96,7 +105,7 @@ def mine_hard_negatives(
         counts["pairs_short"] += len(chosen) < num_negatives
         out.append({**p, "negatives": chosen})
     if stats is not None:
-        stats.update(counts, pairs=len(out), corpus=len(texts))
+        stats.update(counts, pairs=len(out), corpus=len(texts), method=method)
     if out_path is not None:
         write_jsonl(out_path, out)
     return out
@@ -121,9 +130,10 @@ def known_positives(
 
 
 class _Embeddings:
-    """The corpus (once), the distinct queries and the positives missing from the corpus."""
+    """Dense ranking: the corpus (once), the distinct queries and the positives missing from the
+    corpus, embedded with the base model; the top ``k`` of every query found at construction."""
 
-    def __init__(self, encoder: Any, texts: list[str], pairs: list[Pair], batch_size: int):
+    def __init__(self, encoder: Any, texts: list[str], pairs: list[Pair], batch_size: int, k: int):
         self.docs = encoder.encode(texts, "doc", batch_size)  # (N, D)
         queries = list(dict.fromkeys(p["query"] for p in pairs))
         self.queries = encoder.encode(queries, "query", batch_size)  # (Q, D)
@@ -138,10 +148,51 @@ class _Embeddings:
             else np.zeros((0, self.docs.shape[1]), np.float32)
         )
         self.missing_row = {t: i for i, t in enumerate(missing)}
+        from embedforge.eval.retrieval import search
+
+        self.top, self.scores = search(self.queries, self.docs, k)  # (Q, k)
+
+    def ranked(self, query: str, positive: str) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """The query's top-k document indices and scores, and the positive's score."""
+        row = self.query_row[query]
+        return self.top[row], self.scores[row], float(self.queries[row] @ self.positive(positive))
 
     def positive(self, text: str) -> np.ndarray:
         i = self.doc_row.get(text)
         return self.docs[i] if i is not None else self.missing[self.missing_row[text]]
+
+
+class _BM25:
+    """Lexical ranking with BM25 (``bm25s``: scikit-learn tokenization, English stopwords, no
+    stemming). Documents with score 0 (no shared term) are never candidates; no margin applies
+    (``ranked`` gives no positive score)."""
+
+    def __init__(self, encoder: Any, texts: list[str], pairs: list[Pair], batch_size: int, k: int):
+        try:
+            import bm25s
+        except ImportError:
+            raise EmbedforgeError(
+                "data.hard_negatives.method=bm25 needs: pip install 'embedforge[lexical]'"
+            ) from None
+        self._tokenize = lambda xs: bm25s.tokenize(
+            xs, stopwords="en", return_ids=False, show_progress=False
+        )
+        self.index = bm25s.BM25()
+        self.index.index(self._tokenize(texts), show_progress=False)
+        self.n, self.k = len(texts), k
+        queries = list(dict.fromkeys(p["query"] for p in pairs))
+        self.query_tokens = dict(zip(queries, self._tokenize(queries)))
+
+    def ranked(self, query: str, positive: str) -> tuple[np.ndarray, np.ndarray, float | None]:
+        tokens = [t for t in self.query_tokens[query] if t in self.index.vocab_dict]
+        scores = self.index.get_scores(tokens) if tokens else np.zeros(self.n, np.float32)  # (N,)
+        k = min(self.k, int((scores > 0).sum()))  # a lexical negative shares a term
+        top = np.argsort(-scores, kind="stable")[:k]
+        return top, scores[top], None
+
+
+#: ``data.hard_negatives.method`` -> ranker (``ranked(query, positive)``)
+RANKERS = {"dense": _Embeddings, "bm25": _BM25}
 
 
 def mine_for_pipeline(
@@ -172,4 +223,5 @@ def mine_for_pipeline(
         seed=seed,
         qrels=data.train_qrels(),
         stats=stats,
+        method=str(opts.get("method", "dense")),
     )

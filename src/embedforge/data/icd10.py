@@ -77,6 +77,9 @@ def build_icd10(
 class ICD10Source(BeirSource):
     """ICD-10-CM code search (see module docstring); built into the cache on first use.
 
+    ``group_pattern`` (conf/data/icd10.yaml) makes a code's group its category: ``data.group_negatives``
+    draws sibling codes (:meth:`related`).
+
     Args:
         chapters: chapter numbers to include ("1".."22"), or null for all ~46,900 codes.
         split: train/dev/test fractions of the codes that have inclusion terms.
@@ -100,6 +103,13 @@ class ICD10Source(BeirSource):
             build_icd10(path, chapters, seed, tuple(split))
         super().__init__(path=str(path), name=name, seed=seed, **kwargs)
         self.chapters = chapters
+
+    def related(self, doc_id: str, group: list[str]) -> set[str]:
+        """The code's ancestors and descendants in its category (``A01.0`` and ``A01``, ``A01.01``):
+        a query for ``A01.0`` is close to right on them. Group negatives are the siblings
+        (``A01.1``, ``A01.2``); a category's group is its own subcategories, all descendants, so a
+        category draws its negatives from the whole corpus."""
+        return {d for d in group if d.startswith(doc_id) or doc_id.startswith(d)}
 
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "chapters": self.chapters or "all"}

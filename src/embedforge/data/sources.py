@@ -233,8 +233,14 @@ class BeirSource(DataSource):
         return self._texts
 
     def _group(self, doc_id: str) -> str:
+        """Group 1 of ``group_pattern``; an id the pattern does not match is its own group."""
         m = self.group_pattern.match(doc_id)
         return m.group(1) if m else doc_id
+
+    def related(self, doc_id: str, group: list[str]) -> set[str]:
+        """Documents of ``doc_id``'s group never drawn as its group negatives (none here; a
+        hierarchy of codes excludes the positive's ancestors and descendants)."""
+        return set()
 
     def _split_set(self, split: str, max_queries, max_docs, name: str) -> RetrievalSet:
         qrels = self.dataset.qrels[split]
@@ -316,8 +322,8 @@ class BeirSource(DataSource):
     ) -> list[Pair]:
         """Copies of ``pairs`` with ``group_negatives`` same-group negatives each (see class doc).
 
-        A pair needs a ``doc_id`` in the corpus. Excluded: the positive and every document judged
-        relevant to the query in the training split. When a group is too small the remaining
+        A pair needs a ``doc_id`` in the corpus. Excluded: the positive, its :meth:`related`
+        documents and every document judged relevant to the query in the training split. When a group is too small the remaining
         negatives come from the whole corpus, so every pair has the same count (a dense batch).
         """
         n = self.group_negatives
@@ -336,7 +342,7 @@ class BeirSource(DataSource):
                     f" pair with query {p['query'][:60]!r} has {did!r}"
                 )
             did = str(did)
-            exclude = {did}
+            exclude = {did} | self.related(did, by_group[self._group(did)])
             qid = p.get("query_id")
             if qid is not None and str(qid) in train_qrels:
                 exclude |= {d for d, r in train_qrels[str(qid)].items() if r > 0}

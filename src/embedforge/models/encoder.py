@@ -249,6 +249,70 @@ class Encoder(nn.Module):
         hf_logging.set_verbosity(verbosity)
         return cls(st, query_prefix, doc_prefix, name=f"tiny-{key}")
 
+    # ------------------------------------------------------------------ LoRA
+    def _transformer(self, model: nn.Module | None = None) -> nn.Module:
+        """The SentenceTransformer's Hugging Face ``Transformer`` module (holds ``.model``)."""
+        mods = _st_modules()
+        for m in model if model is not None else self.model:
+            if isinstance(m, mods.Transformer):
+                return m
+        raise EmbedforgeError("module.lora needs a model with a Hugging Face Transformer module")
+
+    def add_lora(
+        self,
+        r: int,
+        alpha: float = 32,
+        dropout: float = 0.1,
+        target_modules: Sequence[str] | None = None,
+    ) -> int:
+        """Wrap the transformer in LoRA adapters (peft); only the adapters train from now on.
+
+        ``lora_B`` starts at zero, so the wrapped model embeds exactly as before. :meth:`save`
+        writes merged weights: the saved directory loads in a plain SentenceTransformer.
+        Returns the number of trainable parameters.
+        """
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise EmbedforgeError(
+                "module.lora.r > 0 needs: pip install 'embedforge[lora]'"
+            ) from None
+        t = self._transformer()
+        config = LoraConfig(
+            r=int(r),
+            lora_alpha=float(alpha),
+            lora_dropout=float(dropout),
+            target_modules=list(target_modules) if target_modules else None,
+            bias="none",
+        )
+        try:
+            t.model = get_peft_model(t.model, config)
+        except ValueError as e:  # e.g. target modules not found in the model
+            raise EmbedforgeError(f"module.lora: {str(e).splitlines()[0]}") from None
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @property
+    def has_lora(self) -> bool:
+        from importlib.util import find_spec
+
+        if find_spec("peft") is None:
+            return False
+        from peft import PeftModel
+
+        return isinstance(self._transformer().model, PeftModel)
+
+    def merged_model(self) -> nn.Module:
+        """The SentenceTransformer with LoRA adapters merged into the weights (a copy; this
+        encoder keeps its adapters), or the model itself without LoRA."""
+        if not self.has_lora:
+            return self.model
+        import copy
+
+        merged = copy.deepcopy(self.model)
+        t = self._transformer(merged)
+        t.model = t.model.merge_and_unload()
+        return merged
+
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:
@@ -332,10 +396,12 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | Path) -> Path:
-        """Write a SentenceTransformer directory with the query/document prompts."""
+        """Write a SentenceTransformer directory with the query/document prompts (LoRA adapters
+        merged into the weights: loading it needs no peft)."""
         path = Path(path)
-        self.model.prompts = {"query": self.query_prefix, "document": self.doc_prefix}
+        model = self.merged_model()
+        model.prompts = {"query": self.query_prefix, "document": self.doc_prefix}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.model.save(str(path))
+            model.save(str(path))
         return path

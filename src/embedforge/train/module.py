@@ -65,6 +65,9 @@ class ContrastiveModule(pl.LightningModule):
         gather_queries: under DDP with ``gather_across_devices``, also gather queries and compute
             the loss on the whole global batch on every rank (needed for an exact symmetric loss).
         empty_queries: how validation counts queries without a relevant document (``zero``/``skip``).
+        lora: ``{r, alpha, dropout, target_modules}``: with ``r > 0`` the encoder's transformer is
+            wrapped in LoRA adapters and only they train (:meth:`Encoder.add_lora`; the saved model
+            has them merged). None or ``r = 0``: full fine-tuning.
     """
 
     def __init__(
@@ -82,9 +85,14 @@ class ContrastiveModule(pl.LightningModule):
         gradient_clip_val: float | None = None,
         gather_queries: bool = False,
         empty_queries: str = "zero",
+        lora: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
+        lora = dict(lora or {})
+        if int(lora.get("r") or 0) > 0 and not encoder.has_lora:
+            trainable = encoder.add_lora(**lora)
+            log.info("LoRA r=%s: %d trainable parameters", lora["r"], trainable)
         self.encoder = encoder
         self.loss = loss
         self.optimizer_factory = optimizer
