@@ -37,6 +37,9 @@ class DataSource:
         val_max_queries / val_max_docs: size of the in-training validation set (queries sampled; the
             corpus keeps their relevant documents plus seeded distractors).
         hard_negatives: mining options (``num`` = 0 disables).
+        num_workers: data loader workers.
+        length_grouping: length-grouped batches: sort each shuffled run of this many batches by
+            length before cutting it into batches (less padding); None = off.
         seed: sampling seed.
     """
 
@@ -56,6 +59,7 @@ class DataSource:
         val_max_docs: int | None = 2000,
         hard_negatives: dict | None = None,
         num_workers: int = 0,
+        length_grouping: int | None = None,
         seed: int = 0,
     ):
         self.name = name
@@ -69,6 +73,7 @@ class DataSource:
         self.val_max_docs = val_max_docs
         self.hard_negatives = dict(hard_negatives or {})
         self.num_workers = int(num_workers)
+        self.length_grouping = int(length_grouping) if length_grouping else None
         self.seed = int(seed)
 
     def chunks(self) -> list[Chunk]:
