@@ -197,7 +197,7 @@ class ContrastiveModule(pl.LightningModule):
             return self.contrastive_loss(reps[0], reps[1], negatives)
 
         return cached_backward(
-            self.encoder.embed,
+            self.encoder,
             groups,
             self.mini_batch_size,
             loss_fn,
