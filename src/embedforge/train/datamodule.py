@@ -187,8 +187,10 @@ def collate_pairs(items: list[Pair]) -> dict[str, Any]:
 def pair_length(pair: Pair) -> int:
     """The length that length grouping sorts by: characters of the positive plus the query.
 
-    Characters, not tokens: the data module holds no tokenizer, and character counts order texts
-    like their token counts do (positives dominate: they are the long texts of a batch).
+    Characters, not tokens: the data module holds no tokenizer. On CUAD, character counts rank
+    queries like MiniLM token counts do (Spearman 0.94; word counts 0.92); CUAD's passages are
+    200-word chunks (240-320 tokens) whose order by characters is looser (0.47, words 0.18), but
+    such near-equal lengths leave little padding to remove.
     """
     return len(pair["positive"]) + len(pair["query"])
 
