@@ -177,9 +177,7 @@ def run_isolated(mode: str, b: int, args) -> dict:
 
 def cached_over_plain(rows: list[dict], b: int, goal: float = 1.3) -> dict | None:
     """The target row for batch ``b``: cached / plain seconds per pair (wall; CPU time beside it)."""
-    got = {
-        r["mode"]: r for r in rows if r["batch_size"] == b and r["mode"] in ("plain", "cached")
-    }
+    got = {r["mode"]: r for r in rows if r["batch_size"] == b and r["mode"] in ("plain", "cached")}
     if len(got) < 2:
         return None
     ok = all("error" not in r for r in got.values())

@@ -121,4 +121,3 @@ def cached_backward(
                 surrogate = surrogate + extra_loss()
             backward(surrogate)
     return loss.detach()
-
