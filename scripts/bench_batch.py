@@ -183,6 +183,10 @@ def cached_over_plain(rows: list[dict], b: int, goal: float = 1.3) -> dict | Non
     ok = all("error" not in r for r in got.values())
     ratio = got["cached"]["seconds_per_pair"] / got["plain"]["seconds_per_pair"] if ok else None
     row = target(f"gradient-cached / plain seconds per pair at B={b}", ratio, goal, False)
+    for r in got.values():
+        if "error" in r:  # e.g. plain did not fit under --max-rss-gb: raise it on a quiet machine
+            print(f"       ({r['mode']}: {r['error']})")
+            row[f"{r['mode']}_error"] = r["error"]
     if ok:
         row["cpu_ratio"] = (
             got["cached"]["cpu_seconds_per_pair"] / got["plain"]["cpu_seconds_per_pair"]
