@@ -139,6 +139,9 @@ def test_trainer_args_pass_through(compose):
         (["loss.false_negative_margin=nan"], "loss.false_negative_margin"),
         (["loss=triplet", "+loss.scale=20"], "scale"),
         (["data.mix_real=0", "data.mix_synthetic=0"], "data.mix_real"),
+        (["data.length_grouping=1"], "data.length_grouping"),
+        (["data.length_grouping=true"], "data.length_grouping"),
+        (["data.length_grouping=eight"], "data.length_grouping"),
         (
             ["data=beir", "data.path=x", "data.group_negatives=1", "data.hard_negatives.num=2"],
             "choose one source of negatives",
@@ -155,6 +158,13 @@ def test_bad_combinations_one_line_error(compose, overrides, match):
     with pytest.raises(EmbedforgeError, match=match) as e:
         validate(compose(*overrides))
     assert "\n" not in str(e.value)
+
+
+def test_length_grouping_is_off_by_default_and_reaches_the_data_source(compose):
+    assert compose().data.length_grouping is None
+    cfg = compose("data.length_grouping=8")
+    validate(cfg)
+    assert instantiate(cfg.data).length_grouping == 8
 
 
 def test_run_dir_named_after_the_dataset(compose):

@@ -103,6 +103,11 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"data.batch_size must be an integer >= 2 (in-batch negatives need company), got {bs!r}"
         )
+    lg = _get(cfg, "data.length_grouping")
+    if lg is not None and (isinstance(lg, bool) or not isinstance(lg, int) or lg < 2):
+        raise EmbedforgeError(
+            f"data.length_grouping must be null (off) or a mega-batch size in batches >= 2, got {lg!r}"
+        )
     mbs = _get(cfg, "module.mini_batch_size")
     if mbs is not None:
         if not isinstance(mbs, int) or mbs < 1 or mbs > bs:

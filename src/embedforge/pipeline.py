@@ -402,7 +402,14 @@ def fit(
     if trainer.logger:
         trainer.logger.log_hyperparams({**flatten(redacted_container(cfg)), **git_info()})
         trainer.logger.log_metrics(base.val, step=0)
-    dm = PairDataModule(pairs, data.batch_size, cfg.seed, data.num_workers, has_val=True)
+    dm = PairDataModule(
+        pairs,
+        data.batch_size,
+        cfg.seed,
+        data.num_workers,
+        has_val=True,
+        length_grouping=data.length_grouping,
+    )
     last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
     resume_from = str(last) if cfg.get("resume") and last.exists() else None
     with clock("train"):

@@ -10,6 +10,7 @@ from embedforge.train.datamodule import (
     batch_keys,
     collate_pairs,
     equal_negatives,
+    pair_length,
 )
 from embedforge.types import DEFAULT_SCORE
 
@@ -108,3 +109,113 @@ def test_scores_travel_to_every_batch_once_any_pair_has_one():
     batches = list(PairDataModule(scored, batch_size=2).train_dataloader())
     got = {q: s for b in batches for q, s in zip(b["query"], b["score"])}
     assert got == {"q0": 0.5, **{f"q{i}": DEFAULT_SCORE for i in range(1, 6)}}
+
+
+# ---------------------------------------------------------------------------- length grouping
+def varied_pairs(n: int = 300, seed: int = 0, dup_every: int = 0) -> list[dict]:
+    """Synthetic pairs with lengths spread over two orders of magnitude; with ``dup_every`` > 0
+    every ``dup_every``-th pair reuses an earlier positive (collisions the sampler must defer)."""
+    import random
+
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        pos = f"p{i} " + "x" * rng.randint(5, 800)
+        if dup_every and i % dup_every == 0 and i:
+            pos = pairs[rng.randrange(i)]["positive"]
+        pairs.append({"query": f"q{i} " + "y" * rng.randint(1, 60), "positive": pos})
+    return pairs
+
+
+def grouped_sampler(pairs, batch_size=8, seed=0, mega_batch=8, **kw) -> UniqueBatchSampler:
+    return UniqueBatchSampler(
+        [batch_keys(p) for p in pairs],
+        batch_size,
+        seed,
+        lengths=[pair_length(p) for p in pairs],
+        mega_batch=mega_batch,
+        **kw,
+    )
+
+
+def padded_waste(pairs, batches) -> float:
+    """Fraction of padding when each batch pads its positives to the longest one."""
+    real = sum(len(pairs[i]["positive"]) for b in batches for i in b)
+    padded = sum(len(b) * max(len(pairs[i]["positive"]) for i in b) for b in batches)
+    return 1 - real / padded
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dup_every", [0, 5])
+def test_length_grouped_epoch_is_a_permutation_without_duplicate_texts(seed, dup_every):
+    """Every pair once per epoch; with shared positives, at most the pair left alone at the very
+    end is dropped (a single pair has no in-batch negative), as without grouping."""
+    pairs = varied_pairs(300, seed, dup_every=dup_every)
+    for epoch in (0, 1):
+        s = grouped_sampler(pairs, seed=seed)
+        s.set_epoch(epoch)
+        batches = list(s)
+        seen = [i for b in batches for i in b]
+        assert len(seen) == len(set(seen))
+        assert len(pairs) - len(seen) <= (1 if dup_every else 0)
+        for b in batches:
+            texts = [k for i in b for k in batch_keys(pairs[i])]
+            assert len(texts) == len(set(texts))
+        assert len(s) == len(batches)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_length_grouped_batches_pad_less_than_random_ones(seed):
+    """Property: on pairs of random lengths, length-grouped batches waste a fraction of the
+    padding random batches do, and the epoch still visits lengths in random order."""
+    pairs = varied_pairs(400, seed, dup_every=7)
+    keys = [batch_keys(p) for p in pairs]
+    grouped = list(grouped_sampler(pairs, seed=seed))
+    random_ = list(UniqueBatchSampler(keys, 8, seed))
+    assert padded_waste(pairs, grouped) < 0.35 * padded_waste(pairs, random_)
+    longest = [max(len(pairs[i]["positive"]) for i in b) for b in grouped]
+    assert longest != sorted(longest) and longest != sorted(longest, reverse=True)
+
+
+def test_length_grouped_batches_draw_from_the_whole_mega_batch():
+    """A mega-batch of one batch only sorts inside each batch: the same pairs as no grouping."""
+    pairs = varied_pairs(96, 1)
+    keys = [batch_keys(p) for p in pairs]
+    one = [sorted(b) for b in grouped_sampler(pairs, mega_batch=1)]
+    assert sorted(one) == sorted(sorted(b) for b in UniqueBatchSampler(keys, 8, 0))
+
+
+def test_length_grouped_deterministic_in_seed_and_epoch():
+    pairs = varied_pairs(200, 2)
+    a, b, other = grouped_sampler(pairs), grouped_sampler(pairs), grouped_sampler(pairs, seed=1)
+    assert list(a) == list(b) and list(a) != list(other)
+    a.set_epoch(1)
+    assert list(a) != list(b)
+    b.set_epoch(1)
+    assert list(a) == list(b)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_length_grouped_ranks_split_the_same_global_batches(world):
+    pairs = varied_pairs(203, 3, dup_every=6)
+    full = list(grouped_sampler(pairs, drop_last=True))
+    shares = [list(grouped_sampler(pairs, num_replicas=world, rank=r)) for r in range(world)]
+    assert all(len(s) == len(full) for s in shares)
+    assert [sum(parts, []) for parts in zip(*shares)] == full
+    assert all(len(b) == 8 for b in full)
+
+
+def test_length_grouping_needs_lengths():
+    with pytest.raises(ValueError, match="one length per item"):
+        UniqueBatchSampler([("a",), ("b",)], 2, mega_batch=4)
+
+
+def test_datamodule_length_grouping_reaches_the_sampler():
+    pairs = varied_pairs(64, 4)
+    on = PairDataModule(pairs, batch_size=8, seed=0, length_grouping=4).train_dataloader()
+    off = PairDataModule(pairs, batch_size=8, seed=0).train_dataloader()
+    assert on.batch_sampler.mega_batch == 4 and off.batch_sampler.mega_batch is None
+    waste_on = padded_waste(pairs, list(on.batch_sampler))
+    assert waste_on < padded_waste(pairs, list(off.batch_sampler))
+    batch = next(iter(on))
+    assert len(batch["query"]) == 8

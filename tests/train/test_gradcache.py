@@ -160,7 +160,7 @@ def _cached(
             reps[0], reps[1], reps[2].view(len(reps[0]), n, -1) if n else None, scores
         )
 
-    return cached_backward(module.encoder.embed, groups, m, loss_fn, replay_rng=replay_rng)
+    return cached_backward(module.encoder, groups, m, loss_fn, replay_rng=replay_rng)
 
 
 @pytest.mark.parametrize("loss", LOSSES)

@@ -39,6 +39,9 @@ class DataSource:
         val_max_base: validation held out of generated pairs is made harder until the base model's
             NDCG@10 on it is at most this (:mod:`embedforge.data.validation`); null = off.
         hard_negatives: mining options (``num`` = 0 disables).
+        num_workers: data loader workers.
+        length_grouping: length-grouped batches: sort each shuffled run of this many batches by
+            length before cutting it into batches (less padding); None = off.
         seed: sampling seed.
     """
 
@@ -59,6 +62,7 @@ class DataSource:
         val_max_base: float | None = 0.7,
         hard_negatives: dict | None = None,
         num_workers: int = 0,
+        length_grouping: int | None = None,
         seed: int = 0,
     ):
         self.name = name
@@ -73,6 +77,7 @@ class DataSource:
         self.val_max_base = val_max_base
         self.hard_negatives = dict(hard_negatives or {})
         self.num_workers = int(num_workers)
+        self.length_grouping = int(length_grouping) if length_grouping else None
         self.seed = int(seed)
 
     def chunks(self) -> list[Chunk]:

@@ -343,9 +343,13 @@ class Encoder(nn.Module):
         """Embeddings ``(B, D)`` for tokenized features."""
         return self.model(dict(features))["sentence_embedding"]
 
+    def features(self, texts: Sequence[str], kind: Kind) -> dict[str, torch.Tensor]:
+        """Prefixed and tokenized ``texts`` (padded to the longest), on the model's device."""
+        return self.tokenize(self.prefixed(texts, kind))
+
     def embed(self, texts: Sequence[str], kind: Kind) -> torch.Tensor:
         """Prefix, tokenize and encode with autograd: ``(len(texts), D)``."""
-        return self(self.tokenize(self.prefixed(texts, kind)))
+        return self(self.features(texts, kind))
 
     @torch.no_grad()
     def encode(

@@ -237,7 +237,7 @@ class ContrastiveModule(pl.LightningModule):
             return self.contrastive_loss(reps[0], reps[1], negatives, scores)
 
         return cached_backward(
-            self.encoder.embed,
+            self.encoder,
             groups,
             self.mini_batch_size,
             loss_fn,
