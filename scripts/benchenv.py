@@ -56,7 +56,10 @@ def machine(max_load: float = MAX_LOAD, force: bool = False) -> dict[str, Any]:
     if not ok:
         msg = f"load average {load[0]} > {max_load}: figures would not show whether targets are met"
         if not force:
-            print(f"refusing to benchmark: {msg} (wait for a quiet machine, or --force)", file=sys.stderr)
+            print(
+                f"refusing to benchmark: {msg} (wait for a quiet machine, or --force)",
+                file=sys.stderr,
+            )
             raise SystemExit(3)
         print(f"WARNING: {msg}; measuring anyway (--force)", file=sys.stderr)
     return {
@@ -80,7 +83,13 @@ def target(name: str, measured: float | None, goal: float, higher_is_better: boo
     sign = ">=" if higher_is_better else "<="
     shown = "n/a" if measured is None else f"{measured:.3g}"
     print(f"[{'PASS' if ok else 'FAIL'}] {name}: {shown} (target {sign} {goal:g})")
-    return {"name": name, "measured": measured, "goal": goal, "higher_is_better": higher_is_better, "pass": ok}
+    return {
+        "name": name,
+        "measured": measured,
+        "goal": goal,
+        "higher_is_better": higher_is_better,
+        "pass": ok,
+    }
 
 
 def add_load_arguments(ap) -> None:

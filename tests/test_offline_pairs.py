@@ -119,8 +119,16 @@ HAND = [
         " embeddings are learned from a small number of questions and passages by a simple"
         " dual-encoder framework, outperforming a strong Lucene BM25 system.",
     },
-    {"id": "h_3", "title": "Typhoid meningitis", "text": "Typhoid fever; Intestinal infectious diseases"},
-    {"id": "h_4", "title": "", "text": "## Returns\nItems may be returned within 30 days of delivery."},
+    {
+        "id": "h_3",
+        "title": "Typhoid meningitis",
+        "text": "Typhoid fever; Intestinal infectious diseases",
+    },
+    {
+        "id": "h_4",
+        "title": "",
+        "text": "## Returns\nItems may be returned within 30 days of delivery.",
+    },
 ]
 
 
@@ -149,7 +157,9 @@ def test_title_body_removes_the_title_and_old_name_title_is_the_same_strategy():
     gen = OfflineGenerator(strategies=["title"], seed=0)
     [p] = gen.generate([HAND[1]])
     assert p["strategy"] == "title_body" and p["query"] == HAND[1]["title"]
-    assert p["positive"].startswith("is studied here. We show") and gen.stats["copyable_repaired"] == 1
+    assert (
+        p["positive"].startswith("is studied here. We show") and gen.stats["copyable_repaired"] == 1
+    )
 
 
 def test_span_is_cut_out_of_its_passage():
@@ -215,8 +225,11 @@ def test_probe_picks_strategies_in_the_band_and_records_its_table(tmp_path):
     assert probe["chosen"] == hardest
     assert {p["strategy"] for p in pairs} <= set(probe["chosen"])
     m = RunMetrics(
-        task="t", finetuned={"ndcg@10": 0.5}, val={"base": 0.4, "best": None, "last": 0.4},
-        ship={"min_gain": 0.01, "passed": False}, eval_set={"name": "e"},
+        task="t",
+        finetuned={"ndcg@10": 0.5},
+        val={"base": 0.4, "best": None, "last": 0.4},
+        ship={"min_gain": 0.01, "passed": False},
+        eval_set={"name": "e"},
         val_set={"name": "v", "n_queries": 3, "n_docs": 9, "kind": "held-out synthetic"},
         generation=gen.stats,
     )

@@ -234,7 +234,11 @@ def mix_pairs(
         elif want_syn > len(synthetic):
             log.info(
                 "mix: %d real pairs want %d generated at %d:%d, %d available (all kept)",
-                len(real), want_syn, mix_real, mix_synthetic, len(synthetic),
+                len(real),
+                want_syn,
+                mix_real,
+                mix_synthetic,
+                len(synthetic),
             )
     pairs = real + synthetic
     rng.shuffle(pairs)

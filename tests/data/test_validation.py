@@ -46,15 +46,16 @@ def test_validation_is_held_out_real_queries_when_there_are_any():
 def test_hardness_guard_lowers_the_base_score_on_an_easy_set():
     # half the held-out queries copy their positive's words (easy), half share one word (hard)
     pairs = [
-        {"query": _doc(i) if i % 2 else f"notes on {WORDS[i % 13]}", "positive": _doc(i),
-         "source": "offline"}
+        {
+            "query": _doc(i) if i % 2 else f"notes on {WORDS[i % 13]}",
+            "positive": _doc(i),
+            "source": "offline",
+        }
         for i in range(400)
     ]
     enc = BagOfWords()
     _, plain, _ = holdout_sets(pairs, 0.1, 0, 100, "t", with_eval=False)
-    _, val, _ = holdout_sets(
-        pairs, 0.1, 0, 100, "t", with_eval=False, encoder=enc, max_base=0.62
-    )
+    _, val, _ = holdout_sets(pairs, 0.1, 0, 100, "t", with_eval=False, encoder=enc, max_base=0.62)
     g = val.info["guard"]
     assert val.info["kind"] == HELD_OUT_SYNTHETIC and g["lexical_distractors"] > 0
     assert g["base_before"] > 0.62 >= g["base_after"] and g["dropped"] > 0
@@ -72,6 +73,8 @@ def test_harden_keeps_a_floor_of_queries():
     from embedforge.eval.retrieval import RetrievalSet
 
     corpus = {f"d{i}": _doc(i) for i in range(50)}
-    rset = RetrievalSet(corpus, {f"q{i}": _doc(i) for i in range(40)}, {f"q{i}": {f"d{i}": 1} for i in range(40)})
+    rset = RetrievalSet(
+        corpus, {f"q{i}": _doc(i) for i in range(40)}, {f"q{i}": {f"d{i}": 1} for i in range(40)}
+    )
     out = harden(rset, BagOfWords(), 0.01, min_keep=0.5, min_queries=5)
     assert len(out.queries) == 20 and out.info["guard"]["base_after"] == pytest.approx(1.0)

@@ -515,8 +515,12 @@ def holdout_sets(
     ``encoder`` and ``max_base``, the most lexically trivial queries dropped until the base model's
     NDCG@10 is at most ``max_base``.
     """
-    from embedforge.data.validation import HELD_OUT_REAL, HELD_OUT_SYNTHETIC, harden
-    from embedforge.data.validation import lexical_distractors
+    from embedforge.data.validation import (
+        HELD_OUT_REAL,
+        HELD_OUT_SYNTHETIC,
+        harden,
+        lexical_distractors,
+    )
 
     rng = random.Random(seed)
     real = [p for p in pairs if p.get("source", "real") == "real"]

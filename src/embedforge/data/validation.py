@@ -112,7 +112,9 @@ def harden(
     }
     qids = sorted(per_q)
     floor = min(len(qids), max(min_queries, math.ceil(min_keep * len(qids))))
-    positive = {q: " ".join(rset.corpus[d] for d in rset.qrels[q] if d in rset.corpus) for q in qids}
+    positive = {
+        q: " ".join(rset.corpus[d] for d in rset.qrels[q] if d in rset.corpus) for q in qids
+    }
     order = sorted(qids, key=lambda q: (-overlap(rset.queries[q], positive[q]), q))
     kept, total = set(qids), sum(per_q.values())
     for q in order:

@@ -60,7 +60,11 @@ def fuse_graph(fp32_dir: str | Path, out_dir: str | Path, opt_level: int = OPT_L
     # onnxruntime's symbolic shape inference saves "sym_shape_infer_temp.onnx" into the working
     # directory when it gives up (it does on graphs with pooling attached): keep that out of the
     # user's directory
-    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch), warnings.catch_warnings():
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        contextlib.chdir(scratch),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         model = optimize_model(
             str(fp32_dir / MODEL_FILE),

@@ -153,7 +153,9 @@ class OfflineGenerator:
         wanted = (
             list(self.probe_settings.get("candidates") or STRATEGIES)
             if self.auto
-            else [strategies] if isinstance(strategies, str) else list(strategies)
+            else [strategies]
+            if isinstance(strategies, str)
+            else list(strategies)
         )
         canonical = [ALIASES.get(s, s) for s in wanted]
         unknown = set(canonical) - set(STRATEGIES)
@@ -312,7 +314,9 @@ class OfflineGenerator:
                 if not q or not pos:
                     continue
                 # a heading is a query of its own ("Assignment"): one word is enough
-                least = 1 if s.endswith("heading") or s == "heading_section" else self.min_query_words
+                least = (
+                    1 if s.endswith("heading") or s == "heading_section" else self.min_query_words
+                )
                 if not least <= len(q.split()) <= self.max_query_words + 20:
                     continue
                 if copyable(q, pos):  # the one rule: no query is solved by copying it

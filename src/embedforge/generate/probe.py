@@ -69,7 +69,9 @@ def probe_strategies(generator: Any, chunks: list[Chunk]) -> tuple[list[str], li
         sample = random.Random(f"{generator.seed}:probe").sample(chunks, 5 * n)
     lo, hi = cfg["mrr_band"]
     table: list[dict[str, Any]] = []
-    cached = _Memo(generator.encoder)  # strategies share positives (the whole document): encode once
+    cached = _Memo(
+        generator.encoder
+    )  # strategies share positives (the whole document): encode once
     for s in generator.strategies:
         pairs = generator._generate(sample, [s])[:n]
         row: dict[str, Any] = {"strategy": s, "pairs": len(pairs), "mrr@10": None}
