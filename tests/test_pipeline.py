@@ -124,6 +124,9 @@ def test_no_training_pairs_is_an_error(compose, tmp_path):
     )
     with pytest.raises(EmbedforgeError, match="no training pairs"):
         run_pipeline(compose, tmp_path, "data=beir", f"data.path={data}", "data.generate=false")
+    # two-word passages without titles: the offline generator has nothing to work with
+    with pytest.raises(EmbedforgeError, match="generator made none from .*min_passage_words"):
+        run_pipeline(compose, tmp_path, "data=beir", f"data.path={data}")
 
 
 def cli(*args, cwd=ROOT):
@@ -515,11 +518,13 @@ def test_mix_keeps_every_real_pair_and_caps_the_generated_ones():
     assert len(mix_pairs(real, syn, 0, 1, 0)) == 500 and len(mix_pairs(real, syn, 1, 0, 0)) == 800
 
 
-def test_icd10_demo_mixes_offline_pairs_and_generate_false_is_real_only(compose):
+def test_icd10_demo_is_real_only_and_its_mix_recipe_mixes_title_terms(compose):
     cfg = compose()
-    assert cfg.data.generate is True and cfg.generator._target_.endswith("OfflineGenerator")
-    assert (cfg.data.mix_real, cfg.data.mix_synthetic) == (1, 3) and cfg.data.train_queries
-    assert compose("data.generate=false").data.generate is False
+    assert cfg.data.generate is False and cfg.data.train_queries
+    mix = compose("experiment=icd10_mix")
+    assert mix.data.generate is True and mix.generator._target_.endswith("OfflineGenerator")
+    assert (mix.data.mix_real, mix.data.mix_synthetic) == (1, 3)
+    assert list(mix.generator.strategies) == ["title_terms"] and mix.data.name == "icd10"
 
 
 @pytest.mark.parametrize(

@@ -147,6 +147,12 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
     with clock("generate"):
         synthetic, generation = generate_pairs(cfg, data, encoder)
     pairs = mix_pairs(real, synthetic, data.mix_real, data.mix_synthetic, cfg.seed)
+    if not pairs and data.generate:
+        raise EmbedforgeError(
+            f"no training pairs: the generator made none from {data.name!r}'s documents (offline"
+            " strategies need informative titles, headings or passages of generator.min_passage_words"
+            " words); add real pairs (data.train_queries=true, data.pairs_path=...) or an LLM generator"
+        )
     if not pairs:
         raise EmbedforgeError(
             "no training pairs: set data.train_queries=true, data.pairs_path=..., or data.generate=true"
