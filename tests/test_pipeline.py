@@ -539,4 +539,4 @@ def test_bad_generation_settings_fail_validation(compose, override, needle):
     from embedforge.config import validate
 
     with pytest.raises(EmbedforgeError, match=needle):
-        validate(compose(override))
+        validate(compose(override, "data.generate=true"))  # the demo is real-only by default
