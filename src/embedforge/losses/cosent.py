@@ -41,12 +41,10 @@ class CoSENTLoss(Loss):
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        sim, target = scored_pairs(
-            q, d, negatives, labels, scores, self.similarity, "cosent"
-        )  # (P,)
-        diff = self.scale * (
-            sim[None, :] - sim[:, None]
-        )  # (P, P): [i, j] = scale * (cos_j - cos_i)
+        # (P,) similarities and graded labels of every pair
+        sim, target = scored_pairs(q, d, negatives, labels, scores, self.similarity, "cosent")
+        # (P, P): [i, j] = scale * (cos_j - cos_i)
+        diff = self.scale * (sim[None, :] - sim[:, None])
         ordered = target[:, None] > target[None, :]  # (P, P): label_i > label_j
         terms = torch.cat([diff.new_zeros(1), diff[ordered]])  # the 0 is the "1 +" inside the log
         return torch.logsumexp(terms, dim=0)

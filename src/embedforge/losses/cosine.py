@@ -38,7 +38,6 @@ class CosineSimilarityLoss(Loss):
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        sim, target = scored_pairs(
-            q, d, negatives, labels, scores, self.similarity, "cosine"
-        )  # (P,)
+        # (P,) similarities and graded labels of every pair
+        sim, target = scored_pairs(q, d, negatives, labels, scores, self.similarity, "cosine")
         return ((sim - target) ** 2).mean()
