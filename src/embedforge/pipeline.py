@@ -31,7 +31,7 @@ from embedforge.data.sources import DataSource, holdout_sets
 from embedforge.data.validation import DEV_SPLIT
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
-from embedforge.eval.matryoshka import evaluate_dims
+from embedforge.eval.matryoshka import TruncatedEncoder, evaluate_dims
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
 from embedforge.export.eval_backend import eval_encoder
@@ -78,8 +78,9 @@ def train(cfg: DictConfig) -> float:
         return float("nan")
     choice = select(cfg, module, trainer.checkpoint_callback, base, clock)
     with clock("finetuned_eval"):
-        result = evaluate(cfg, encoder, train_set.eval_set)
-        dims = evaluate_at_dims(cfg, encoder, train_set.eval_set)
+        shared = dims_cache(cfg)  # the per-dimension eval reuses the full eval's embeddings
+        result = evaluate(cfg, encoder, train_set.eval_set, shared)
+        dims = evaluate_at_dims(cfg, encoder, train_set.eval_set, shared)
     metrics = write_run(cfg, data, train_set, trainer, base, choice, result, clock, dims)
     return float(metrics.monitor_value)
 
@@ -332,12 +333,13 @@ def evaluate_base(
     encoder = module.encoder
     log.info("baseline: evaluating %s on %s", encoder.name, eval_set.name)
     with clock("baseline_eval"):
+        shared = dims_cache(cfg)  # the per-dimension eval reuses the full eval's embeddings
         result = (
-            baseline_eval(cfg, encoder, eval_set)
+            baseline_eval(cfg, encoder, eval_set, shared)
             if cfg.eval.baseline and trainer.is_global_zero
             else None
         )
-        dims = evaluate_at_dims(cfg, encoder, eval_set) if result is not None else {}
+        dims = evaluate_at_dims(cfg, encoder, eval_set, shared) if result is not None else {}
     with clock("baseline_val"):
         val = module.run_validation() if trainer.is_global_zero else {}
     state = (
@@ -350,8 +352,10 @@ def evaluate_base(
     return Base(result, val, state, dims)
 
 
-def baseline_eval(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
-    """The base model's metrics, cached by :func:`baseline_key`.
+def baseline_eval(
+    cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet, shared: dict | None = None
+) -> EvalResult:
+    """The base model's metrics, cached by :func:`baseline_key` (``shared``: see :func:`evaluate`).
 
     Every job of a sweep shares its baseline, so a sweep encodes the eval corpus with the base
     model once instead of once per job.
@@ -363,7 +367,7 @@ def baseline_eval(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> 
         d = json.loads(path.read_text())
         log.info("baseline: cached result %s", path)
         return EvalResult(*(d[f] for f in fields), {"cached": 0.0}, d.get("backend", {}))
-    r = evaluate(cfg, encoder, eval_set)
+    r = evaluate(cfg, encoder, eval_set, shared)
     write_json(path, {**{f: getattr(r, f) for f in fields}, "backend": r.backend})
     return r
 
@@ -526,10 +530,15 @@ def load_weights(module: ContrastiveModule, checkpoint_path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- report
-def evaluate(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalResult:
+def evaluate(
+    cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet, shared: dict | None = None
+) -> EvalResult:
     """The shipped model on the reported eval set (the same set and metrics as the baseline),
-    encoded by ``eval.backend`` (ONNX only after parity on the set's own texts)."""
+    encoded by ``eval.backend`` (ONNX only after parity on the set's own texts). ``shared``
+    (:func:`dims_cache`) keeps the embeddings for :func:`evaluate_at_dims`."""
     used, backend = eval_encoder(encoder, eval_set, cfg.eval.get("backend", "torch"))
+    if shared is not None:
+        used = TruncatedEncoder(used, None, shared)
     result = retrieval.evaluate(
         used,
         eval_set,
@@ -541,8 +550,14 @@ def evaluate(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> EvalR
     return result
 
 
+def dims_cache(cfg: DictConfig) -> dict | None:
+    """An embedding cache shared by the full and the per-dimension evaluation of one model, when
+    ``eval.matryoshka_dims`` asks for the latter (None otherwise: nothing is kept)."""
+    return {} if cfg.eval.get("matryoshka_dims") else None
+
+
 def evaluate_at_dims(
-    cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet
+    cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet, shared: dict | None = None
 ) -> dict[str, dict[str, float]]:
     """Metrics of the truncated, renormalized embeddings at each ``eval.matryoshka_dims`` (by
     default the matryoshka loss's dims; empty when unset)."""
@@ -556,6 +571,7 @@ def evaluate_at_dims(
         list(cfg.eval.metrics),
         cfg.eval.batch_size,
         empty_queries=cfg.eval.empty_queries,
+        cache=shared,
     )
 
 

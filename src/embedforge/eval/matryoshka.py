@@ -13,15 +13,16 @@ from embedforge.eval.retrieval import RetrievalSet, evaluate
 
 
 class TruncatedEncoder:
-    """``encoder.encode`` cut to the first ``dim`` coordinates and renormalized.
+    """``encoder.encode`` cut to the first ``dim`` coordinates and renormalized (``dim`` None: the
+    full embeddings, as they are).
 
-    The full embeddings of a text list are computed once and shared by every dimension (``cache``),
-    so evaluating several dimensions encodes the corpus once.
+    The full embeddings of a text list are computed once and shared through ``cache`` by every
+    dimension and by the full-dimension evaluation, so the corpus is encoded once per model.
     """
 
-    def __init__(self, encoder, dim: int, cache: dict | None = None):
+    def __init__(self, encoder, dim: int | None, cache: dict | None = None):
         self.encoder = encoder
-        self.dim = int(dim)
+        self.dim = None if dim is None else int(dim)
         self.cache = {} if cache is None else cache
 
     def encode(
@@ -31,6 +32,8 @@ class TruncatedEncoder:
         if key not in self.cache:
             self.cache[key] = self.encoder.encode(texts, kind, batch_size, show_progress)
         full = self.cache[key]  # (N, D)
+        if self.dim is None:
+            return full
         if self.dim > full.shape[1]:
             raise EmbedforgeError(
                 f"eval.matryoshka_dims: {self.dim} exceeds the model's embedding dimension {full.shape[1]}"
@@ -47,10 +50,12 @@ def evaluate_dims(
     metrics: Sequence[str] = DEFAULT_METRICS,
     batch_size: int = 64,
     empty_queries: str = "zero",
+    cache: dict | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metric means of the truncated embeddings at each dimension: ``{str(dim): {metric: value}}``
-    (one encoding of the corpus and queries for all dimensions)."""
-    cache: dict = {}
+    (one encoding of the corpus and queries for all dimensions; ``cache``: full embeddings already
+    computed, e.g. by the full-dimension evaluation through a ``TruncatedEncoder(encoder, None)``)."""
+    cache = {} if cache is None else cache
     out: dict[str, dict[str, float]] = {}
     for k in dims:
         r = evaluate(
