@@ -13,13 +13,53 @@ one padded batch of 32 ran ~2.6x the tokens of its texts and batching made the O
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-#: a model call's fixed cost, in tokens of work: a bucket is split off when padding would cost
-#: more than one more call (MiniLM on 1-2 CPU threads: ~2 ms per call, ~0.25 ms per token)
+#: a model call's fixed cost, in tokens of work, until measured (:func:`measure_call_cost`): a
+#: bucket is split off when padding would cost more than one more call. It depends on the backend
+#: and the machine: on 2 CPU cores MiniLM int8 ONNX costs ~3 ms per call and ~0.13 ms per token
+#: (~20 tokens), torch fp32 ~22 ms per call, reading its weights, and ~0.3 ms per token (~75).
 CALL_COST_TOKENS = 8
+MAX_CALL_COST = 1024
+
+
+def measure_call_cost(
+    embed: Callable[[list[str]], object],
+    count_tokens: Callable[[list[str]], np.ndarray],
+    rows: int = 8,
+    words: int = 62,
+    repeats: int = 3,
+    clock: Callable[[], float] = time.perf_counter,
+) -> int:
+    """A model's fixed cost per call in tokens of work, timed here: one one-word text against
+    ``rows`` equal texts of ``words`` words (each one call). The fastest of ``repeats`` counts.
+
+    Args:
+        embed: runs the model on a list of texts.
+        count_tokens: each text's token count.
+
+    Returns:
+        ``fixed seconds per call / seconds per token``, within ``[1, MAX_CALL_COST]``.
+    """
+    short, long = ["a"], [("a " * words).strip()] * rows
+    n_short, n_long = int(np.sum(count_tokens(short))), int(np.sum(count_tokens(long)))
+
+    def fastest(texts: list[str]) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = clock()
+            embed(texts)
+            times.append(clock() - t0)
+        return min(times)
+
+    embed(long)  # first calls allocate
+    t_short, t_long = fastest(short), fastest(long)
+    per_token = max(t_long - t_short, 1e-9) / max(n_long - n_short, 1)
+    fixed = max(t_short - n_short * per_token, 0.0)
+    return int(np.clip(round(fixed / per_token), 1, MAX_CALL_COST))
 
 
 def length_buckets(lengths: Sequence[int], call_cost: int = CALL_COST_TOKENS) -> list[np.ndarray]:

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from embedforge.buckets import length_buckets
+from embedforge.buckets import length_buckets, measure_call_cost
 from embedforge.errors import EmbedforgeError
 from embedforge.export.fuse import fuse_graph, fused_ops
 from embedforge.export.onnx_encoder import OnnxEncoder
@@ -80,6 +80,26 @@ def test_buckets_cut_padding_of_mixed_lengths():
     padded = sum(len(g) * lengths[g].max() for g in groups)
     assert padded < 1.1 * lengths.sum() < len(lengths) * lengths.max() / 2
     assert len(length_buckets(np.full(32, 20))) == 1  # equal lengths: one call
+
+
+def test_call_cost_is_a_calls_fixed_time_in_tokens():
+    now = [0.0]
+
+    def tokens(texts):
+        return np.array([len(t.split()) + 2 for t in texts])
+
+    def model(fixed_s, per_token_s):
+        def embed(texts):
+            now[0] += fixed_s + per_token_s * tokens(texts).sum()
+
+        return embed
+
+    clock = lambda: now[0]  # noqa: E731
+    assert measure_call_cost(model(0.020, 0.0001), tokens, clock=clock) == 200  # torch-like
+    assert measure_call_cost(model(0.002, 0.0001), tokens, clock=clock) == 20  # int8-like
+    assert measure_call_cost(model(0.0, 0.0001), tokens, clock=clock) == 1
+    lengths = np.array([10, 12, 20, 30, 45, 60] * 4)  # a costly call: fewer, more padded buckets
+    assert len(length_buckets(lengths, 200)) < len(length_buckets(lengths, 20))
 
 
 def test_bucketed_embeddings_equal_one_padded_batch(tiny_fp32, real_texts):

@@ -26,6 +26,7 @@ class Faulty:
     def __init__(self, inner, count_fails: bool = False):
         self.inner, self.prompts, self.dim = inner, inner.prompts, inner.dim
         self.max_tokens, self.count_fails = inner.max_tokens, count_fails
+        self.call_cost = inner.call_cost
         self.failed_batches: list[int] = []
 
     def embed(self, texts):

@@ -104,6 +104,7 @@ class Blocking:
     def __init__(self, inner):
         self.inner, self.prompts, self.dim = inner, inner.prompts, inner.dim
         self.max_tokens, self.count_tokens = inner.max_tokens, inner.count_tokens
+        self.call_cost = inner.call_cost
         self.gate = threading.Event()
         self.gate.set()
 

@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
         default=d.token_ids,
         help="token-id inputs: 'model' (the model's tokenizer) or a tiktoken encoding (cl100k_base)",
     )
+    ap.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=d.calibrate,
+        help="time one model call at start-up to set how finely batches are length-bucketed",
+    )
     ap.add_argument("--force", action="store_true", help="serve an ONNX variant marked failed")
     ap.add_argument("--log-level", default="info")
     args = parse(ap, argv)
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
         limit_concurrency=args.limit_concurrency,
         default_input_type=args.default_input_type,
         token_ids=args.token_ids,
+        calibrate=args.calibrate,
     )
     app = create_app(backend, cfg)
     # uvicorn handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then the app's

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedforge.buckets import length_buckets, token_batches
+from embedforge.buckets import CALL_COST_TOKENS, length_buckets, token_batches
 from embedforge.errors import EmbedforgeError
 from embedforge.export.onnx_export import META_FILE, MODEL_FILE, OUTPUT_NAME
 from embedforge.progress import track
@@ -66,7 +66,8 @@ class OnnxEncoder:
         threads: onnxruntime intra-op threads (0 = onnxruntime's default).
         file_name: the graph file inside ``model_dir``.
         bucket: ``embed_raw`` splits a batch into length buckets (:mod:`embedforge.buckets`)
-            instead of padding every text to the batch's longest.
+            instead of padding every text to the batch's longest; ``call_cost`` (tokens of work
+            per call, settable: the server measures it) sets how finely.
         spin: let idle intra-op threads busy-wait for the next call (onnxruntime's default). Off
             in the server, whose event loop needs those cores between calls.
     """
@@ -91,6 +92,7 @@ class OnnxEncoder:
         if not spin:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.bucket = bucket
+        self.call_cost = CALL_COST_TOKENS
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
@@ -154,7 +156,7 @@ class OnnxEncoder:
         """
         enc = self._encode(texts)
         lengths = np.array([len(e.ids) for e in enc], dtype=np.int64)
-        groups = length_buckets(lengths) if self.bucket else [np.arange(len(enc))]
+        groups = length_buckets(lengths, self.call_cost) if self.bucket else [np.arange(len(enc))]
         out = np.zeros((len(enc), self.dim), dtype=np.float32)
         for idx in groups:
             (emb,) = self.session.run([OUTPUT_NAME], self._feed([enc[i] for i in idx]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -20,13 +21,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from embedforge.errors import EmbedforgeError
-from embedforge.serve.backends import Backend
+from embedforge.serve.backends import Backend, calibrate
 from embedforge.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
 from embedforge.serve.config import ServeConfig
 from embedforge.serve.errors import error, install_error_handlers
 from embedforge.serve.guard import Guard
 from embedforge.serve.prom import Metrics
 
+log = logging.getLogger("embedforge.serve")
 TOKEN_MARGIN = 8  # a token covers >= 1 byte, so a text of fewer bytes than max_tokens - 8 fits
 
 
@@ -69,6 +71,11 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await batcher.start()
         await batcher.submit(["warm up"])  # first call allocates; keep it out of user latency
+        if cfg.calibrate:
+            # on the model's own thread: torch keeps an OpenMP team per calling thread, and a
+            # second team made a single-text call 1.6x slower
+            cost = await batcher.in_worker(calibrate, backend)
+            log.info("one model call costs as much as %d tokens: length buckets set by it", cost)
         state["ready"] = True
         try:
             yield

@@ -31,6 +31,8 @@ class ServeConfig:
     token_ids: how token-id inputs are read: ``model`` (ids of the served model's tokenizer) or
         a tiktoken encoding name such as ``cl100k_base`` (the ids OpenAI clients, e.g.
         LangChain's ``OpenAIEmbeddings`` by default, send; needs ``tiktoken``).
+    calibrate: time the model at start-up (under a second) to learn what one call costs, which
+        sets how finely a batch is split into length buckets; off keeps the backend's default.
     """
 
     max_batch_size: int = 32
@@ -48,6 +50,7 @@ class ServeConfig:
     limit_concurrency: int = 0
     default_input_type: str = "document"
     token_ids: str = "model"
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         if self.default_input_type not in ("query", "document"):
