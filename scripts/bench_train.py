@@ -75,7 +75,7 @@ def run_embedforge(pairs, args) -> dict:
 
     from embedforge.losses import MultipleNegativesRankingLoss
     from embedforge.models.encoder import Encoder
-    from embedforge.train.datamodule import PairDataModule
+    from embedforge.train.datamodule import PairDataModule, token_lengths
     from embedforge.train.module import ContrastiveModule
 
     pl.seed_everything(args.seed, verbose=False)
@@ -86,8 +86,14 @@ def run_embedforge(pairs, args) -> dict:
         optimizer=lambda p: torch.optim.AdamW(p, lr=2e-5),
         warmup_ratio=0.1,
     )
+    grouping = args.length_grouping
     dm = PairDataModule(
-        pairs, args.batch_size, args.seed, has_val=False, length_grouping=args.length_grouping
+        pairs,
+        args.batch_size,
+        args.seed,
+        has_val=False,
+        length_grouping=grouping,
+        lengths=token_lengths(pairs, enc.token_counts) if grouping else None,
     )
     pad = padding(pairs, list(dm.train_dataloader().batch_sampler), args.max_len)
     trainer = pl.Trainer(

@@ -45,7 +45,7 @@ from embedforge.report import write_report
 from embedforge.runs import RunMetrics, flatten
 from embedforge.secrets import redacted_container
 from embedforge.tracking import WandbRunLogger, finishes_wandb
-from embedforge.train.datamodule import PairDataModule, equal_negatives
+from embedforge.train.datamodule import PairDataModule, equal_negatives, token_lengths
 from embedforge.train.distributed import launch_rank_zero
 from embedforge.train.module import ContrastiveModule
 from embedforge.train.wise import WiseCurve, wise_select
@@ -416,13 +416,15 @@ def fit(
     if trainer.logger:
         trainer.logger.log_hyperparams({**flatten(redacted_container(cfg)), **git_info()})
         trainer.logger.log_metrics(base.val, step=0)
+    grouping = data.length_grouping
     dm = PairDataModule(
         pairs,
         data.batch_size,
         cfg.seed,
         data.num_workers,
         has_val=True,
-        length_grouping=data.length_grouping,
+        length_grouping=grouping,
+        lengths=token_lengths(pairs, module.encoder.token_counts) if grouping else None,
     )
     last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
     resume_from = str(last) if cfg.get("resume") and last.exists() else None

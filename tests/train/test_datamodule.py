@@ -11,6 +11,7 @@ from embedforge.train.datamodule import (
     collate_pairs,
     equal_negatives,
     pair_length,
+    token_lengths,
 )
 from embedforge.types import DEFAULT_SCORE
 
@@ -219,3 +220,41 @@ def test_datamodule_length_grouping_reaches_the_sampler():
     assert waste_on < padded_waste(pairs, list(off.batch_sampler))
     batch = next(iter(on))
     assert len(batch["query"]) == 8
+
+
+def test_grouping_by_tokens_groups_queries_when_passages_pass_the_max_length():
+    """Passages past the max length all cost the max, whatever their characters: grouped by
+    (capped) tokens, the batches sort the queries; grouped by characters they sort the passages."""
+    import random
+
+    rng = random.Random(0)
+    pairs = [
+        {
+            "query": f"q{i} " + "word " * rng.randint(1, 40),
+            "positive": f"p{i} " + "x " * rng.randint(80, 400),
+        }
+        for i in range(256)
+    ]
+
+    def count(texts, kind):  # a tokenizer with max length 64: a word is a token, plus 2 specials
+        return [min(len(t.split()) + 2, 64) for t in texts]
+
+    def query_waste(batches):
+        n = [len(pairs[i]["query"].split()) for b in batches for i in b]
+        padded = sum(len(b) * max(len(pairs[i]["query"].split()) for i in b) for b in batches)
+        return 1 - sum(n) / padded
+
+    lengths = token_lengths(pairs, count)
+    assert lengths[0] == 64 + min(len(pairs[0]["query"].split()) + 2, 64)
+    by_tokens = PairDataModule(pairs, 8, 0, length_grouping=8, lengths=lengths).train_dataloader()
+    by_chars = PairDataModule(pairs, 8, 0, length_grouping=8).train_dataloader()
+    assert query_waste(list(by_tokens.batch_sampler)) < 0.5 * query_waste(
+        list(by_chars.batch_sampler)
+    )
+
+
+def test_encoder_token_counts_are_cut_at_the_max_length(tiny_encoder):
+    short, long = "a short text", "word " * 500
+    counts = tiny_encoder.token_counts([short, long], "doc")
+    assert counts[1] == tiny_encoder.max_seq_length
+    assert counts[0] == len(tiny_encoder.model.tokenizer(short)["input_ids"])

@@ -339,6 +339,14 @@ class Encoder(nn.Module):
             k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in feats.items()
         }
 
+    def token_counts(self, texts: Sequence[str], kind: Kind) -> np.ndarray:
+        """Each text's token count as the model sees it: prefixed, cut at ``max_seq_length``,
+        special tokens included."""
+        ids = self.model.tokenizer(
+            self.prefixed(texts, kind), truncation=True, max_length=self.max_seq_length
+        )["input_ids"]
+        return np.array([len(x) for x in ids], dtype=np.int64)
+
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embeddings ``(B, D)`` for tokenized features."""
         return self.model(dict(features))["sentence_embedding"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import random
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -192,14 +192,27 @@ def collate_pairs(items: list[Pair], scored: bool = False) -> dict[str, Any]:
 
 
 def pair_length(pair: Pair) -> int:
-    """The length that length grouping sorts by: characters of the positive plus the query.
-
-    Characters, not tokens: the data module holds no tokenizer. On CUAD, character counts rank
-    queries like MiniLM token counts do (Spearman 0.94; word counts 0.92); CUAD's passages are
-    200-word chunks (240-320 tokens) whose order by characters is looser (0.47, words 0.18), but
-    such near-equal lengths leave little padding to remove.
-    """
+    """A tokenizer-free stand-in for :func:`token_lengths`: characters of the positive plus the
+    query (what the sampler sorts by when it is given no token lengths)."""
     return len(pair["positive"]) + len(pair["query"])
+
+
+def token_lengths(pairs: Sequence[Pair], count: Callable[[list[str], str], Any]) -> list[int]:
+    """What length grouping sorts by: the tokens a pair costs the model, its query's plus its
+    positive's, each as the model sees it (prefixed, cut at its max length).
+
+    Characters mislead where passages run past the max length: CUAD's 200-word chunks (240-320
+    tokens, 1,100-1,600 characters) all cost 256 tokens, but their character counts outweighed the
+    queries' in a character sum, so grouping sorted by an irrelevant passage length and left
+    queries (45-120 tokens) mixed.
+
+    Args:
+        pairs: the training pairs.
+        count: ``(texts, kind) -> token counts`` (``Encoder.token_counts``).
+    """
+    queries = count([p["query"] for p in pairs], "query")
+    positives = count([p["positive"] for p in pairs], "doc")
+    return [int(q) + int(d) for q, d in zip(queries, positives)]
 
 
 def batch_keys(pair: Pair) -> tuple[tuple[str, str], ...]:
@@ -213,7 +226,8 @@ class PairDataModule(pl.LightningDataModule):
     """Serves the training pairs (and a one-item validation loader that triggers IR validation).
 
     ``length_grouping``: mega-batch size in batches for length-grouped batches (None = off); see
-    :class:`UniqueBatchSampler`.
+    :class:`UniqueBatchSampler`. ``lengths``: each pair's length for it (:func:`token_lengths`;
+    None: :func:`pair_length`).
     """
 
     def __init__(
@@ -225,6 +239,7 @@ class PairDataModule(pl.LightningDataModule):
         has_val: bool = True,
         drop_last: bool = False,
         length_grouping: int | None = None,
+        lengths: Sequence[int] | None = None,
     ):
         super().__init__()
         self.pairs = pairs
@@ -234,6 +249,7 @@ class PairDataModule(pl.LightningDataModule):
         self.has_val = has_val
         self.drop_last = drop_last
         self.length_grouping = int(length_grouping) if length_grouping else None
+        self.lengths = list(lengths) if lengths is not None else None
 
     def setup(self, stage: str) -> None:
         # under DDP every rank must train on rank 0's pairs (a different list means different
@@ -250,7 +266,9 @@ class PairDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         world, rank = self._replicas()
         keys = [batch_keys(p) for p in self.pairs]
-        lengths = [pair_length(p) for p in self.pairs] if self.length_grouping else None
+        lengths = None
+        if self.length_grouping:
+            lengths = self.lengths or [pair_length(p) for p in self.pairs]
         sampler = UniqueBatchSampler(
             keys,
             self.batch_size,
