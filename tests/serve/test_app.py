@@ -132,6 +132,28 @@ def _gated_posts(app, slow, n, **kw):
     return asyncio.run(go())
 
 
+def test_start_up_times_the_model_on_its_model_thread(backend, monkeypatch):
+    """Before it is ready the server learns its model's call cost, on the batcher's model thread
+    (torch keeps an OpenMP team per calling thread); ``calibrate=False`` keeps the backend's."""
+    threads = []
+
+    def timed(embed, count_tokens):
+        threads.append(threading.current_thread().name)
+        return 123
+
+    monkeypatch.setattr("embedforge.serve.backends.measure_call_cost", timed)
+
+    async def start_and_stop(app):
+        async with app.router.lifespan_context(app):
+            pass
+
+    on, off = Blocking(backend), Blocking(backend)  # wrappers: the shared backend keeps its cost
+    asyncio.run(start_and_stop(create_app(on, ServeConfig())))
+    asyncio.run(start_and_stop(create_app(off, ServeConfig(calibrate=False))))
+    assert on.call_cost == 123 and off.call_cost == backend.call_cost
+    assert len(threads) == 1 and threads[0].startswith("embed")
+
+
 def test_queue_full_gets_503_with_retry_after_and_nothing_is_lost(backend):
     slow = Blocking(backend)
     app = create_app(slow, ServeConfig(max_batch_size=2, max_wait_ms=0, max_queue=4))
