@@ -34,7 +34,7 @@ def _tiny_beir(root: Path) -> Path:
                 "_id": f"d{i}",
                 "title": t,
                 "text": f"The {t} clause number {i} says the party shall act within {i + 3} days"
-                " of written notice, and neither side may waive the {t} terms without consent of"
+                f" of written notice, and neither side may waive the {t} terms without consent of"
                 " the other party in writing.",
             }
         )

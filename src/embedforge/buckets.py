@@ -21,7 +21,7 @@ import numpy as np
 #: a model call's fixed cost, in tokens of work, until measured (:func:`measure_call_cost`): a
 #: bucket is split off when padding would cost more than one more call. It depends on the backend
 #: and the machine: on 2 CPU cores MiniLM int8 ONNX costs ~3 ms per call and ~0.13 ms per token
-#: (~20 tokens), torch fp32 ~22 ms per call, reading its weights, and ~0.3 ms per token (~75).
+#: (~20 tokens), torch fp32 ~22 ms per call whatever its input and ~0.3 ms per token (~75).
 CALL_COST_TOKENS = 8
 MAX_CALL_COST = 1024
 

@@ -3,7 +3,7 @@
     embedforge serve MODEL [--backend torch|onnx] [--host 127.0.0.1] [--port 8000]
         [--api-key KEY | env EMBEDFORGE_API_KEY] [--request-timeout 60] [--limit-concurrency N]
         [--no-truncate] [--default-input-type document|query]
-        [--token-ids model|cl100k_base] [--force]
+        [--token-ids model|cl100k_base] [--no-calibrate] [--force]
 
 MODEL: a SentenceTransformer dir or run dir (torch), an ONNX dir or export dir (onnx; int8/ used;
 refused when its export report marks it failed, unless --force). Limits and batching default to
@@ -19,8 +19,8 @@ from pathlib import Path
 from embedforge.cli.common import parse, parser, require
 
 
-def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
-    """Parse ``argv``, load the model and serve until SIGINT/SIGTERM; returns the exit code."""
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    """The command's arguments; limits and batching default to ``ServeConfig``'s."""
     from embedforge.serve.config import ServeConfig
 
     d = ServeConfig()
@@ -70,7 +70,14 @@ def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
     )
     ap.add_argument("--force", action="store_true", help="serve an ONNX variant marked failed")
     ap.add_argument("--log-level", default="info")
-    args = parse(ap, argv)
+    return ap
+
+
+def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
+    """Parse ``argv``, load the model and serve until SIGINT/SIGTERM; returns the exit code."""
+    from embedforge.serve.config import ServeConfig
+
+    args = parse(build_parser(prog), argv)
     require("serve", ["fastapi", "uvicorn", "pydantic"])
     if args.token_ids != "model":
         require("serve --token-ids", ["tiktoken"])

@@ -114,7 +114,7 @@ def calibrate(backend: Backend) -> int:
     """Measure ``backend``'s fixed cost per call on this machine and set its ``call_cost``.
 
     The cost differs by two orders of magnitude between backends and machines: on 2 CPU cores
-    torch fp32 MiniLM pays ~75 tokens of work per call (it reads all its weights for any input),
+    torch fp32 MiniLM pays ~75 tokens of work per call (a call of a few tokens takes ~22 ms),
     int8 ONNX ~20. With one fixed guess a batch of 32 short queries ran as 9 torch calls, 1.4x
     slower than the 3 calls the measured cost gives.
     """
