@@ -43,6 +43,15 @@ def _get(cfg: DictConfig, key: str, default=None):
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`EmbedforgeError` on the first contradictory or invalid setting."""
+    _validate_eval(cfg)
+    _validate_model(cfg)
+    _validate_batches(cfg)
+    _validate_data(cfg)
+    _validate_schedule(cfg)
+
+
+def _validate_eval(cfg: DictConfig) -> None:
+    """The monitored metric, the eval metrics and backends, and WiSE-FT's alphas."""
     monitor = _get(cfg, "monitor")
     if not isinstance(monitor, str) or not monitor.startswith("val/"):
         raise EmbedforgeError(
@@ -70,14 +79,6 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"eval.metrics must include {SHIP_METRIC!r}: the report and the ship gate compare it"
         )
-    lora = _get(cfg, "module.lora") or {}
-    r = lora.get("r", 0) or 0
-    if not isinstance(r, int) or r < 0:
-        raise EmbedforgeError(f"module.lora.r must be an integer >= 0 (0 = off), got {r!r}")
-    if r and not 0 <= float(lora.get("dropout", 0) or 0) < 1:
-        raise EmbedforgeError(f"module.lora.dropout must be in [0, 1), got {lora.get('dropout')!r}")
-    if r and not float(lora.get("alpha", 1) or 0) > 0:
-        raise EmbedforgeError(f"module.lora.alpha must be > 0, got {lora.get('alpha')!r}")
     wise = _get(cfg, "eval.wise_alphas")
     if wise:
         if not isinstance(wise, list | ListConfig) or any(
@@ -91,6 +92,18 @@ def validate(cfg: DictConfig) -> None:
             raise EmbedforgeError(
                 "eval.wise_alphas needs eval.keep_best=true: interpolation needs the base weights"
             )
+
+
+def _validate_model(cfg: DictConfig) -> None:
+    """LoRA settings, the loss's own arguments and the matryoshka dims."""
+    lora = _get(cfg, "module.lora") or {}
+    r = lora.get("r", 0) or 0
+    if not isinstance(r, int) or r < 0:
+        raise EmbedforgeError(f"module.lora.r must be an integer >= 0 (0 = off), got {r!r}")
+    if r and not 0 <= float(lora.get("dropout", 0) or 0) < 1:
+        raise EmbedforgeError(f"module.lora.dropout must be in [0, 1), got {lora.get('dropout')!r}")
+    if r and not float(lora.get("alpha", 1) or 0) > 0:
+        raise EmbedforgeError(f"module.lora.alpha must be > 0, got {lora.get('alpha')!r}")
     if _get(cfg, "loss") is not None:
         build(cfg.loss)  # bad loss arguments fail here, before any data is read or model encoded
     dims = _get(cfg, "eval.matryoshka_dims")
@@ -98,6 +111,10 @@ def validate(cfg: DictConfig) -> None:
         from embedforge.losses.matryoshka import check_dims
 
         check_dims("eval.matryoshka_dims", list(dims) if not isinstance(dims, str | int) else dims)
+
+
+def _validate_batches(cfg: DictConfig) -> None:
+    """Batch size, length grouping, gradient caching and precision."""
     bs = _get(cfg, "data.batch_size")
     if not isinstance(bs, int) or bs < 2:
         raise EmbedforgeError(
@@ -125,14 +142,15 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
         )
     _validate_large_batches(cfg, bs, precision)
+
+
+def _validate_data(cfg: DictConfig) -> None:
+    """Splits, the real : generated mix, the validation guard, generators and negatives."""
     vs, es = _get(cfg, "data.val_split"), _get(cfg, "data.eval_split")
     if vs is not None and vs == es:
         raise EmbedforgeError(
             f"data.val_split equals data.eval_split ({es!r}): validation must never see the reported split"
         )
-    lr = _get(cfg, "optim.lr")
-    if lr is not None and not (0 < float(lr) < 1):
-        raise EmbedforgeError(f"optim.lr must be in (0, 1), got {lr!r}")
     mix = (_get(cfg, "data.mix_real", 1), _get(cfg, "data.mix_synthetic", 3))
     if any(not isinstance(x, int) or x < 0 for x in mix) or mix == (0, 0):
         raise EmbedforgeError(
@@ -162,6 +180,13 @@ def validate(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"data.hard_negatives.method must be one of {sorted(RANKERS)}, got {method!r}"
         )
+
+
+def _validate_schedule(cfg: DictConfig) -> None:
+    """Learning rate and training length."""
+    lr = _get(cfg, "optim.lr")
+    if lr is not None and not (0 < float(lr) < 1):
+        raise EmbedforgeError(f"optim.lr must be in (0, 1), got {lr!r}")
     if _get(cfg, "trainer.max_steps", -1) in (0,) and _get(cfg, "trainer.max_epochs", 1) in (0,):
         raise EmbedforgeError(
             "trainer.max_steps and trainer.max_epochs are both 0: nothing to train"
