@@ -147,6 +147,13 @@ def test_pipeline_mines_the_whole_corpus_not_the_generator_sample(tmp_path):
     negatives = {n for p in out for n in p["negatives"]}
     assert negatives - sample  # negatives from outside the generator's sample
     assert stats["searched_docs"] == 40
+    # a query sharing no term with the corpus keeps its pair: the pipeline fills the window
+    src.hard_negatives = {"num": 2, "rank_window": [0, 40], "method": "bm25"}
+    lonely = [{"query": "zebra crossing", "positive": "clause 3 about fee 3", "doc_id": "d3"}]
+    stats = {}
+    (out,) = mine_for_pipeline(lonely, src, None, seed=0, stats=stats)
+    assert len(out["negatives"]) == 2 and out["positive"] not in out["negatives"]
+    assert stats["filled_random"] == 2
 
 
 def test_mining_script_excludes_train_judgements_only(tmp_path):
@@ -205,6 +212,26 @@ def test_bm25_ranks_lexical_matches_first_and_never_a_doc_without_a_shared_term(
     assert stats["positive"] == 2 and stats["false_negative"] == 0  # P and R; no margin on BM25
     # the window's first three ranks: P, R (excluded), then the better lexical match H1
     assert _lexical((0, 3))[0] == [LEXICAL["H1"]]
+
+
+def test_fill_tops_a_short_window_up_with_random_non_positive_documents():
+    """Defect: with BM25 on ICD-10's short terms 438 of 1,666 real pairs had no candidate in the
+    window and the pipeline dropped them (every pair must carry the same number of negatives)."""
+    pairs = [{"query": "termination supply agreement notice", "positive": LEXICAL["P"],
+              "doc_id": "P", "query_id": "q"}]  # fmt: skip
+    stats = {}
+    out = mine_hard_negatives(
+        pairs, LEXICAL, None, 4, (0, 10), qrels={"q": {"R": 1}}, stats=stats, method="bm25",
+        fill=True,
+    )  # fmt: skip
+    negatives = out[0]["negatives"]
+    assert len(negatives) == len(set(negatives)) == 4  # H1, H2 from the window; Z1, Z2 drawn
+    assert set(negatives) == {LEXICAL[k] for k in ("H1", "H2", "Z1", "Z2")}
+    assert stats["pairs_short"] == 1 and stats["filled_random"] == 2
+    # a corpus with nothing left to draw gives what there is, never a positive
+    few = mine_hard_negatives(pairs, {k: LEXICAL[k] for k in "PR"} | {"H2": LEXICAL["H2"]},
+                              None, 3, (0, 10), qrels={"q": {"R": 1}}, method="bm25", fill=True)  # fmt: skip
+    assert few[0]["negatives"] == [LEXICAL["H2"]]
 
 
 def test_unknown_mining_method_is_an_error():

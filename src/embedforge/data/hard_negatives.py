@@ -43,6 +43,7 @@ def mine_hard_negatives(
     out_path: str | Path | None = None,
     stats: dict[str, Any] | None = None,
     method: str = "dense",
+    fill: bool = False,
 ) -> list[Pair]:
     """Return copies of ``pairs`` with ``"negatives"`` (replacing any existing ones).
 
@@ -51,7 +52,7 @@ def mine_hard_negatives(
         corpus_texts: candidate passages; a dict ``id -> text`` also lets ``doc_id`` and ``qrels``
             exclude positives by id.
         encoder: anything with ``encode(texts, kind, batch_size) -> (N, D)`` normalized.
-        num_negatives: negatives per pair (fewer when the window runs out).
+        num_negatives: negatives per pair (fewer when the window runs out, unless ``fill``).
         rank_window: ``(lo, hi)``: candidates are the retrieved ranks ``lo .. hi-1`` (0-based).
         margin: drop a candidate scoring above ``(1 - margin) * positive score`` (likely an
             unlabelled positive). ``None`` disables; dense ranking only.
@@ -62,6 +63,10 @@ def mine_hard_negatives(
         out_path: write the mined pairs there atomically as JSONL.
         stats: filled with counts of excluded candidates, when given.
         method: ``dense`` (rank with ``encoder``) or ``bm25`` (rank lexically; ``encoder`` unused).
+        fill: when the window holds fewer than ``num_negatives`` candidates (a short query
+            shares a term with few documents under BM25), draw the rest at random from the
+            corpus, never a positive or a candidate the window dropped (``filled_random``): the
+            pipeline drops pairs without negatives, and a real query must not be lost for that.
     """
     lo, hi = int(rank_window[0]), int(rank_window[1])
     if not 0 <= lo < hi:
@@ -79,7 +84,11 @@ def mine_hard_negatives(
         )
     pos_texts, pos_ids = known_positives(pairs, qrels or {})
     ranker = RANKERS[method](encoder, texts, pairs, batch_size, hi)
-    counts = {"positive": 0, "false_negative": 0, "pairs_short": 0}
+
+    def is_positive(query: str, idx: int) -> bool:
+        return texts[idx] in pos_texts[query] or (ids is not None and ids[idx] in pos_ids[query])
+
+    counts = {"positive": 0, "false_negative": 0, "pairs_short": 0, "filled_random": 0}
     out: list[Pair] = []
     for p in pairs:
         q = p["query"]
@@ -88,13 +97,13 @@ def mine_hard_negatives(
             None if margin is None or pos_score is None else (1.0 - float(margin)) * pos_score
         )
         candidates: list[str] = []
-        seen: set[str] = set()
+        seen: set[str] = set()  # every text looked at: candidates, positives, likely positives
         for idx, score in zip(top[lo:hi].tolist(), scores[lo:hi].tolist()):
             text = texts[idx]
             if text in seen:
                 continue
             seen.add(text)
-            if text in pos_texts[q] or (ids is not None and ids[idx] in pos_ids[q]):
+            if is_positive(q, idx):
                 counts["positive"] += 1
             elif threshold is not None and score > threshold:
                 counts["false_negative"] += 1
@@ -102,12 +111,41 @@ def mine_hard_negatives(
                 candidates.append(text)
         rng = random.Random(stable_hash(seed, q, p["positive"]))
         chosen = rng.sample(candidates, min(int(num_negatives), len(candidates)))
-        counts["pairs_short"] += len(chosen) < num_negatives
+        if len(chosen) < num_negatives:
+            counts["pairs_short"] += 1
+        if len(chosen) < num_negatives and fill:
+            filled = _random_negatives(
+                rng, texts, num_negatives - len(chosen), seen, is_positive, q
+            )
+            counts["filled_random"] += len(filled)
+            chosen += filled
         out.append({**p, "negatives": chosen})
     if stats is not None:
         stats.update(counts, pairs=len(out), corpus=len(texts), method=method)
     if out_path is not None:
         write_jsonl(out_path, out)
+    return out
+
+
+def _random_negatives(
+    rng: random.Random,
+    texts: list[str],
+    k: int,
+    seen: set[str],
+    is_positive: Any,
+    query: str,
+    tries: int = 20,
+) -> list[str]:
+    """Up to ``k`` corpus texts drawn at random that are not in ``seen`` and not a positive of
+    ``query`` (a bounded number of draws: a corpus of positives yields fewer)."""
+    out: list[str] = []
+    for _ in range(tries * k):
+        if len(out) == k:
+            break
+        idx = rng.randrange(len(texts))
+        if texts[idx] not in seen and not is_positive(query, idx):
+            seen.add(texts[idx])
+            out.append(texts[idx])
     return out
 
 
@@ -224,4 +262,5 @@ def mine_for_pipeline(
         qrels=data.train_qrels(),
         stats=stats,
         method=str(opts.get("method", "dense")),
+        fill=bool(opts.get("fill", True)),
     )
