@@ -418,6 +418,20 @@ def test_trainer_gets_the_configured_callbacks(compose, tmp_path):
         build_trainer(compose(*base, "logger=none", "~callbacks.checkpoint"))
 
 
+def test_progress_false_also_silences_lightnings_bar(compose, tmp_path, monkeypatch):
+    from embedforge import progress
+    from embedforge.pipeline import build_trainer
+
+    base = ["trainer=debug", "logger=none", f"paths.output_dir={tmp_path}"]
+    monkeypatch.setattr(progress, "_enabled", True)
+    assert build_trainer(compose(*base, "trainer.enable_progress_bar=true")).progress_bar_callback
+    progress.configure(False)
+    assert (
+        build_trainer(compose(*base, "trainer.enable_progress_bar=true")).progress_bar_callback
+        is None
+    )
+
+
 def test_ddp_ranks_above_zero_read_rank0_pairs_instead_of_building(compose, tmp_path, monkeypatch):
     """Defect: every rank generated its own pairs (N LLM bills, one cache file written by N
     processes, and different pair lists, i.e. different batch counts: a hang)."""

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 import embedforge
+from embedforge import progress
 from embedforge.config import build, validate
 from embedforge.data.diagnostics import pair_diagnostics
 from embedforge.data.hard_negatives import mine_for_pipeline
@@ -295,7 +296,8 @@ def build_module(cfg: DictConfig, encoder: Encoder, val_set: RetrievalSet) -> Co
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    """``cfg.trainer`` with the logger (``cfg.logger``) and callbacks (``cfg.callbacks``) it names."""
+    """``cfg.trainer`` with the logger (``cfg.logger``) and callbacks (``cfg.callbacks``) it names;
+    ``progress: false`` also turns off Lightning's progress bar."""
     node = cfg.get("logger")
     logger = build(node) if node and "_target_" in node else False
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -306,8 +308,13 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
             "callbacks.checkpoint is missing: model selection needs the best validation checkpoint"
             " (conf/callbacks/default.yaml)"
         )
+    quiet = {} if progress.is_enabled() else {"enable_progress_bar": False}
     return build(
-        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir
+        cfg.trainer,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=cfg.paths.output_dir,
+        **quiet,
     )
 
 
