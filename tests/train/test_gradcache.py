@@ -232,3 +232,24 @@ def test_large_batch_configs_validate(compose):
         and cfg.trainer.gradient_clip_val is None
     )
     assert cfg.module.gather_across_devices is True and cfg.module.gradient_clip_val == 1.0
+
+
+def test_graded_loss_ranks_unscored_positives_above_their_negatives():
+    """Defect: real pairs (all score 1.0) with group negatives were refused by loss=cosent as
+    'degenerate', though each negative is a label-0 pair; unscored batches had no labels at all."""
+    from embedforge.errors import EmbedforgeError
+
+    module = make_module("cosent", 0.0, None)
+    plain = [{"query": "q", "positive": "p", "score": 1.0}, {"query": "r", "positive": "s"}]
+    with pytest.raises(EmbedforgeError, match="same label 1.0 and no negatives"):
+        module.check_pairs(plain)
+    module.check_pairs([{**p, "negatives": ["n"]} for p in plain])  # labels 1 and 0: fine
+
+    batch = make_batch(5, 2)
+    del batch["score"]
+    torch.testing.assert_close(module.batch_scores(batch, torch.device("cpu")), torch.ones(5))
+    loss = module.forward_backward(batch)
+    assert torch.isfinite(loss) and loss > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    del batch["negatives"]
+    assert module.batch_scores(batch, torch.device("cpu")) is None

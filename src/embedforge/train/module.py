@@ -137,27 +137,36 @@ class ContrastiveModule(pl.LightningModule):
     def _gathering(self) -> bool:
         return self.gather_across_devices and world()[0] > 1
 
+    def _needs_scores(self) -> bool:
+        return isinstance(self.loss, Loss) and self.loss.needs_scores
+
     def check_pairs(self, pairs: list[Pair]) -> None:
         """Fail before training when a graded loss (``needs_scores``) gets pairs without graded
-        labels: with positives only every label is ``DEFAULT_SCORE`` and the loss is degenerate."""
-        if not (isinstance(self.loss, Loss) and self.loss.needs_scores):
+        labels: with positives only and no hard negatives (label 0) every label is
+        ``DEFAULT_SCORE`` and the loss is degenerate."""
+        if not self._needs_scores():
             return
         labels = {float(p.get("score", DEFAULT_SCORE)) for p in pairs}
+        if any(p.get("negatives") for p in pairs):
+            labels.add(0.0)  # a hard negative is judged not relevant
         if len(labels) < 2:
             have = "a 'score'" if any("score" in p for p in pairs) else "no 'score'"
             raise EmbedforgeError(
                 f"loss {type(self.loss).__name__} needs graded pairs, but all {len(pairs)} training"
-                f" pairs have {have} and the same label {labels.pop() if labels else DEFAULT_SCORE}:"
-                " the loss is degenerate on positives only; add 'score' in [0, 1] to pairs.jsonl (or"
-                " train on graded BEIR qrels, data.train_queries=true), or use loss=mnrl"
+                f" pairs have {have}, the same label {labels.pop() if labels else DEFAULT_SCORE} and"
+                " no negatives: the loss is degenerate; add 'score' in [0, 1] to pairs.jsonl (or"
+                " train on graded BEIR qrels, data.train_queries=true), add negatives"
+                " (data.group_negatives, data.hard_negatives.num), or use loss=mnrl"
             )
 
-    @staticmethod
-    def batch_scores(batch: dict[str, Any], device: torch.device) -> torch.Tensor | None:
-        """The batch's graded labels ``(B,)`` in fp32, or None when its pairs have none."""
-        if "score" not in batch:
-            return None
-        return torch.tensor(batch["score"], dtype=torch.float32, device=device)
+    def batch_scores(self, batch: dict[str, Any], device: torch.device) -> torch.Tensor | None:
+        """The batch's graded labels ``(B,)`` in fp32. Unscored pairs with hard negatives under a
+        graded loss: ``DEFAULT_SCORE`` each (the positive above its negatives). Else None."""
+        if "score" in batch:
+            return torch.tensor(batch["score"], dtype=torch.float32, device=device)
+        if self._needs_scores() and batch.get("negatives"):
+            return torch.full((len(batch["query"]),), DEFAULT_SCORE, device=device)
+        return None
 
     def contrastive_loss(
         self,
