@@ -22,6 +22,22 @@ def test_defaults_compose_and_validate(compose):
     assert cfg.monitor == "val/ndcg@10" and cfg.trainer.precision == "32-true"
 
 
+def test_a_datasets_recipe_applies_only_to_it_and_yields_to_experiments_and_the_command_line(
+    compose,
+):
+    """conf/recipe/icd10.yaml tunes the demo (lr 2e-4, 2 epochs: the option table) without moving
+    the settings of any other dataset, experiment or explicit override."""
+    demo = compose()
+    assert (demo.optim.lr, demo.trainer.max_epochs, demo.data.group_negatives) == (2e-4, 2, 1)
+    other = compose("data=beir", "data.path=/some/dir")
+    assert (other.optim.lr, other.trainer.max_epochs) == (1e-4, 1)
+    assert compose("optim.lr=3e-5").optim.lr == 3e-5
+    cuad = compose("experiment=cuad")  # an experiment's own data choice: no demo recipe
+    assert (cuad.optim.lr, cuad.trainer.max_epochs) == (1e-4, 1)
+    for name in options("recipe"):
+        assert name in options("data"), f"conf/recipe/{name}.yaml names no data config"
+
+
 def accepted_keys(target: str) -> set[str] | None:
     """Keyword arguments a ``_target_`` accepts (following ``**kwargs`` up to the base class);
     None when it takes any keyword."""

@@ -171,7 +171,8 @@ def _validate_data(cfg: DictConfig) -> None:
     if gn and hn:
         raise EmbedforgeError(
             f"data.group_negatives={gn} and data.hard_negatives.num={hn}: choose one source of"
-            " negatives (mined by the base model, or drawn from the positive's group)"
+            " negatives (mined by the base model, or drawn from the positive's group: set the other"
+            " to 0)"
         )
     method = (_get(cfg, "data.hard_negatives", {}) or {}).get("method", "dense")
     from embedforge.data.hard_negatives import RANKERS
