@@ -42,6 +42,7 @@ import math
 import random
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from embedforge.types import Chunk, Pair, doc_text
@@ -108,6 +109,30 @@ def remove_query(query: str, positive: str) -> str:
     pattern = r"(?<![^\W_])" + r"[\W_]+".join(re.escape(w) for w in words) + r"(?![^\W_])"
     out = re.sub(pattern, " ", positive, flags=re.IGNORECASE)
     return re.sub(r"\s+", " ", out).strip()
+
+
+@dataclass(frozen=True)
+class _CorpusStats:
+    """Word statistics of the chunks being turned into pairs (one pass over the corpus)."""
+
+    idf: dict[str, float]  # passage words
+    title_idf: dict[str, float]  # title words
+    title_count: Counter  # chunks per lower-cased title
+    max_share: int  # a title naming more chunks than this is not informative
+
+    @classmethod
+    def of(cls, docs: list[tuple[Chunk, list[str]]], max_title_share: float) -> _CorpusStats:
+        n = len(docs)
+        df = Counter(w for _, ws in docs for w in {x.lower() for x in ws})
+        title_df = Counter(
+            w for c, _ in docs for w in {x.lower() for x in _words(c.get("title") or "")}
+        )
+        return cls(
+            idf={w: math.log((n + 1) / (k + 0.5)) for w, k in df.items()},
+            title_idf={w: math.log((n + 1) / (k + 0.5)) for w, k in title_df.items()},
+            title_count=Counter((c.get("title") or "").strip().lower() for c, _ in docs),
+            max_share=max(1, int(max_title_share * n)),
+        )
 
 
 class OfflineGenerator:
@@ -269,63 +294,12 @@ class OfflineGenerator:
         """Pairs from ``strategies`` (canonical names); sets ``self._stats``."""
         counts = Counter({"copyable_repaired": 0, "copyable_dropped": 0})
         docs = [(c, _words(c.get("text", ""))) for c in chunks]
-        df = Counter(w for _, ws in docs for w in {x.lower() for x in ws})
-        n = len(docs)
-        idf = {w: math.log((n + 1) / (c + 0.5)) for w, c in df.items()}
-        title_df = Counter(
-            w for c, _ in docs for w in {x.lower() for x in _words(c.get("title") or "")}
-        )
-        title_idf = {w: math.log((n + 1) / (c + 0.5)) for w, c in title_df.items()}
-        title_count = Counter((c.get("title") or "").strip().lower() for c, _ in docs)
-        max_share = max(1, int(self.max_title_share * n))
+        corpus = _CorpusStats.of(docs, self.max_title_share)
         pairs: list[Pair] = []
         for c, words in docs:
-            rng = random.Random(
-                f"{self.seed}:{c.get('id')}"
-            )  # per-document: stable under corpus edits
-            title = (c.get("title") or "").strip()
-            text = (c.get("text") or "").strip()
-            informative = bool(title) and title_count[title.lower()] <= max_share
-            passage = len(words) >= self.min_passage_words
-            positive = doc_text(c)
-            options = []
-            for s in strategies:
-                if s in _PASSAGE and not passage:
-                    continue
-                if s == "title_body" and informative and text:
-                    options.append((s, title, text))
-                elif s == "title_terms" and informative:
-                    options.append((s, self._title_terms(title, title_idf, rng)))
-                elif s == "keyphrase":
-                    options.append((s, self._keyphrase(words, idf, rng)))
-                elif s == "title_keyphrase" and title:
-                    options.append((s, f"{title}; {self._keyphrase(words, idf, rng)}"))
-                elif s in ("span", "ict", "heading_section") or (s == "title_heading" and title):
-                    fn = {"span": self._span, "ict": self._ict}.get(s, self._heading)
-                    query, rest = fn(text, rng)
-                    if s == "title_heading" and query:
-                        query = f"{title}; {query}"
-                    options.append((s, query, f"{title} {rest}".strip() if title else rest))
-            options = [
-                o if len(o) == 3 else (*o, positive) for o in options
-            ]  # (strategy, query, positive)
-            kept = []
-            for s, q, pos in options:
-                if not q or not pos:
-                    continue
-                # a heading is a query of its own ("Assignment"): one word is enough
-                least = (
-                    1 if s.endswith("heading") or s == "heading_section" else self.min_query_words
-                )
-                if not least <= len(q.split()) <= self.max_query_words + 20:
-                    continue
-                if copyable(q, pos):  # the one rule: no query is solved by copying it
-                    pos = remove_query(q, pos)
-                    if copyable(q, pos) or len(pos.split()) < self.min_positive_words:
-                        counts["copyable_dropped"] += 1
-                        continue
-                    counts["copyable_repaired"] += 1
-                kept.append((s, q, pos))
+            rng = random.Random(f"{self.seed}:{c.get('id')}")  # per-document: stable under edits
+            options = self._options(c, words, strategies, corpus, rng)
+            kept = [k for k in (self._checked(*o, counts) for o in options) if k]
             rng.shuffle(kept)
             for s, q, pos in kept[: self.pairs_per_doc]:
                 pairs.append(
@@ -349,3 +323,55 @@ class OfflineGenerator:
             **counts,
         }
         return pairs
+
+    def _options(
+        self,
+        c: Chunk,
+        words: list[str],
+        strategies: list[str],
+        corpus: _CorpusStats,
+        rng: random.Random,
+    ) -> list[tuple[str, str, str]]:
+        """Each applicable strategy's (strategy, query, positive) for one chunk, before checks."""
+        title = (c.get("title") or "").strip()
+        text = (c.get("text") or "").strip()
+        informative = bool(title) and corpus.title_count[title.lower()] <= corpus.max_share
+        passage = len(words) >= self.min_passage_words
+        positive = doc_text(c)
+        options: list[tuple[str, str, str]] = []
+        for s in strategies:
+            if s in _PASSAGE and not passage:
+                continue
+            if s == "title_body" and informative and text:
+                options.append((s, title, text))
+            elif s == "title_terms" and informative:
+                options.append((s, self._title_terms(title, corpus.title_idf, rng), positive))
+            elif s == "keyphrase":
+                options.append((s, self._keyphrase(words, corpus.idf, rng), positive))
+            elif s == "title_keyphrase" and title:
+                query = f"{title}; {self._keyphrase(words, corpus.idf, rng)}"
+                options.append((s, query, positive))
+            elif s in ("span", "ict", "heading_section") or (s == "title_heading" and title):
+                fn = {"span": self._span, "ict": self._ict}.get(s, self._heading)
+                query, rest = fn(text, rng)
+                if s == "title_heading" and query:
+                    query = f"{title}; {query}"
+                options.append((s, query, f"{title} {rest}".strip() if title else rest))
+        return options
+
+    def _checked(self, s: str, q: str, pos: str, counts: Counter) -> tuple[str, str, str] | None:
+        """The pair if its query has a usable length and is not solved by copying it from the
+        positive (the occurrence is cut out when enough of the positive is left); else None."""
+        if not q or not pos:
+            return None
+        # a heading is a query of its own ("Assignment"): one word is enough
+        least = 1 if s.endswith("heading") or s == "heading_section" else self.min_query_words
+        if not least <= len(q.split()) <= self.max_query_words + 20:
+            return None
+        if copyable(q, pos):  # the one rule: no query is solved by copying it
+            pos = remove_query(q, pos)
+            if copyable(q, pos) or len(pos.split()) < self.min_positive_words:
+                counts["copyable_dropped"] += 1
+                return None
+            counts["copyable_repaired"] += 1
+        return s, q, pos
