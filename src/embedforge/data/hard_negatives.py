@@ -96,19 +96,9 @@ def mine_hard_negatives(
         threshold = (
             None if margin is None or pos_score is None else (1.0 - float(margin)) * pos_score
         )
-        candidates: list[str] = []
-        seen: set[str] = set()  # every text looked at: candidates, positives, likely positives
-        for idx, score in zip(top[lo:hi].tolist(), scores[lo:hi].tolist()):
-            text = texts[idx]
-            if text in seen:
-                continue
-            seen.add(text)
-            if is_positive(q, idx):
-                counts["positive"] += 1
-            elif threshold is not None and score > threshold:
-                counts["false_negative"] += 1
-            else:
-                candidates.append(text)
+        candidates, seen = _window_candidates(
+            q, top[lo:hi].tolist(), scores[lo:hi].tolist(), texts, is_positive, threshold, counts
+        )
         rng = random.Random(stable_hash(seed, q, p["positive"]))
         chosen = rng.sample(candidates, min(int(num_negatives), len(candidates)))
         if len(chosen) < num_negatives:
@@ -125,6 +115,33 @@ def mine_hard_negatives(
     if out_path is not None:
         write_jsonl(out_path, out)
     return out
+
+
+def _window_candidates(
+    query: str,
+    ranked: list[int],
+    scores: list[float],
+    texts: list[str],
+    is_positive: Any,
+    threshold: float | None,
+    counts: dict[str, int],
+) -> tuple[list[str], set[str]]:
+    """The window's texts that may serve as negatives of ``query``, and every text looked at
+    (candidates, positives, likely positives above ``threshold``; each counted in ``counts``)."""
+    candidates: list[str] = []
+    seen: set[str] = set()
+    for idx, score in zip(ranked, scores):
+        text = texts[idx]
+        if text in seen:
+            continue
+        seen.add(text)
+        if is_positive(query, idx):
+            counts["positive"] += 1
+        elif threshold is not None and score > threshold:
+            counts["false_negative"] += 1
+        else:
+            candidates.append(text)
+    return candidates, seen
 
 
 def _random_negatives(
