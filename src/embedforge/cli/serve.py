@@ -2,8 +2,9 @@
 
     embedforge serve MODEL [--backend torch|onnx] [--host 127.0.0.1] [--port 8000]
         [--api-key KEY | env EMBEDFORGE_API_KEY] [--request-timeout 60] [--limit-concurrency N]
-        [--no-truncate] [--default-input-type document|query]
-        [--token-ids model|cl100k_base] [--no-calibrate] [--force]
+        [--header-timeout 10] [--max-connections 512] [--no-truncate]
+        [--default-input-type document|query] [--token-ids model|cl100k_base] [--no-calibrate]
+        [--log-format text|json] [--force]
 
 MODEL: a SentenceTransformer dir or run dir (torch), an ONNX dir or export dir (onnx; int8/ used;
 refused when its export report marks it failed, unless --force). Limits and batching default to
@@ -46,6 +47,18 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--max-body-mb", type=float, default=0, help="0 = from max inputs x chars")
     ap.add_argument("--limit-concurrency", type=int, default=d.limit_concurrency, help="0 = off")
     ap.add_argument(
+        "--header-timeout",
+        type=float,
+        default=d.header_timeout_s,
+        help="seconds a connection may take to send a request's headers (then closed)",
+    )
+    ap.add_argument(
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        help="open connections; a new one beyond gets 503 and is closed (0 = no cap)",
+    )
+    ap.add_argument(
         "--truncate",
         action=argparse.BooleanOptionalAction,
         default=d.truncate,
@@ -70,6 +83,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     ap.add_argument("--force", action="store_true", help="serve an ONNX variant marked failed")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object per log line (the per-request line: id, status, inputs, ...)",
+    )
     return ap
 
 
@@ -87,6 +106,8 @@ def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
 
     from embedforge.serve.app import create_app
     from embedforge.serve.backends import load_backend
+    from embedforge.serve.logs import log_config
+    from embedforge.serve.server import server_options
 
     backend = load_backend(args.model, args.backend, args.threads, force=args.force)
     cfg = ServeConfig(
@@ -105,11 +126,19 @@ def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
         default_input_type=args.default_input_type,
         token_ids=args.token_ids,
         calibrate=args.calibrate,
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
     )
     app = create_app(backend, cfg)
     # uvicorn handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then the app's
     # lifespan drains the batcher.
     uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=log_config(args.log_format, args.log_level),
+        timeout_graceful_shutdown=30,
+        **server_options(cfg),
     )
     return 0

@@ -100,7 +100,15 @@ class OnnxEncoder:
             raise EmbedforgeError(f"{path} has no {OUTPUT_NAME!r} output (outputs: {outputs})")
         meta = read_meta(self.model_dir)
         self.max_seq_length = int(meta["max_seq_length"])
+        # two tokenizers, each configured once here and never changed after: the server uses them
+        # from several threads at once, and a settings change while another thread encodes fails
+        # that thread with "Already borrowed"
         self.tokenizer = load_tokenizer(self.model_dir)
+        self.tokenizer.enable_truncation(self.max_seq_length)
+        self.tokenizer.no_padding()
+        self._counter = load_tokenizer(self.model_dir)
+        self._counter.no_truncation()
+        self._counter.no_padding()
         self._pad = _pad_token(self.model_dir, self.tokenizer)
         prompts = meta.get("prompts") or {}
         self.prompts = {"query": prompts.get("query", ""), "document": prompts.get("document", "")}
@@ -114,8 +122,6 @@ class OnnxEncoder:
 
     def _encode(self, texts: Sequence[str]) -> list:
         """Truncated, unpadded encodings."""
-        self.tokenizer.enable_truncation(self.max_seq_length)
-        self.tokenizer.no_padding()
         return self.tokenizer.encode_batch(list(texts))
 
     def _feed(self, enc: list) -> dict[str, np.ndarray]:
@@ -133,13 +139,16 @@ class OnnxEncoder:
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
         """Each text's token count without truncation (specials included)."""
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
-        return np.array([len(e.ids) for e in self.tokenizer.encode_batch(list(texts))])
+        return np.array([len(e.ids) for e in self._counter.encode_batch(list(texts))])
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of token ids (special tokens dropped)."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to ``vocab_size - 1`` (added tokens included)."""
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     @property
     def pad_token(self) -> str:

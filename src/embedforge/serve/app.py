@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,16 +17,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embedforge.errors import EmbedforgeError
 from embedforge.serve.backends import Backend, calibrate
 from embedforge.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
 from embedforge.serve.config import ServeConfig
-from embedforge.serve.errors import error, install_error_handlers
-from embedforge.serve.guard import Guard
+from embedforge.serve.errors import error, install_error_handlers, invalid
+from embedforge.serve.guard import REQUEST_INFO, Guard
 from embedforge.serve.prom import Metrics
 
 log = logging.getLogger("embedforge.serve")
@@ -39,8 +40,12 @@ class EmbeddingRequest(BaseModel):
 
     ``input`` may be token ids (one list, or a list of lists), as LangChain's ``OpenAIEmbeddings``
     sends them: they are ids of the served model's tokenizer and are decoded to text.
+
+    Types are strict, as OpenAI's are: ``true`` or ``1.0`` is no token id, ``"8"`` no
+    ``dimensions``, ``"yes"`` no ``truncate`` (422).
     """
 
+    model_config = ConfigDict(strict=True)
     input: str | list[str] | list[int] | list[list[int]]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
@@ -51,6 +56,7 @@ class EmbeddingRequest(BaseModel):
 
 
 INPUT_TYPES = ("query", "document")
+REQUEST_SCHEMA = EmbeddingRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 
 
 def served_models(name: str) -> dict[str, str | None]:
@@ -89,8 +95,9 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(Guard, cfg=cfg, metrics=metrics)
-    embedder = Embedder(backend, cfg, batcher, metrics, token_decoder(backend, cfg.token_ids))
-    app.post("/v1/embeddings")(embedder.handle)
+    embedder = Embedder(backend, cfg, batcher, metrics, TokenIds(backend, cfg.token_ids))
+    body_schema = {"content": {"application/json": {"schema": REQUEST_SCHEMA}}, "required": True}
+    app.post("/v1/embeddings", openapi_extra={"requestBody": body_schema})(embedder.handle)
     models = served_models(cfg.model_name)
 
     def card(model_id: str) -> dict:
@@ -106,11 +113,11 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
             return error(404, f"model {model_id!r} is not served here", param="model")
         return card(model_id)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz():
         if state["ready"] and batcher.running:
             return {"status": "ready", "queue_depth": batcher.pending}
@@ -132,33 +139,35 @@ class Embedder:
     cfg: ServeConfig
     batcher: MicroBatcher
     metrics: Metrics
-    decode: Callable[[list[int]], str]
+    ids: TokenIds
 
-    async def handle(self, req: EmbeddingRequest) -> Any:
-        t0 = time.perf_counter()
-        if req.dimensions is not None and req.dimensions > self.backend.dim:
-            msg = f"dimensions={req.dimensions} > the model's {self.backend.dim}"
-            return error(422, msg, param="dimensions")
-        texts = self.texts(req.input)
-        refusal = self.check(texts)
-        if refusal is not None:
-            return refusal
-        prefix = self.backend.prompts.get(self.input_type(req), "")
-        truncate = self.cfg.truncate if req.truncate is None else req.truncate
-        work = self.embed([prefix + t for t in texts], truncate)
-        retry = {"Retry-After": str(self.cfg.retry_after_s)}
+    async def handle(self, request: Request) -> Any:
+        """Parse and check off the event loop (a large body must not stall the probes), then
+        queue for the model; ``request_timeout_s`` bounds it all."""
+        info = request.scope.setdefault(REQUEST_INFO, {})
+        body = await request.body()
         try:
-            result = await asyncio.wait_for(work, self.cfg.request_timeout_s)
-        except (QueueFull, ShuttingDown) as e:
-            return error(503, f"{e}; retry later", retry)
+            return await asyncio.wait_for(self.answer(body, info), self.cfg.request_timeout_s)
         except TimeoutError:
             return error(504, f"request not answered within {self.cfg.request_timeout_s:g} s")
-        if isinstance(result, JSONResponse):
-            return result
-        emb, tok, truncated = result
+
+    async def answer(self, body: bytes, info: dict) -> Any:
+        t0 = time.perf_counter()
+        ready = await asyncio.to_thread(self.prepare, body)
+        if isinstance(ready, JSONResponse):
+            return ready
+        req, texts, truncated = ready
+        info["inputs"] = len(texts)
+        try:
+            emb, tok = await self.batcher.submit(texts)
+        except (QueueFull, ShuttingDown) as e:
+            return error(503, f"{e}; retry later", {"Retry-After": str(self.cfg.retry_after_s)})
+        except Exception as e:  # noqa: BLE001 - the batcher isolated it to this request
+            return error(500, f"embedding failed for this request ({type(e).__name__})")
         if req.dimensions is not None:
             emb = shorten(emb, req.dimensions)
         n_tok = int(np.sum(tok))
+        info["tokens"] = n_tok
         self.metrics.embedded(time.perf_counter() - t0, len(texts), n_tok, truncated)
         usage = {"prompt_tokens": n_tok, "total_tokens": n_tok, "truncated_inputs": truncated}
         return {
@@ -168,13 +177,71 @@ class Embedder:
             "usage": usage,
         }
 
-    def texts(self, given: str | list) -> list[str]:
-        """The request's inputs as texts (token-id inputs decoded with the model's tokenizer)."""
+    def prepare(self, body: bytes) -> JSONResponse | tuple[EmbeddingRequest, list[str], int]:
+        """(request, texts with their prompt, how many will be truncated), or the refusal.
+
+        Runs in a worker thread: the tokenizers it uses are safe to share (never reconfigured).
+        """
+        try:  # json, not pydantic's parser: that refuses a lone surrogate escape outright
+            req = EmbeddingRequest.model_validate(json.loads(body))
+        except ValidationError as e:
+            return invalid(e.errors(include_url=False))
+        except ValueError:  # not JSON (or not UTF-8, or a number too long to read)
+            return error(400, "malformed JSON body")
+        if req.dimensions is not None and req.dimensions > self.backend.dim:
+            msg = f"dimensions={req.dimensions} > the model's {self.backend.dim}"
+            return error(422, msg, param="dimensions")
+        texts = self.texts(req.input)
+        if isinstance(texts, JSONResponse):
+            return texts
+        refusal = self.check(texts)
+        if refusal is not None:
+            return refusal
+        prefix = self.backend.prompts.get(self.input_type(req), "")
+        texts = [prefix + t for t in texts]
+        over = self.over_long(texts)
+        truncate = self.cfg.truncate if req.truncate is None else req.truncate
+        if over and not truncate:
+            i, n = over[0]
+            limit = self.backend.max_tokens
+            return error(413, f"input[{i}] has {n} tokens > {limit} allowed (truncate is false)")
+        return req, texts, len(over)
+
+    def texts(self, given: str | list) -> list[str] | JSONResponse:
+        """The request's inputs as texts. Token-id inputs are checked before they are decoded:
+        how many, how long (at most ``max_chars`` ids each), and every id in the vocabulary."""
         if isinstance(given, str):
             return [given]
-        if given and isinstance(given[0], int):
-            return [self.decode(given)]
-        return [t if isinstance(t, str) else self.decode(t) for t in given]
+        if not given or isinstance(given[0], str):
+            return given
+        flat = isinstance(given[0], int)
+        lists = [given] if flat else given
+        if len(lists) > self.cfg.max_inputs:
+            return error(413, f"too many inputs: {len(lists)} > {self.cfg.max_inputs} per request")
+        for i, ids in enumerate(lists):
+            if len(ids) > self.cfg.max_chars:
+                where = "input" if flat else f"input[{i}]"
+                msg = f"{where} has {len(ids)} token ids > {self.cfg.max_chars} allowed"
+                return error(413, msg, param="input")
+        vocab = self.ids.vocab_size
+        for i, ids in enumerate(lists):
+            if ids and not (min(ids) >= 0 and max(ids) < vocab):
+                j = next(j for j, x in enumerate(ids) if not 0 <= x < vocab)
+                where = f"input[{j}]" if flat else f"input[{i}][{j}]"
+                value = f" = {ids[j]}" if abs(ids[j]) < 10**30 else ""
+                msg = (
+                    f"{where}{value} is out of the vocabulary: token ids run from 0 to {vocab - 1}"
+                )
+                return error(422, msg, param="input")
+        texts = []
+        for i, ids in enumerate(lists):
+            try:
+                texts.append(self.ids.decode(ids))
+            except (KeyError, ValueError, OverflowError, TypeError) as e:
+                where = "input" if flat else f"input[{i}]"
+                msg = f"{where} holds token ids the tokenizer cannot decode ({type(e).__name__})"
+                return error(422, msg, param="input")
+        return texts
 
     def input_type(self, req: EmbeddingRequest) -> str:
         """The request's ``input_type``, else the one its model name asks for, else the default."""
@@ -184,10 +251,14 @@ class Embedder:
         return by_name or self.cfg.default_input_type
 
     def check(self, texts: list[str]) -> JSONResponse | None:
-        """422/413 for empty, too many, too long or unencodable inputs (naming the input)."""
-        if not texts or any(not t.strip() for t in texts):
-            msg = "input must be a non-empty string or a non-empty list of non-empty strings"
-            return error(422, msg)
+        """422/413 for no inputs, too many, too long, unencodable or empty ones (naming the input).
+
+        One rule for empty: an input is empty when it has no tokens but the model's special ones,
+        whether it is ``""``, spaces, or only characters the tokenizer drops (zero-width, control,
+        combining marks).
+        """
+        if not texts:
+            return error(422, "input must be a non-empty string or a non-empty list of strings")
         if len(texts) > self.cfg.max_inputs:
             return error(413, f"too many inputs: {len(texts)} > {self.cfg.max_inputs} per request")
         longest = max(len(t) for t in texts)
@@ -201,44 +272,56 @@ class Embedder:
                 return error(
                     422, f"input[{i}] is not valid text ({e.reason} at character {e.start})"
                 )
+        i = self.first_empty(texts)
+        if i is not None:
+            msg = f"input[{i}] must be non-empty text: it has no tokens once tokenized"
+            return error(422, msg, param="input")
         return None
 
-    async def embed(self, texts: list[str], truncate: bool) -> tuple | JSONResponse:
-        """(embeddings, token counts, inputs truncated), or a 413 when an input is over-long and
-        ``truncate`` is off. Model errors of this request alone become a 500."""
+    def first_empty(self, texts: list[str]) -> int | None:
+        """The index of the first input with no tokens of its own. A letter or digit always makes
+        a token (``[UNK]`` at worst), so only inputs without one are counted."""
+        maybe = [i for i, t in enumerate(texts) if not any(c.isalnum() for c in t)]
+        if not maybe:
+            return None
+        bare, *counts = self.backend.count_tokens([""] + [texts[i] for i in maybe])
+        return next((i for i, n in zip(maybe, counts) if n <= bare), None)
+
+    def over_long(self, texts: list[str]) -> list[tuple[int, int]]:
+        """(index, token count) of the inputs over the model's max tokens (only inputs of more
+        bytes than that can be, are counted)."""
         limit = self.backend.max_tokens
-        maybe_long = [i for i, t in enumerate(texts) if len(t.encode()) > limit - TOKEN_MARGIN]
-        over: list[tuple[int, int]] = []
-        if maybe_long:
-            counts = await self.batcher.in_worker(
-                self.backend.count_tokens, [texts[i] for i in maybe_long]
-            )
-            over = [(i, int(n)) for i, n in zip(maybe_long, counts) if n > limit]
-        if over and not truncate:
-            i, n = over[0]
-            return error(413, f"input[{i}] has {n} tokens > {limit} allowed (truncate is false)")
+        maybe = [i for i, t in enumerate(texts) if len(t.encode()) > limit - TOKEN_MARGIN]
+        if not maybe:
+            return []
+        counts = self.backend.count_tokens([texts[i] for i in maybe])
+        return [(i, int(n)) for i, n in zip(maybe, counts) if n > limit]
+
+
+class TokenIds:
+    """How token-id inputs become text: ``model`` (ids of the served model's tokenizer) or a
+    tiktoken encoding name (``cl100k_base``: the ids OpenAI clients send)."""
+
+    def __init__(self, backend: Backend, name: str):
+        if name == "model":
+            self.decode: Callable[[list[int]], str] = lambda ids: backend.decode(ids)
+            self._vocab: Callable[[], int] = lambda: backend.vocab_size
+            return
         try:
-            emb, tok = await self.batcher.submit(texts)
-        except (QueueFull, ShuttingDown):
-            raise
-        except Exception as e:  # noqa: BLE001 - the batcher isolated it to this request
-            return error(500, f"embedding failed for this request ({type(e).__name__})")
-        return emb, tok, len(over)
+            import tiktoken
 
+            encoding = tiktoken.get_encoding(name)
+        except ImportError:
+            raise EmbedforgeError(f"token ids {name!r} need `pip install tiktoken`") from None
+        except ValueError as e:
+            raise EmbedforgeError(f"unknown tiktoken encoding {name!r}: {e}") from None
+        self.decode = lambda ids: encoding.decode(list(ids), errors="replace")
+        self._vocab = lambda: encoding.n_vocab
 
-def token_decoder(backend: Backend, token_ids: str) -> Callable[[list[int]], str]:
-    """Token ids -> text: the served model's tokenizer (``model``) or a tiktoken encoding."""
-    if token_ids == "model":
-        return lambda ids: backend.decode(ids)
-    try:
-        import tiktoken
-
-        encoding = tiktoken.get_encoding(token_ids)
-    except ImportError:
-        raise EmbedforgeError(f"token ids {token_ids!r} need `pip install tiktoken`") from None
-    except ValueError as e:
-        raise EmbedforgeError(f"unknown tiktoken encoding {token_ids!r}: {e}") from None
-    return lambda ids: encoding.decode(list(ids), errors="replace")
+    @property
+    def vocab_size(self) -> int:
+        """Valid ids run from 0 to ``vocab_size - 1``."""
+        return self._vocab()
 
 
 def shorten(emb: np.ndarray, dimensions: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Sequence
@@ -29,11 +30,17 @@ class Backend(Protocol):
         ...
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
-        """Each text's token count without truncation (specials included)."""
+        """Each text's token count without truncation (specials included); safe to call from any
+        thread, at the same time as ``embed``."""
         ...
 
     def decode(self, ids: Sequence[int]) -> str:
-        """The text of token ids of this model's tokenizer (special tokens dropped)."""
+        """The text of token ids of this model's tokenizer (special tokens dropped); any thread."""
+        ...
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to ``vocab_size - 1``."""
         ...
 
 
@@ -53,6 +60,12 @@ class TorchBackend:
         if threads:
             torch.set_num_threads(threads)
         self.encoder = Encoder.from_pretrained(str(model_dir), max_seq_length=None).eval()
+        # counting and decoding use a copy set up once and never changed: the model thread's
+        # tokenizer switches truncation per call, which fails any other thread using it at that
+        # moment ("Already borrowed")
+        self._reader = copy.deepcopy(self.encoder.model.tokenizer)
+        self._reader.backend_tokenizer.no_truncation()
+        self._reader.backend_tokenizer.no_padding()
         self.prompts = read_prompts(model_dir)
         self.dim = self.encoder.dim
         self.max_tokens = self.encoder.max_seq_length
@@ -76,10 +89,14 @@ class TorchBackend:
         return out, lengths
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
-        return _count(self.encoder.model.tokenizer, texts)
+        return _count(self._reader, texts)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.encoder.model.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return self._reader.decode(list(ids), skip_special_tokens=True)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._reader)
 
 
 class OnnxBackend:
@@ -108,6 +125,10 @@ class OnnxBackend:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.encoder.decode(ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.encoder.vocab_size
 
 
 def calibrate(backend: Backend) -> int:

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -30,15 +30,23 @@ class ShuttingDown(Exception):
 class _Item:
     texts: list[str]
     future: asyncio.Future
+    start: int = 0  # texts before it are taken (requests larger than a batch go in chunks)
+    parts: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def left(self) -> int:
+        return len(self.texts) - self.start
 
 
 class MicroBatcher:
     """Groups submitted texts into batches of at most ``max_batch_size`` texts.
 
-    The first waiting request waits at most ``max_wait_ms`` for others; a request with more texts
-    than ``max_batch_size`` runs alone, in chunks. Requests are never split across batches, so
-    each one's embeddings come back in order from a single call. A failed model call is retried
-    request by request, so only the faulty request gets the error. ``close()`` drains the queue.
+    The first waiting request waits at most ``max_wait_ms`` for others. A request that fits in a
+    batch is never split, so its embeddings come from a single call. A larger one runs in chunks
+    of ``max_batch_size`` texts, one chunk per call, and after each chunk its rest goes to the
+    back of the queue: other requests take turns with it instead of waiting for all of it. A
+    failed model call is retried request by request, so only the faulty request gets the error.
+    ``close()`` drains the queue.
 
     Args:
         fn: ``texts -> (embeddings (N, D), token counts (N,))``; runs in one worker thread.
@@ -104,7 +112,7 @@ class MicroBatcher:
             self._executor.shutdown(wait=True)
 
     async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the model thread, between batches (tokenizers are not thread-safe)."""
+        """Run ``fn(*args)`` on the model thread, between batches (e.g. timing the model)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _call(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -144,40 +152,56 @@ class MicroBatcher:
             except TimeoutError:
                 return
 
-    def _take_batch(self) -> list[_Item]:
-        """Whole requests in arrival order up to ``max_batch_size`` texts (requests that gave up
-        waiting are dropped here)."""
-        batch: list[_Item] = []
+    def _take_batch(self) -> list[tuple[_Item, int, int]]:
+        """``(request, start, stop)`` slices in arrival order up to ``max_batch_size`` texts:
+        whole requests, or alone the next chunk of one larger than a batch, whose rest goes to
+        the back of the queue. Requests that gave up waiting are dropped here."""
+        batch: list[tuple[_Item, int, int]] = []
         n = 0
-        while self._items and (not batch or n + len(self._items[0].texts) <= self.max_batch_size):
-            item = self._items.popleft()
-            self._pending -= len(item.texts)
+        while self._items:
+            item = self._items[0]
             if item.future.done():  # cancelled: its client timed out or went away
+                self._items.popleft()
+                self._pending -= item.left
                 continue
-            batch.append(item)
-            n += len(item.texts)
+            if item.left > self.max_batch_size:
+                if not batch:
+                    self._items.rotate(-1)  # its rest waits behind everyone else
+                    batch.append((item, item.start, item.start + self.max_batch_size))
+                    item.start += self.max_batch_size
+                    self._pending -= self.max_batch_size
+                break
+            if batch and n + item.left > self.max_batch_size:
+                break
+            self._items.popleft()
+            batch.append((item, item.start, len(item.texts)))
+            n += item.left
+            self._pending -= item.left
+            item.start = len(item.texts)
         self.metrics.queue_depth = self._pending
         return batch
 
-    async def _deliver(self, batch: list[_Item]) -> None:
-        """Embed a batch and hand each request its rows. If the model call fails, every request
-        is re-run alone, so one bad request fails alone."""
+    async def _deliver(self, batch: list[tuple[_Item, int, int]]) -> None:
+        """Embed a batch and hand each request its rows (a request's last chunk settles it). If
+        the model call fails, every request is re-run alone, so one bad request fails alone."""
         loop = asyncio.get_running_loop()
-        texts = [t for item in batch for t in item.texts]
+        texts = [t for item, a, b in batch for t in item.texts[a:b]]
         try:
             emb, tok = await loop.run_in_executor(self._executor, self._call, texts)
         except Exception as e:  # noqa: BLE001 - isolated below, never swallowed
             if len(batch) == 1:
-                _settle(batch[0].future, exception=e)
+                _settle(batch[0][0].future, exception=e)
                 return
-            for item in batch:
-                await self._deliver([item])
+            for part in batch:
+                await self._deliver([part])
             return
         s = 0
-        for item in batch:
-            k = len(item.texts)
-            _settle(item.future, result=(emb[s : s + k], tok[s : s + k]))
-            s += k
+        for item, a, b in batch:
+            item.parts.append((emb[s : s + b - a], tok[s : s + b - a]))
+            s += b - a
+            if b == len(item.texts):
+                embs, toks = zip(*item.parts)
+                _settle(item.future, result=(np.concatenate(embs), np.concatenate(toks)))
 
 
 def _settle(future: asyncio.Future, result: Any = None, exception: BaseException | None = None):

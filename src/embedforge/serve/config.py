@@ -33,6 +33,9 @@ class ServeConfig:
         LangChain's ``OpenAIEmbeddings`` by default, send; needs ``tiktoken``).
     calibrate: time the model at start-up (under a second) to learn what one call costs, which
         sets how finely a batch is split into length buckets; off keeps the backend's default.
+    header_timeout_s: most seconds a connection may take to send a request's headers, counted
+        from connecting or from the previous answer (then closed; 408 if it had sent a part).
+    max_connections: most open connections; a new one beyond gets 503 and is closed (0 = no cap).
     """
 
     max_batch_size: int = 32
@@ -51,6 +54,8 @@ class ServeConfig:
     default_input_type: str = "document"
     token_ids: str = "model"
     calibrate: bool = True
+    header_timeout_s: float = 10.0
+    max_connections: int = 512
 
     def __post_init__(self) -> None:
         if self.default_input_type not in ("query", "document"):

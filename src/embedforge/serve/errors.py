@@ -20,6 +20,7 @@ CODES = {
     404: "not_found",
     408: "request_timeout",
     413: "request_too_large",
+    415: "unsupported_media_type",
     422: "invalid_value",
     429: "rate_limit_exceeded",
     500: "internal_error",
@@ -51,19 +52,23 @@ def error(
     return JSONResponse(error_payload(status, message, param), status_code=status, headers=headers)
 
 
+def invalid(errs: list[dict]) -> JSONResponse:
+    """400 for a body that is not JSON, else 422 naming the first fields at fault."""
+    if any(e.get("type") == "json_invalid" for e in errs):
+        return error(400, "malformed JSON body")
+    parts = []
+    for e in errs[:3]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{loc or 'body'}: {e.get('msg')}")
+    return error(422, "invalid request: " + "; ".join(parts))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Validation errors become 400 (bad JSON) / 422 naming the fields; HTTP errors keep status."""
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errs = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errs):
-            return error(400, "malformed JSON body")
-        parts = []
-        for e in errs[:3]:
-            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
-            parts.append(f"{loc or 'body'}: {e.get('msg')}")
-        return error(422, "invalid request: " + "; ".join(parts))
+        return invalid(exc.errors())
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
