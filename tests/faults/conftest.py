@@ -38,11 +38,12 @@ def tiny_backend(tiny_dir) -> TorchBackend:
 
 
 @contextlib.contextmanager
-def on_uvicorn(app, lifespan: str = "auto"):
-    """``app`` on a real uvicorn at 127.0.0.1:<free port>; yields its base URL."""
+def on_uvicorn(app, lifespan: str = "auto", **options):
+    """``app`` on a real uvicorn at 127.0.0.1:<free port> (``options``: more ``uvicorn.Config``
+    arguments); yields its base URL."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="critical", lifespan=lifespan
+        app, host="127.0.0.1", port=port, log_level="critical", lifespan=lifespan, **options
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
