@@ -268,3 +268,44 @@ def test_row09_a_large_request_takes_turns_with_others(serve, tiny_backend):
     assert len(big_calls) == 10 and small_call < big_calls[-1], calls
     got = np.array([d["embedding"] for d in r_big.json()["data"]])
     np.testing.assert_allclose(got, tiny_backend.embed(big)[0], atol=1e-5)
+
+
+def test_one_structured_log_line_per_request(serve, tiny_backend):
+    """``--log-format json``: one JSON object per request with its id (the client's
+    ``X-Request-ID`` when sane), status, inputs, tokens and latency; probes that succeed are
+    not logged; a path cannot forge lines."""
+    import io
+    import logging
+
+    from embedforge.cli.serve import build_parser
+    from embedforge.serve.logs import JsonFormatter, log_config
+
+    assert build_parser("serve").parse_args(["m", "--log-format", "json"]).log_format == "json"
+    assert log_config("json")["formatters"]["main"] == {"()": JsonFormatter}
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("embedforge.serve.requests")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        with serve(tiny_backend, ServeConfig()) as (url, _):
+            r = httpx.post(
+                url + "/v1/embeddings",
+                json={"input": ["one text", "two"]},
+                headers={"x-request-id": "client-42"},
+            )
+            assert r.headers["x-request-id"] == "client-42"
+            bad = httpx.post(url + "/v1/embeddings", json={"input": [-1]})
+            httpx.get(url + "/healthz")
+            httpx.get(url + "/nope%0Aerror: forged")
+    finally:
+        logger.removeHandler(handler)
+        logger.level = level
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [x["status"] for x in lines] == [200, 422, 404]
+    ok, refused, missing = lines
+    assert ok["id"] == "client-42" and ok["inputs"] == 2 and ok["tokens"] > 2
+    assert ok["path"] == "/v1/embeddings" and ok["latency_ms"] >= 0
+    assert refused["id"] == bad.headers["x-request-id"] and refused["tokens"] is None
+    assert "\n" not in missing["path"]
