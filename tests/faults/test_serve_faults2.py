@@ -81,8 +81,9 @@ def test_row02_token_ids_out_of_range_are_422_naming_the_input(serve, request, k
 
 
 def test_row03_huge_token_id_body_is_refused_before_decoding(serve, tiny_backend):
-    """6M token ids (12 MB): 413 naming the input, the tokenizer never sees them; ids that pass
-    the checks are decoded off the event loop (probes keep answering meanwhile)."""
+    """6M token ids (12 MB): 413 while parsing, the tokenizer never sees them; an input of more ids
+    than ``max_chars``: 413 naming it, undecoded; ids that pass the checks are decoded off the
+    event loop (probes keep answering meanwhile)."""
     calls = []
 
     class Spy:
@@ -103,7 +104,10 @@ def test_row03_huge_token_id_body_is_refused_before_decoding(serve, tiny_backend
     with serve(Spy(), ServeConfig(calibrate=False)) as (url, _):
         r = httpx.post(url + "/v1/embeddings", content=body, headers=head, timeout=120)
         assert r.status_code == 413, r.text
-        assert "input has 6000000 token ids > 8192 allowed" in r.json()["error"]["message"]
+        assert "more than 2097152 numbers in the body" in r.json()["error"]["message"]
+        r = httpx.post(url + "/v1/embeddings", json={"input": [[5], [5] * 9000]})
+        assert r.status_code == 413
+        assert "input[1] has 9000 token ids > 8192 allowed" in r.json()["error"]["message"]
         assert calls == []
         r = httpx.post(url + "/v1/embeddings", json={"input": [[1037] * 50, [2000, 2001]]})
         assert r.status_code == 200

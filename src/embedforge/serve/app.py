@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from embedforge.errors import EmbedforgeError
 from embedforge.serve.backends import Backend, calibrate
@@ -31,6 +31,16 @@ from embedforge.serve.prom import Metrics
 
 log = logging.getLogger("embedforge.serve")
 TOKEN_MARGIN = 8  # a token covers >= 1 byte, so a text of fewer bytes than max_tokens - 8 fits
+
+
+INPUT_SCHEMA = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "array", "items": {"type": "integer"}},
+        {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+    ]
+}
 
 
 class EmbeddingRequest(BaseModel):
@@ -46,7 +56,7 @@ class EmbeddingRequest(BaseModel):
     """
 
     model_config = ConfigDict(strict=True)
-    input: str | list[str] | list[int] | list[list[int]]
+    input: Annotated[Any, WithJsonSchema(INPUT_SCHEMA)]  # read by Embedder.texts (see there)
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
@@ -56,6 +66,10 @@ class EmbeddingRequest(BaseModel):
 
 
 INPUT_TYPES = ("query", "document")
+SHAPE = (
+    "input must be a string, a list of strings, or token ids: a list of integers or of such lists"
+)
+EMPTY = "input must be a non-empty string or a non-empty list of strings"
 REQUEST_SCHEMA = EmbeddingRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 
 
@@ -182,10 +196,13 @@ class Embedder:
 
         Runs in a worker thread: the tokenizers it uses are safe to share (never reconfigured).
         """
-        try:  # json, not pydantic's parser: that refuses a lone surrogate escape outright
-            req = EmbeddingRequest.model_validate(json.loads(body))
+        most = self.cfg.max_inputs * self.cfg.max_chars
+        try:
+            req = EmbeddingRequest.model_validate(read_json(body, most))
         except ValidationError as e:
             return invalid(e.errors(include_url=False))
+        except TooManyNumbers:
+            return error(413, f"more than {most} numbers in the body (max inputs x max chars)")
         except ValueError:  # not JSON (or not UTF-8, or a number too long to read)
             return error(400, "malformed JSON body")
         if req.dimensions is not None and req.dimensions > self.backend.dim:
@@ -207,39 +224,61 @@ class Embedder:
             return error(413, f"input[{i}] has {n} tokens > {limit} allowed (truncate is false)")
         return req, texts, len(over)
 
-    def texts(self, given: str | list) -> list[str] | JSONResponse:
-        """The request's inputs as texts. Token-id inputs are checked before they are decoded:
-        how many, how long (at most ``max_chars`` ids each), and every id in the vocabulary."""
+    def texts(self, given: Any) -> list[str] | JSONResponse:
+        """The request's ``input`` as texts: a string, a list of strings, or token ids (a list of
+        integers, or a list of such lists), decoded.
+
+        Read here rather than by pydantic, which validates a union of large lists slowly and
+        holding the GIL (probes stalled), and reports every bad element (a 750 MB message for 2M
+        ids). Counts and lengths (at most ``max_chars`` ids an input) are checked first, then
+        each element's type (strictly: ``true`` and ``1.0`` are no token ids) and that every id
+        is in the vocabulary, stopping at the first fault; only then is anything decoded.
+        """
         if isinstance(given, str):
             return [given]
-        if not given or isinstance(given[0], str):
+        if not isinstance(given, list) or not given:
+            return error(422, EMPTY if given == [] else SHAPE, param="input")
+        if len(given) > self.cfg.max_inputs and type(given[0]) is not int:
+            return error(413, f"too many inputs: {len(given)} > {self.cfg.max_inputs} per request")
+        if type(given[0]) is str:
+            bad = next((i for i, t in enumerate(given) if type(t) is not str), None)
+            if bad is not None:
+                return error(422, f"input[{bad}] is not a string ({SHAPE})", param="input")
             return given
-        flat = isinstance(given[0], int)
+        flat = type(given[0]) is int
         lists = [given] if flat else given
-        if len(lists) > self.cfg.max_inputs:
-            return error(413, f"too many inputs: {len(lists)} > {self.cfg.max_inputs} per request")
-        for i, ids in enumerate(lists):
+        names = (
+            [("input", "input[{j}]")]
+            if flat
+            else [(f"input[{i}]", f"input[{i}][{{j}}]") for i in range(len(lists))]
+        )
+        for (name, _), ids in zip(names, lists):
+            if type(ids) is not list:
+                return error(422, f"{name} is not a list of token ids ({SHAPE})", param="input")
             if len(ids) > self.cfg.max_chars:
-                where = "input" if flat else f"input[{i}]"
-                msg = f"{where} has {len(ids)} token ids > {self.cfg.max_chars} allowed"
+                msg = f"{name} has {len(ids)} token ids > {self.cfg.max_chars} allowed"
                 return error(413, msg, param="input")
         vocab = self.ids.vocab_size
-        for i, ids in enumerate(lists):
-            if ids and not (min(ids) >= 0 and max(ids) < vocab):
-                j = next(j for j, x in enumerate(ids) if not 0 <= x < vocab)
-                where = f"input[{j}]" if flat else f"input[{i}][{j}]"
-                value = f" = {ids[j]}" if abs(ids[j]) < 10**30 else ""
-                msg = (
-                    f"{where}{value} is out of the vocabulary: token ids run from 0 to {vocab - 1}"
+        for (_, item), ids in zip(names, lists):
+            j = next(
+                (j for j, x in enumerate(ids) if type(x) is not int or not 0 <= x < vocab), None
+            )
+            if j is None:
+                continue
+            x = ids[j]
+            if type(x) is not int:
+                return error(
+                    422, f"{item.format(j=j)} is not a token id (an integer)", param="input"
                 )
-                return error(422, msg, param="input")
+            value = f" = {x}" if abs(x) < 10**30 else ""
+            msg = f"{item.format(j=j)}{value} is out of the vocabulary: token ids run from 0 to {vocab - 1}"
+            return error(422, msg, param="input")
         texts = []
-        for i, ids in enumerate(lists):
+        for (name, _), ids in zip(names, lists):
             try:
                 texts.append(self.ids.decode(ids))
             except (KeyError, ValueError, OverflowError, TypeError) as e:
-                where = "input" if flat else f"input[{i}]"
-                msg = f"{where} holds token ids the tokenizer cannot decode ({type(e).__name__})"
+                msg = f"{name} holds token ids the tokenizer cannot decode ({type(e).__name__})"
                 return error(422, msg, param="input")
         return texts
 
@@ -258,7 +297,7 @@ class Embedder:
         combining marks).
         """
         if not texts:
-            return error(422, "input must be a non-empty string or a non-empty list of strings")
+            return error(422, EMPTY)
         if len(texts) > self.cfg.max_inputs:
             return error(413, f"too many inputs: {len(texts)} > {self.cfg.max_inputs} per request")
         longest = max(len(t) for t in texts)
@@ -296,6 +335,34 @@ class Embedder:
             return []
         counts = self.backend.count_tokens([texts[i] for i in maybe])
         return [(i, int(n)) for i, n in zip(maybe, counts) if n > limit]
+
+
+class TooManyNumbers(Exception):
+    """A body holds more numbers than any valid request can."""
+
+
+def read_json(body: bytes, most_numbers: int) -> Any:
+    """``body`` parsed, stopping at the ``most_numbers + 1``-th integer.
+
+    The stdlib parser (pydantic's refuses a lone surrogate escape outright, a 422 case), with a
+    hook per integer: it keeps the parse of millions of token ids interruptible, so the event
+    loop gets the GIL within milliseconds (plain ``json.loads`` of 12 MB of ids held it ~0.7 s
+    under load), and stops a body of too many ids early.
+
+    Raises:
+        TooManyNumbers: more than ``most_numbers`` integers.
+        ValueError: not JSON.
+    """
+    left = most_numbers
+
+    def number(text: str) -> int:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise TooManyNumbers
+        return int(text)
+
+    return json.loads(body, parse_int=number)
 
 
 class TokenIds:
