@@ -127,15 +127,18 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
             return error(404, f"model {model_id!r} is not served here", param="model")
         return card(model_id)
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"])
+    @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
 
-    @app.api_route("/readyz", methods=["GET", "HEAD"])
+    @app.get("/readyz")
     async def readyz():
         if state["ready"] and batcher.running:
             return {"status": "ready", "queue_depth": batcher.pending}
         return error(503, "not ready")
+
+    for probe in (healthz, readyz):  # HEAD too, as load balancers' checks send it
+        app.head(f"/{probe.__name__}", include_in_schema=False)(probe)
 
     @app.get("/metrics")
     async def prometheus():
