@@ -38,3 +38,31 @@ def test_large_request_runs_alone_in_chunks():
         return emb
 
     assert asyncio.run(go())[:, 0].tolist() == list(range(10))
+
+
+def test_large_request_takes_turns_and_a_failed_chunk_fails_it_alone():
+    """Chunks of a large request alternate with the other requests; when one of its chunks
+    fails, it alone gets the error and its later chunks never run."""
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        if "15" in texts:
+            raise RuntimeError("bad chunk")
+        return fake_embed(texts)
+
+    async def go():
+        b = MicroBatcher(embed, max_batch_size=4, max_wait_ms=1)
+        await b.start()
+        big = asyncio.create_task(b.submit([str(i) for i in range(10, 30)]))
+        await asyncio.sleep(0)
+        small = [asyncio.create_task(b.submit([str(i)])) for i in range(3)]
+        done = await asyncio.gather(big, *small, return_exceptions=True)
+        await b.close()
+        return done
+
+    big, *small = asyncio.run(go())
+    assert isinstance(big, RuntimeError)
+    assert [s[0][:, 0].tolist() for s in small] == [[0], [1], [2]]
+    assert calls[:3] == [["10", "11", "12", "13"], ["0", "1", "2"], ["14", "15", "16", "17"]]
+    assert not any("18" in c for c in calls)  # the rest of the failed request was dropped

@@ -137,6 +137,12 @@ class MicroBatcher:
             batch = self._take_batch()
             if batch:
                 await self._deliver(batch)
+            for item, _, stop in batch:  # a chunk: the rest waits behind all that came meanwhile
+                if stop < len(item.texts):
+                    if item.future.done():
+                        self._pending -= item.left
+                    else:
+                        self._items.append(item)
 
     async def _fill_window(self) -> None:
         """Wait up to ``max_wait`` for more texts, unless a full batch is already waiting."""
@@ -154,8 +160,8 @@ class MicroBatcher:
 
     def _take_batch(self) -> list[tuple[_Item, int, int]]:
         """``(request, start, stop)`` slices in arrival order up to ``max_batch_size`` texts:
-        whole requests, or alone the next chunk of one larger than a batch, whose rest goes to
-        the back of the queue. Requests that gave up waiting are dropped here."""
+        whole requests, or alone the next chunk of one larger than a batch (``_run`` queues its
+        rest again after the call). Requests that gave up waiting are dropped here."""
         batch: list[tuple[_Item, int, int]] = []
         n = 0
         while self._items:
@@ -165,8 +171,8 @@ class MicroBatcher:
                 self._pending -= item.left
                 continue
             if item.left > self.max_batch_size:
-                if not batch:
-                    self._items.rotate(-1)  # its rest waits behind everyone else
+                if not batch:  # its rest is queued again once this chunk is done
+                    self._items.popleft()
                     batch.append((item, item.start, item.start + self.max_batch_size))
                     item.start += self.max_batch_size
                     self._pending -= self.max_batch_size
