@@ -43,6 +43,12 @@ INPUT_SCHEMA = {
 }
 
 
+SHAPE = (
+    "input must be a string, a list of strings, or token ids: a list of integers or of such lists"
+)
+EMPTY = "input must be a non-empty string or a non-empty list of strings"
+
+
 class EmbeddingRequest(BaseModel):
     """OpenAI's embeddings request plus ``input_type`` (which saved prompt to prepend; ``None``:
     the one the model name asks for, else the server's default) and, as in
@@ -66,10 +72,6 @@ class EmbeddingRequest(BaseModel):
 
 
 INPUT_TYPES = ("query", "document")
-SHAPE = (
-    "input must be a string, a list of strings, or token ids: a list of integers or of such lists"
-)
-EMPTY = "input must be a non-empty string or a non-empty list of strings"
 REQUEST_SCHEMA = EmbeddingRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 
 
@@ -233,51 +235,45 @@ class Embedder:
 
         Read here rather than by pydantic, which validates a union of large lists slowly and
         holding the GIL (probes stalled), and reports every bad element (a 750 MB message for 2M
-        ids). Counts and lengths (at most ``max_chars`` ids an input) are checked first, then
-        each element's type (strictly: ``true`` and ``1.0`` are no token ids) and that every id
-        is in the vocabulary, stopping at the first fault; only then is anything decoded.
+        ids). Counts come first; every check stops at the first fault.
         """
         if isinstance(given, str):
             return [given]
         if not isinstance(given, list) or not given:
             return error(422, EMPTY if given == [] else SHAPE, param="input")
-        if len(given) > self.cfg.max_inputs and type(given[0]) is not int:
+        if type(given[0]) is int:
+            return self.decode_ids([given], ["input"])
+        if len(given) > self.cfg.max_inputs:
             return error(413, f"too many inputs: {len(given)} > {self.cfg.max_inputs} per request")
-        if type(given[0]) is str:
-            bad = next((i for i, t in enumerate(given) if type(t) is not str), None)
-            if bad is not None:
-                return error(422, f"input[{bad}] is not a string ({SHAPE})", param="input")
-            return given
-        flat = type(given[0]) is int
-        lists = [given] if flat else given
-        names = (
-            [("input", "input[{j}]")]
-            if flat
-            else [(f"input[{i}]", f"input[{i}][{{j}}]") for i in range(len(lists))]
-        )
-        for (name, _), ids in zip(names, lists):
+        if type(given[0]) is not str:
+            return self.decode_ids(given, [f"input[{i}]" for i in range(len(given))])
+        bad = next((i for i, t in enumerate(given) if type(t) is not str), None)
+        if bad is not None:
+            return error(422, f"input[{bad}] is not a string ({SHAPE})", param="input")
+        return given
+
+    def decode_ids(self, lists: list, names: list[str]) -> list[str] | JSONResponse:
+        """Token-id inputs (``names``: how the answer calls each) as texts, once all are checked:
+        each a list of at most ``max_chars`` ids (413), each id an integer (strictly: ``true``
+        and ``1.0`` are not) in the vocabulary (422 naming it)."""
+        for name, ids in zip(names, lists):
             if type(ids) is not list:
                 return error(422, f"{name} is not a list of token ids ({SHAPE})", param="input")
             if len(ids) > self.cfg.max_chars:
                 msg = f"{name} has {len(ids)} token ids > {self.cfg.max_chars} allowed"
                 return error(413, msg, param="input")
         vocab = self.ids.vocab_size
-        for (_, item), ids in zip(names, lists):
-            j = next(
-                (j for j, x in enumerate(ids) if type(x) is not int or not 0 <= x < vocab), None
-            )
-            if j is None:
+        for name, ids in zip(names, lists):
+            j = next((j for j, x in enumerate(ids) if type(x) is not int or not 0 <= x < vocab), -1)
+            if j < 0:
                 continue
-            x = ids[j]
-            if type(x) is not int:
-                return error(
-                    422, f"{item.format(j=j)} is not a token id (an integer)", param="input"
-                )
-            value = f" = {x}" if abs(x) < 10**30 else ""
-            msg = f"{item.format(j=j)}{value} is out of the vocabulary: token ids run from 0 to {vocab - 1}"
+            if type(ids[j]) is not int:
+                return error(422, f"{name}[{j}] is not a token id (an integer)", param="input")
+            value = f" = {ids[j]}" if abs(ids[j]) < 10**30 else ""
+            msg = f"{name}[{j}]{value} is out of the vocabulary: ids run from 0 to {vocab - 1}"
             return error(422, msg, param="input")
         texts = []
-        for (name, _), ids in zip(names, lists):
+        for name, ids in zip(names, lists):
             try:
                 texts.append(self.ids.decode(ids))
             except (KeyError, ValueError, OverflowError, TypeError) as e:
