@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.ship import SHIP_METRIC
@@ -145,7 +145,11 @@ class RunMetrics:
 
     @classmethod
     def load(cls, path: str | Path) -> RunMetrics:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read ``metrics.json``; a torn or hand-broken file is a one-line error naming it."""
+        try:
+            return cls.from_dict(read_json_object(path))
+        except (TypeError, ValueError) as e:  # fields of the wrong shape
+            raise EmbedforgeError(f"{path}: not a metrics.json of embedforge ({e})") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -170,11 +174,12 @@ class RunSummary:
 
     Args:
         path: the run directory.
-        status: ``ok`` (metrics.json), ``failed`` (failed.json) or ``incomplete`` (neither).
+        status: ``ok`` (metrics.json), ``failed`` (failed.json), ``incomplete`` (neither) or
+            ``broken`` (one of its files cannot be read: ``error`` names it).
         config: the flattened saved config (dotted keys -> values, interpolations unresolved).
         overrides: the command-line overrides of the run (``.hydra/overrides.yaml``).
         metrics: the parsed ``metrics.json`` (empty unless ``ok``).
-        error: the recorded error of a failed run.
+        error: the recorded error of a failed run, or what is wrong with a broken one.
     """
 
     path: Path
@@ -224,14 +229,45 @@ def is_run_dir(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file()
 
 
-def load_run(run_dir: str | Path) -> tuple[DictConfig, RunMetrics | None]:
-    """The saved config and ``metrics.json`` of a run directory (None while it has no metrics)."""
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON file holding an object; anything else is a one-line error naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # torn, hand-broken, not UTF-8
+        raise EmbedforgeError(f"{path}: unreadable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise EmbedforgeError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_yaml(path: str | Path, kind: type = DictConfig) -> Any:
+    """A YAML file of a run dir as ``kind`` (a mapping or a list); else a one-line error naming it."""
+    try:
+        node = OmegaConf.load(path)
+    except Exception as e:  # yaml's and OmegaConf's many errors: the first line says what
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EmbedforgeError(f"{path}: unreadable YAML ({first})") from None
+    if not isinstance(node, kind):
+        want = "a mapping" if kind is DictConfig else "a list"
+        raise EmbedforgeError(f"{path}: expected {want}, got {type(node).__name__}")
+    return node
+
+
+def load_config(run_dir: str | Path) -> DictConfig:
+    """The saved ``.hydra/config.yaml`` of a run directory (one-line errors)."""
     run = Path(run_dir)
     if not is_run_dir(run):
         raise EmbedforgeError(f"{run} is not a run directory: .hydra/config.yaml is missing")
+    return read_yaml(run / ".hydra" / "config.yaml")
+
+
+def load_run(run_dir: str | Path) -> tuple[DictConfig, RunMetrics | None]:
+    """The saved config and ``metrics.json`` of a run directory (None while it has no metrics)."""
+    run = Path(run_dir)
+    cfg = load_config(run)
     metrics_path = run / "metrics.json"
     metrics = RunMetrics.load(metrics_path) if metrics_path.is_file() else None
-    return OmegaConf.load(run / ".hydra" / "config.yaml"), metrics
+    return cfg, metrics
 
 
 def run_eval_set(cfg: DictConfig) -> RetrievalSet:
@@ -278,17 +314,29 @@ def _natural(p: Path) -> tuple:
 
 
 def load_summary(run_dir: str | Path) -> RunSummary:
-    """Read one run directory (config, overrides, metrics or failure)."""
+    """Read one run directory (config, overrides, metrics or failure); a damaged file is a
+    one-line error naming it."""
     run = Path(run_dir)
     cfg, metrics = load_run(run)
     ov_path = run / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(ov_path)] if ov_path.is_file() else []
+    overrides = [str(o) for o in read_yaml(ov_path, ListConfig)] if ov_path.is_file() else []
     if metrics is not None:
         return RunSummary(run, "ok", flatten(cfg), overrides, metrics)
     if (run / "failed.json").is_file():
-        err = json.loads((run / "failed.json").read_text()).get("error")
+        err = read_json_object(run / "failed.json").get("error")
         return RunSummary(run, "failed", flatten(cfg), overrides, error=err)
     return RunSummary(run, "incomplete", flatten(cfg), overrides)
+
+
+def load_summaries(run_dirs: list[Path]) -> list[RunSummary]:
+    """:func:`load_summary` of each run; a run that cannot be read is kept as ``broken``."""
+    out = []
+    for run in run_dirs:
+        try:
+            out.append(load_summary(run))
+        except EmbedforgeError as e:
+            out.append(RunSummary(Path(run), "broken", error=str(e)))
+    return out
 
 
 def differing_keys(runs: list[RunSummary], ignore: tuple[str, ...] = VOLATILE_KEYS) -> list[str]:
@@ -482,7 +530,7 @@ def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
     """``sweep_summary.{md,json}`` in a multirun directory: every job, its overrides, value and status."""
     sweep = Path(sweep_dir)
     try:
-        runs = [load_summary(p) for p in find_runs([sweep])]
+        runs = load_summaries(find_runs([sweep]))
     except EmbedforgeError:
         return None
     mode_max = all(str(r.config.get("monitor_mode", "max")) == "max" for r in runs)

@@ -10,12 +10,9 @@ hash. Exit 0: reproduced within the tolerance; 1: mismatch (listed); 2: error. S
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
-
-from omegaconf import OmegaConf
 
 from embedforge.cli.common import parse, parser, require_for_config
 from embedforge.errors import EmbedforgeError
@@ -31,20 +28,26 @@ def reproduce(
 ) -> tuple[Path, list[str], list[str]]:
     """Re-run ``run_dir``; returns (new run dir, mismatches, provenance notes)."""
     from embedforge.rerun import rerun
-    from embedforge.runs import diff_metrics, load_summary, provenance_notes
+    from embedforge.runs import (
+        diff_metrics,
+        load_config,
+        load_summary,
+        provenance_notes,
+        read_json_object,
+    )
 
     old = load_summary(run_dir)
     if old.status != "ok":
         raise EmbedforgeError(
             f"{old.path} has no metrics.json to compare against (status: {old.status})"
         )
-    require_for_config("reproduce", OmegaConf.load(old.path / ".hydra" / "config.yaml"))
+    require_for_config("reproduce", load_config(old.path))
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     new_dir = Path(out) if out else Path("outputs") / "reproduce" / f"{old.path.name}_{stamp}"
     if (new_dir / "metrics.json").exists():
         raise EmbedforgeError(f"{new_dir} already holds a run: choose another --out")
     rerun(old.path, new_dir, ["resume=false", *(overrides or [])])
-    new = json.loads((new_dir / "metrics.json").read_text())
+    new = read_json_object(new_dir / "metrics.json")
     return new_dir, diff_metrics(old.metrics, new, tolerance), provenance_notes(old.metrics, new)
 
 

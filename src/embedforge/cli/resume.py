@@ -15,10 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from embedforge.cli.common import parse, parser, require_for_config
-from embedforge.errors import EmbedforgeError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -26,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main(argv: list[str] | None = None, prog: str = "embedforge resume") -> int:
     """Parse ``argv`` and continue the run; returns the exit code."""
     from embedforge.rerun import rerun
-    from embedforge.runs import is_run_dir
+    from embedforge.runs import load_config
 
     ap = parser(prog, __doc__)
     ap.add_argument("run_dir")
@@ -36,9 +33,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge resume") -> int:
     args = parse(ap, argv)
     logging.getLogger("embedforge").setLevel(logging.INFO)
     run = Path(args.run_dir)
-    if not is_run_dir(run):
-        raise EmbedforgeError(f"{run} is not a run directory: .hydra/config.yaml is missing")
-    require_for_config("resume", OmegaConf.load(run / ".hydra" / "config.yaml"))
+    require_for_config("resume", load_config(run))
     last = run / "checkpoints" / "last.ckpt"
     print(
         f"resuming {run} from {last}" if last.exists() else f"no {last}: starting {run} over",
