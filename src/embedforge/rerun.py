@@ -10,6 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from embedforge.config import check_trusted
 from embedforge.errors import EmbedforgeError
 from embedforge.pipeline import train
 from embedforge.runs import is_run_dir, load_summary
@@ -19,7 +20,10 @@ DEFAULT_CALLBACKS = Path(__file__).resolve().parents[2] / "conf" / "callbacks" /
 
 
 def rerun(
-    run_dir: str | Path, out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()
+    run_dir: str | Path,
+    out_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    trust: bool = False,
 ) -> float:
     """Run ``train`` again from a run's saved ``.hydra/config.yaml`` into ``out_dir`` (in-process).
 
@@ -27,6 +31,8 @@ def rerun(
     hydra.run.dir=OUT [overrides]``: the saved config (not today's ``conf/``) is composed, ``hydra:``
     interpolations resolve against ``out_dir`` and the current directory, and ``out_dir/.hydra``
     records the config and the original overrides plus ``overrides``. Returns the monitored value.
+    A config naming targets outside embedforge and the libraries it configures is refused unless
+    ``trust`` (:func:`embedforge.config.check_trusted`).
     """
     run, out = Path(run_dir).resolve(), Path(out_dir).resolve()
     if not is_run_dir(run):
@@ -46,7 +52,8 @@ def rerun(
     cfg.hydra.runtime.cwd = os.getcwd()
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
-        del cfg["hydra"]
+        del cfg["hydra"]  # Hydra's own node (from Hydra, not the run dir) builds nothing here
+        check_trusted(cfg, run / ".hydra" / "config.yaml", trust)
         _add_default_callbacks(cfg)
         _keep_empty_query_semantics(cfg)
     (out / ".hydra").mkdir(parents=True, exist_ok=True)

@@ -270,12 +270,16 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, RunMetrics | None]:
     return cfg, metrics
 
 
-def run_eval_set(cfg: DictConfig) -> RetrievalSet:
-    """The reported eval set of a run's config, rebuilt as the run used it (for export, reproduction)."""
-    from embedforge.config import build
+def run_eval_set(
+    cfg: DictConfig, where: str | Path = "the run config", trust: bool = False
+) -> RetrievalSet:
+    """The reported eval set of a run's config, rebuilt as the run used it (for export, reproduction);
+    the config is checked first (:func:`embedforge.config.check_trusted`)."""
+    from embedforge.config import build, check_trusted
 
     if cfg is None or "data" not in cfg:
         raise EmbedforgeError("run config has no `data` node; pass --beir DIR for the eval set")
+    check_trusted(cfg, where, trust)
     eval_set = build(cfg.data).eval_set()
     if eval_set is None:
         raise EmbedforgeError(

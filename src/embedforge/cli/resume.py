@@ -5,7 +5,8 @@
 Composes RUN_DIR/.hydra/config.yaml with ``resume=true`` and trains into RUN_DIR: weights,
 optimizer, LR scheduler, loop counters, best-checkpoint tracking, RNG (reseeded per step) and the
 position in the epoch continue from the last checkpoint (written at every validation, i.e. every
-``trainer.val_check_interval`` steps). Without a checkpoint the run starts over.
+``trainer.val_check_interval`` steps). Without a checkpoint the run starts over. Only
+``_target_`` s in embedforge and the libraries it configures are built unless ``--trust``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from embedforge.cli.common import parse, parser, require_for_config
+from embedforge.cli.common import TRUST_HELP, parse, parser, require_for_config
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge resume") -> int:
     ap.add_argument(
         "overrides", nargs="*", help="key=value applied to the saved config (e.g. ~callbacks.crash)"
     )
+    ap.add_argument("--trust", action="store_true", help=TRUST_HELP)
     args = parse(ap, argv)
     logging.getLogger("embedforge").setLevel(logging.INFO)
     run = Path(args.run_dir)
@@ -39,6 +41,6 @@ def main(argv: list[str] | None = None, prog: str = "embedforge resume") -> int:
         f"resuming {run} from {last}" if last.exists() else f"no {last}: starting {run} over",
         file=sys.stderr,
     )
-    value = rerun(run, run, ["resume=true", *args.overrides])
+    value = rerun(run, run, ["resume=true", *args.overrides], trust=args.trust)
     print(f"done: {value:.6f} ({run / 'metrics.json'})")
     return 0
