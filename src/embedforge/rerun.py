@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from embedforge.config import check_trusted
 from embedforge.errors import EmbedforgeError
 from embedforge.pipeline import train
-from embedforge.runs import is_run_dir, load_summary
+from embedforge.runs import is_run_dir, load_summary, run_dir_lock
 
 #: the callbacks a config saved before ``conf/callbacks/`` existed was trained with (built in code then)
 DEFAULT_CALLBACKS = Path(__file__).resolve().parents[2] / "conf" / "callbacks" / "default.yaml"
@@ -56,14 +56,15 @@ def rerun(
         check_trusted(cfg, run / ".hydra" / "config.yaml", trust)
         _add_default_callbacks(cfg)
         _keep_empty_query_semantics(cfg)
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)
-    (out / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    kept = [o for o in old_overrides if not _overridden(o.split("=", 1)[0].lstrip("+~"), keys)]
-    merged = kept + list(overrides)
-    (out / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(merged)))
-    value = train(cfg)
-    (out / "failed.json").unlink(missing_ok=True)  # a resumed failed job is no longer failed
+    with run_dir_lock(out):  # before a resume rewrites .hydra/ of a run that is still going
+        (out / ".hydra").mkdir(parents=True, exist_ok=True)
+        (out / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+        kept = [o for o in old_overrides if not _overridden(o.split("=", 1)[0].lstrip("+~"), keys)]
+        merged = kept + list(overrides)
+        (out / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(merged)))
+        value = train(cfg)
+        (out / "failed.json").unlink(missing_ok=True)  # a resumed failed job is no longer failed
     return value
 
 

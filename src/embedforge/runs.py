@@ -9,14 +9,19 @@ and reproduction read it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import glob
 import json
 import math
+import os
+import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -548,6 +553,90 @@ def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
     path = sweep / "sweep_summary.md"
     path.write_text(head + markdown_table(rows))
     return path
+
+
+# ---------------------------------------------------------------------------------------- run lock
+#: the lock file a ``train`` holds in its run directory (it contains the owner's pid)
+LOCK_FILE = "train.lock"
+_held: dict[Path, IO[str]] = {}  # lock files this process holds, by resolved path
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``<run_dir>/train.lock`` while the block runs: a second ``train`` into the same
+    directory fails at once with a one-line error naming the owner's pid.
+
+    The lock is an advisory ``flock`` on the file, so the kernel drops it when its owner dies:
+    the stale lock of a killed run is taken over (the file then gets the new pid). Re-entrant
+    within one process (the CLI takes it before Hydra writes ``.hydra/``, then the pipeline again);
+    DDP ranks other than 0 share rank 0's directory and take no lock.
+    """
+    acquired = acquire_run_dir(run_dir)
+    try:
+        yield
+    finally:
+        if acquired is not None:
+            release_run_dir(acquired)
+
+
+def acquire_run_dir(run_dir: str | Path) -> Path | None:
+    """Take the lock of ``run_dir`` (see :func:`run_dir_lock`); the lock file's path, or None when
+    this process already holds it or is a DDP rank above 0."""
+    if int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) or 0) != 0:
+        return None
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    path = (run / LOCK_FILE).resolve()
+    if path in _held:
+        return None
+    f = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "unknown"
+        f.close()
+        raise EmbedforgeError(
+            f"{run} is in use by another train (pid {owner}, lock file {run / LOCK_FILE}):"
+            " choose another hydra.run.dir"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    _held[path] = f
+    return path
+
+
+def release_run_dir(path: Path) -> None:
+    """Release a lock taken by :func:`acquire_run_dir` (the file stays, with the last owner's pid)."""
+    f = _held.pop(path, None)
+    if f is not None:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+class RunDirLock(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/train.yaml): a single run locks its run
+    directory before Hydra writes ``.hydra/`` into it, so a second run into a busy directory
+    refuses (``error:`` line, exit 2) without touching the first one's files."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)  # ``hydra:`` interpolations in run.dir
+        try:
+            self._path = acquire_run_dir(str(config.hydra.run.dir))
+        except EmbedforgeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._path is not None:
+            release_run_dir(self._path)
 
 
 class SweepSummary(Callback):
