@@ -44,7 +44,7 @@ from embedforge.per_query import write_per_query
 from embedforge.provenance import git_info, set_hash, versions
 from embedforge.report import write_report
 from embedforge.runs import RunMetrics, flatten, run_dir_lock
-from embedforge.secrets import redact_hydra_dir, redacted_container
+from embedforge.secrets import redacted_container
 from embedforge.tracking import WandbRunLogger, finishes_wandb
 from embedforge.train.datamodule import PairDataModule, equal_negatives, token_lengths
 from embedforge.train.distributed import launch_rank_zero
@@ -64,9 +64,6 @@ def train(cfg: DictConfig) -> float:
     model. The run directory is locked meanwhile (:func:`embedforge.runs.run_dir_lock`)."""
     validate(cfg)
     with run_dir_lock(cfg.paths.output_dir):
-        redact_hydra_dir(
-            Path(cfg.paths.output_dir) / ".hydra"
-        )  # Hydra saved the overrides as typed
         return run_stages(cfg)
 
 

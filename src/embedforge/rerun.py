@@ -14,6 +14,7 @@ from embedforge.config import check_trusted
 from embedforge.errors import EmbedforgeError
 from embedforge.pipeline import train
 from embedforge.runs import is_run_dir, load_summary, run_dir_lock
+from embedforge.secrets import redact_hydra_dir
 
 #: the callbacks a config saved before ``conf/callbacks/`` existed was trained with (built in code then)
 DEFAULT_CALLBACKS = Path(__file__).resolve().parents[2] / "conf" / "callbacks" / "default.yaml"
@@ -63,6 +64,7 @@ def rerun(
         kept = [o for o in old_overrides if not _overridden(o.split("=", 1)[0].lstrip("+~"), keys)]
         merged = kept + list(overrides)
         (out / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(merged)))
+        redact_hydra_dir(out / ".hydra")  # secrets among the new overrides
         value = train(cfg)
         (out / "failed.json").unlink(missing_ok=True)  # a resumed failed job is no longer failed
     return value

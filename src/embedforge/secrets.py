@@ -111,7 +111,8 @@ def redact_hydra_dir(hydra_dir: str | Path) -> None:
     folder = Path(hydra_dir)
     loaded = {n: OmegaConf.load(folder / n) for n in HYDRA_FILES if (folder / n).is_file()}
     overrides = list(loaded.get("overrides.yaml") or [])
-    task = OmegaConf.select(loaded.get("hydra.yaml") or {}, "hydra.overrides.task", default=None)
+    hydra = loaded.get("hydra.yaml")
+    task = OmegaConf.select(hydra, "hydra.overrides.task", default=None) if hydra else None
     secrets = override_secrets([str(o) for o in overrides + list(task or [])])
     for name, node in loaded.items():
         raw = OmegaConf.to_container(node, resolve=False)

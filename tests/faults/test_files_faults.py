@@ -213,6 +213,8 @@ QRELS = b"query-id\tcorpus-id\tscore\nq1\td1\t1\n"
         (lines({"_id": "d1", "text": "a", "title": ["x"]}), lines(*QUERIES), QRELS,
          "corpus.jsonl:1", "'title' must be a string"),
     ],
+    ids=["dup-doc", "dup-query", "inf", "1e400", "latin1-corpus", "latin1-qrels", "num-title",
+         "list-title"],
 )  # fmt: skip
 def test_row13_bad_beir_files_are_one_line_errors_naming_file_and_line(
     tmp_path, corpus, queries, qrels, where, needle
@@ -240,7 +242,7 @@ def test_row13_a_utf8_bom_is_accepted(tmp_path):
 
 # ------------------------------------------------------------------------------- row 14
 def test_row14_compare_marks_a_broken_run_and_shows_the_good_ones(tmp_path, capsys):
-    good = make_run(tmp_path / "runs" / "good", 1e-5, "MultipleNegativesRankingLoss", 0.6)
+    make_run(tmp_path / "runs" / "good", 1e-5, "MultipleNegativesRankingLoss", 0.6)
     torn = make_run(tmp_path / "runs" / "torn", 1e-4, "MultipleNegativesRankingLoss", 0.7)
     data = (torn / "metrics.json").read_bytes()
     (torn / "metrics.json").write_bytes(data[: len(data) // 2])

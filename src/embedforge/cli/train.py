@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 from embedforge import progress
 from embedforge.cli.common import require_for_config, run_hydra
 from embedforge.errors import EmbedforgeError
-from embedforge.secrets import redact_override
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -31,8 +30,6 @@ def task(cfg: DictConfig) -> float:
 
     logging.getLogger("embedforge").setLevel(logging.INFO)
     progress.configure(cfg.get("progress", True))
-    # Hydra has parsed the command line; W&B records it (and `wandb sync` uploads it): no secrets
-    sys.argv = [redact_override(a) for a in sys.argv]
     try:
         require_for_config("train", cfg)
         return train(cfg)
