@@ -561,6 +561,10 @@ LOCK_FILE = "train.lock"
 _held: dict[Path, IO[str]] = {}  # lock files this process holds, by resolved path
 
 
+class RunDirBusy(EmbedforgeError):
+    """Another process holds the run directory's lock."""
+
+
 @contextlib.contextmanager
 def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold ``<run_dir>/train.lock`` while the block runs: a second ``train`` into the same
@@ -596,7 +600,7 @@ def acquire_run_dir(run_dir: str | Path) -> Path | None:
         f.seek(0)
         owner = f.read().strip() or "unknown"
         f.close()
-        raise EmbedforgeError(
+        raise RunDirBusy(
             f"{run} is in use by another train (pid {owner}, lock file {run / LOCK_FILE}):"
             " choose another hydra.run.dir"
         ) from None

@@ -3,7 +3,7 @@
 Redaction hides the value of a key whose name says it is a secret (``api_key``, ``secret``,
 ``password``, ``token``, ``authorization`` as words of the name: ``hf_token``, ``client_secret``),
 the credentials inside any URL (``https://user:pass@host`` -> ``https://***@host``) and the value
-of a query parameter so named (``?api_key=***``), and nothing else: ``max_output_tokens``,
+of a query parameter so named (``?api_key=***``, also ``?key=``, ``?sig=``), and nothing else: ``max_output_tokens``,
 ``chunk_tokens`` or ``tokenizer`` stay visible.
 
 A secret passed as an override anyway (``+x.api_key=sk-...``) is masked in every file of the run:
@@ -24,6 +24,9 @@ SECRET_WORDS = {"secret", "password", "token", "authorization", "apikey"}
 _WORD_SPLIT = re.compile(r"[_\-.\s]+")
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _QUERY_PARAM = re.compile(r"([?&;])([^=&#;\s\"']+)=([^&#;\s\"']+)")
+#: query parameters that carry credentials although their names are not secret words elsewhere
+#: (``?key=`` API keys, presigned URLs' ``X-Amz-Signature`` / ``sig``)
+QUERY_SECRETS = {"key", "sig", "signature", "x-amz-signature", "x-amz-credential"}
 MASK = "***"
 #: Hydra's files in a run directory (``hydra.output_subdir``)
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
@@ -42,9 +45,13 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, str):
         value = _URL_CREDENTIALS.sub(MASK + "@", value)
         return _QUERY_PARAM.sub(
-            lambda m: f"{m[1]}{m[2]}={MASK}" if is_secret_key(m[2]) else m[0], value
+            lambda m: f"{m[1]}{m[2]}={MASK}" if _is_secret_param(m[2]) else m[0], value
         )
     return value
+
+
+def _is_secret_param(name: str) -> bool:
+    return is_secret_key(name) or name.lower() in QUERY_SECRETS
 
 
 def redact_override(override: str) -> str:
@@ -66,7 +73,7 @@ def override_secrets(overrides: list[str]) -> set[str]:
         if sep and value and is_secret_key(key.lstrip("+~")):
             found.add(value)
         found.update(m[0][:-1] for m in _URL_CREDENTIALS.finditer(value))
-        found.update(m[3] for m in _QUERY_PARAM.finditer(value) if is_secret_key(m[2]))
+        found.update(m[3] for m in _QUERY_PARAM.finditer(value) if _is_secret_param(m[2]))
     return {s for s in found if len(s) >= 4}  # shorter: masked where they stand, not everywhere
 
 

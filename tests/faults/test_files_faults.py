@@ -152,7 +152,9 @@ def test_row12_a_secret_passed_as_an_override_is_in_no_file_of_the_run(tmp_path)
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert (run_dir / "metrics.json").is_file() and (run_dir / "model" / "README.md").is_file()
-    assert any((run_dir / "wandb").rglob("*.wandb"))  # W&B's offline record, what `wandb sync` sends
+    assert any(
+        (run_dir / "wandb").rglob("*.wandb")
+    )  # W&B's offline record, what `wandb sync` sends
     leaks = [
         f"{p.relative_to(run_dir)}: {s}"
         for p in run_dir.rglob("*")
@@ -171,8 +173,8 @@ def test_row12_a_secret_passed_as_an_override_is_in_no_file_of_the_run(tmp_path)
 def test_row12_query_string_secrets_are_redacted():
     from embedforge.secrets import redact_override, redact_value
 
-    assert redact_value("https://h/x?api_key=abc&page=2&token=t") == (
-        "https://h/x?api_key=***&page=2&token=***"
+    assert redact_value("https://h/x?api_key=abc&page=2&token=t&key=k") == (
+        "https://h/x?api_key=***&page=2&token=***&key=***"
     )
     assert redact_override("+generator.api_key='sk-1'") == "+generator.api_key=***"
     assert redact_override("data.batch_size=4") == "data.batch_size=4"
@@ -298,9 +300,7 @@ def untrusted_run(tmp_path: Path, marker: Path) -> Path:
 
 
 @pytest.mark.parametrize("command", ["reproduce", "resume"])
-def test_row15_a_saved_config_cannot_run_arbitrary_targets_without_trust(
-    tmp_path, capsys, command
-):
+def test_row15_a_saved_config_cannot_run_arbitrary_targets_without_trust(tmp_path, capsys, command):
     marker = tmp_path / "PWNED"
     run = untrusted_run(tmp_path, marker)
     extra = ["--out", str(tmp_path / "new")] if command == "reproduce" else []
@@ -355,7 +355,9 @@ def test_row16_a_second_train_into_a_busy_run_dir_refuses_at_once(tmp_path):
         f" {run_dir / 'train.lock'}): choose another hydra.run.dir"
     ]
     assert "Traceback" not in r.stderr
-    assert sorted(p.name for p in run_dir.iterdir()) == ["train.lock"]  # nothing of the owner's touched
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "train.lock"
+    ]  # nothing of the owner's touched
 
 
 def test_row16_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
