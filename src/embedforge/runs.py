@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import glob
 import json
 import math
@@ -29,6 +28,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.io import write_json
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, run dirs are not locked
+    fcntl = None
 
 if TYPE_CHECKING:
     from embedforge.eval.retrieval import RetrievalSet
@@ -585,8 +589,8 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
 
 def acquire_run_dir(run_dir: str | Path) -> Path | None:
     """Take the lock of ``run_dir`` (see :func:`run_dir_lock`); the lock file's path, or None when
-    this process already holds it or is a DDP rank above 0."""
-    if int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) or 0) != 0:
+    this process already holds it or is a DDP rank above 0 (or on Windows, which has no flock)."""
+    if fcntl is None or int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) or 0) != 0:
         return None
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
