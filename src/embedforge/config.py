@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
@@ -32,6 +34,53 @@ def build(node, *args, **kwargs):
         raise EmbedforgeError(
             f"could not build {target}: {msg[-1] if msg else type(e).__name__}"
         ) from None
+
+
+#: where the ``_target_`` s of a saved run's config may point (module prefixes) without ``--trust``:
+#: embedforge and the libraries it configures. A run dir is data; its config must not run code.
+TRUSTED_TARGETS = (
+    "embedforge.",
+    "torch.optim.",
+    "torch.nn.",
+    "pytorch_lightning.",
+    "lightning.pytorch.",
+    "sentence_transformers.",
+    "transformers.",
+)
+
+
+def untrusted_targets(cfg: DictConfig) -> list[str]:
+    """``key=value`` of every ``_target_`` (nested ones too) outside :data:`TRUSTED_TARGETS` or
+    computed by an interpolation, and of every ``trust_remote_code`` that is not false."""
+    found: list[str] = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                key = f"{path}.{k}" if path else str(k)
+                target_ok = isinstance(v, str) and "${" not in v and v.startswith(TRUSTED_TARGETS)
+                if (k == "_target_" and not target_ok) or (k == "trust_remote_code" and v):
+                    found.append(f"{key}={v}")
+                walk(v, key)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return found
+
+
+def check_trusted(cfg: DictConfig, where: str | Path, trust: bool = False) -> None:
+    """Refuse (one line) to build a saved run's config whose targets could run arbitrary code,
+    unless ``trust`` (the user's ``--trust``): see :func:`untrusted_targets`."""
+    bad = [] if trust else untrusted_targets(cfg)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise EmbedforgeError(
+            f"{where} names {bad[0]}{more}: a saved run only builds targets in"
+            f" {', '.join(p.rstrip('.') for p in TRUSTED_TARGETS)}; pass --trust if you trust"
+            " this run directory (it can run any code)"
+        )
 
 
 PRECISIONS = {"32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"}

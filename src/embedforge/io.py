@@ -23,9 +23,17 @@ def require_file(path: str | Path, what: str = "file") -> Path:
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield one dict per non-empty line; a bad line raises an error naming the file and line."""
+    for _, row in iter_numbered_jsonl(path):
+        yield row
+
+
+def iter_numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, dict)`` per non-empty line of a UTF-8 JSONL file (a leading BOM is
+    skipped); a line that is not UTF-8, not JSON or not an object is an error naming file and line."""
     p = require_file(path)
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with p.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = decode_line(raw, p, lineno)
             if not line.strip():
                 continue
             try:
@@ -36,7 +44,18 @@ def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise EmbedforgeError(
                     f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}"
                 )
-            yield row
+            yield lineno, row
+
+
+def decode_line(raw: bytes, path: Path, lineno: int) -> str:
+    """One line of a UTF-8 text file (the BOM of line 1 dropped); else an error naming the byte."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EmbedforgeError(
+            f"{path}:{lineno}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
+        ) from None
+    return line.removeprefix("\ufeff") if lineno == 1 else line
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -75,7 +94,8 @@ def stable_hash(*parts: Any, n: int = 16) -> str:
     """Content hash of JSON-serialisable parts (sorted keys), hex, ``n`` characters."""
     h = hashlib.sha256()
     for part in parts:
-        h.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=str).encode())
+        text = json.dumps(part, sort_keys=True, ensure_ascii=False, default=str)
+        h.update(text.encode("utf-8", "surrogatepass"))  # lone surrogates: undecodable file names
         h.update(b"\x00")
     return h.hexdigest()[:n]
 

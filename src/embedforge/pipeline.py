@@ -43,7 +43,7 @@ from embedforge.models.encoder import Encoder
 from embedforge.per_query import write_per_query
 from embedforge.provenance import git_info, set_hash, versions
 from embedforge.report import write_report
-from embedforge.runs import RunMetrics, flatten
+from embedforge.runs import RunMetrics, flatten, run_dir_lock
 from embedforge.secrets import redacted_container
 from embedforge.tracking import WandbRunLogger, finishes_wandb
 from embedforge.train.datamodule import PairDataModule, equal_negatives, token_lengths
@@ -60,11 +60,16 @@ PAIRS_FILE = "pairs.jsonl"
 
 @finishes_wandb  # one W&B run per job of a multirun, marked failed when the job raises
 def train(cfg: DictConfig) -> float:
-    """Run the whole chain for one config; returns the monitored validation value of the shipped model."""
-    clock = Clock()
+    """Run the whole chain for one config; returns the monitored validation value of the shipped
+    model. The run directory is locked meanwhile (:func:`embedforge.runs.run_dir_lock`)."""
     validate(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_dir_lock(cfg.paths.output_dir):
+        return run_stages(cfg)
+
+
+def run_stages(cfg: DictConfig) -> float:
+    """The stages of :func:`train`, in order, for a validated config."""
+    clock = Clock()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data: DataSource = build(cfg.data)
     with clock("load_model"):  # hard negatives are mined with the base model

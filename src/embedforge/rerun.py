@@ -10,16 +10,21 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from embedforge.config import check_trusted
 from embedforge.errors import EmbedforgeError
 from embedforge.pipeline import train
-from embedforge.runs import is_run_dir, load_summary
+from embedforge.runs import is_run_dir, load_summary, run_dir_lock
+from embedforge.secrets import redact_hydra_dir
 
 #: the callbacks a config saved before ``conf/callbacks/`` existed was trained with (built in code then)
 DEFAULT_CALLBACKS = Path(__file__).resolve().parents[2] / "conf" / "callbacks" / "default.yaml"
 
 
 def rerun(
-    run_dir: str | Path, out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()
+    run_dir: str | Path,
+    out_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    trust: bool = False,
 ) -> float:
     """Run ``train`` again from a run's saved ``.hydra/config.yaml`` into ``out_dir`` (in-process).
 
@@ -27,6 +32,8 @@ def rerun(
     hydra.run.dir=OUT [overrides]``: the saved config (not today's ``conf/``) is composed, ``hydra:``
     interpolations resolve against ``out_dir`` and the current directory, and ``out_dir/.hydra``
     records the config and the original overrides plus ``overrides``. Returns the monitored value.
+    A config naming targets outside embedforge and the libraries it configures is refused unless
+    ``trust`` (:func:`embedforge.config.check_trusted`).
     """
     run, out = Path(run_dir).resolve(), Path(out_dir).resolve()
     if not is_run_dir(run):
@@ -46,17 +53,20 @@ def rerun(
     cfg.hydra.runtime.cwd = os.getcwd()
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
-        del cfg["hydra"]
+        del cfg["hydra"]  # Hydra's own node (from Hydra, not the run dir) builds nothing here
+        check_trusted(cfg, run / ".hydra" / "config.yaml", trust)
         _add_default_callbacks(cfg)
         _keep_empty_query_semantics(cfg)
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)
-    (out / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    kept = [o for o in old_overrides if not _overridden(o.split("=", 1)[0].lstrip("+~"), keys)]
-    merged = kept + list(overrides)
-    (out / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(merged)))
-    value = train(cfg)
-    (out / "failed.json").unlink(missing_ok=True)  # a resumed failed job is no longer failed
+    with run_dir_lock(out):  # before a resume rewrites .hydra/ of a run that is still going
+        (out / ".hydra").mkdir(parents=True, exist_ok=True)
+        (out / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+        kept = [o for o in old_overrides if not _overridden(o.split("=", 1)[0].lstrip("+~"), keys)]
+        merged = kept + list(overrides)
+        (out / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(merged)))
+        redact_hydra_dir(out / ".hydra")  # secrets among the new overrides
+        value = train(cfg)
+        (out / "failed.json").unlink(missing_ok=True)  # a resumed failed job is no longer failed
     return value
 
 

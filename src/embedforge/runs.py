@@ -9,21 +9,30 @@ and reproduction read it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
 import math
+import os
+import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.io import write_json
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, run dirs are not locked
+    fcntl = None
 
 if TYPE_CHECKING:
     from embedforge.eval.retrieval import RetrievalSet
@@ -145,7 +154,11 @@ class RunMetrics:
 
     @classmethod
     def load(cls, path: str | Path) -> RunMetrics:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read ``metrics.json``; a torn or hand-broken file is a one-line error naming it."""
+        try:
+            return cls.from_dict(read_json_object(path))
+        except (TypeError, ValueError) as e:  # fields of the wrong shape
+            raise EmbedforgeError(f"{path}: not a metrics.json of embedforge ({e})") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -170,11 +183,12 @@ class RunSummary:
 
     Args:
         path: the run directory.
-        status: ``ok`` (metrics.json), ``failed`` (failed.json) or ``incomplete`` (neither).
+        status: ``ok`` (metrics.json), ``failed`` (failed.json), ``incomplete`` (neither) or
+            ``broken`` (one of its files cannot be read: ``error`` names it).
         config: the flattened saved config (dotted keys -> values, interpolations unresolved).
         overrides: the command-line overrides of the run (``.hydra/overrides.yaml``).
         metrics: the parsed ``metrics.json`` (empty unless ``ok``).
-        error: the recorded error of a failed run.
+        error: the recorded error of a failed run, or what is wrong with a broken one.
     """
 
     path: Path
@@ -224,22 +238,57 @@ def is_run_dir(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file()
 
 
-def load_run(run_dir: str | Path) -> tuple[DictConfig, RunMetrics | None]:
-    """The saved config and ``metrics.json`` of a run directory (None while it has no metrics)."""
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON file holding an object; anything else is a one-line error naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # torn, hand-broken, not UTF-8
+        raise EmbedforgeError(f"{path}: unreadable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise EmbedforgeError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_yaml(path: str | Path, kind: type = DictConfig) -> Any:
+    """A YAML file of a run dir as ``kind`` (a mapping or a list); else a one-line error naming it."""
+    try:
+        node = OmegaConf.load(path)
+    except Exception as e:  # yaml's and OmegaConf's many errors: the first line says what
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EmbedforgeError(f"{path}: unreadable YAML ({first})") from None
+    if not isinstance(node, kind):
+        want = "a mapping" if kind is DictConfig else "a list"
+        raise EmbedforgeError(f"{path}: expected {want}, got {type(node).__name__}")
+    return node
+
+
+def load_config(run_dir: str | Path) -> DictConfig:
+    """The saved ``.hydra/config.yaml`` of a run directory (one-line errors)."""
     run = Path(run_dir)
     if not is_run_dir(run):
         raise EmbedforgeError(f"{run} is not a run directory: .hydra/config.yaml is missing")
+    return read_yaml(run / ".hydra" / "config.yaml")
+
+
+def load_run(run_dir: str | Path) -> tuple[DictConfig, RunMetrics | None]:
+    """The saved config and ``metrics.json`` of a run directory (None while it has no metrics)."""
+    run = Path(run_dir)
+    cfg = load_config(run)
     metrics_path = run / "metrics.json"
     metrics = RunMetrics.load(metrics_path) if metrics_path.is_file() else None
-    return OmegaConf.load(run / ".hydra" / "config.yaml"), metrics
+    return cfg, metrics
 
 
-def run_eval_set(cfg: DictConfig) -> RetrievalSet:
-    """The reported eval set of a run's config, rebuilt as the run used it (for export, reproduction)."""
-    from embedforge.config import build
+def run_eval_set(
+    cfg: DictConfig, where: str | Path = "the run config", trust: bool = False
+) -> RetrievalSet:
+    """The reported eval set of a run's config, rebuilt as the run used it (for export, reproduction);
+    the config is checked first (:func:`embedforge.config.check_trusted`)."""
+    from embedforge.config import build, check_trusted
 
     if cfg is None or "data" not in cfg:
         raise EmbedforgeError("run config has no `data` node; pass --beir DIR for the eval set")
+    check_trusted(cfg, where, trust)
     eval_set = build(cfg.data).eval_set()
     if eval_set is None:
         raise EmbedforgeError(
@@ -278,17 +327,29 @@ def _natural(p: Path) -> tuple:
 
 
 def load_summary(run_dir: str | Path) -> RunSummary:
-    """Read one run directory (config, overrides, metrics or failure)."""
+    """Read one run directory (config, overrides, metrics or failure); a damaged file is a
+    one-line error naming it."""
     run = Path(run_dir)
     cfg, metrics = load_run(run)
     ov_path = run / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(ov_path)] if ov_path.is_file() else []
+    overrides = [str(o) for o in read_yaml(ov_path, ListConfig)] if ov_path.is_file() else []
     if metrics is not None:
         return RunSummary(run, "ok", flatten(cfg), overrides, metrics)
     if (run / "failed.json").is_file():
-        err = json.loads((run / "failed.json").read_text()).get("error")
+        err = read_json_object(run / "failed.json").get("error")
         return RunSummary(run, "failed", flatten(cfg), overrides, error=err)
     return RunSummary(run, "incomplete", flatten(cfg), overrides)
+
+
+def load_summaries(run_dirs: list[Path]) -> list[RunSummary]:
+    """:func:`load_summary` of each run; a run that cannot be read is kept as ``broken``."""
+    out = []
+    for run in run_dirs:
+        try:
+            out.append(load_summary(run))
+        except EmbedforgeError as e:
+            out.append(RunSummary(Path(run), "broken", error=str(e)))
+    return out
 
 
 def differing_keys(runs: list[RunSummary], ignore: tuple[str, ...] = VOLATILE_KEYS) -> list[str]:
@@ -482,7 +543,7 @@ def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
     """``sweep_summary.{md,json}`` in a multirun directory: every job, its overrides, value and status."""
     sweep = Path(sweep_dir)
     try:
-        runs = [load_summary(p) for p in find_runs([sweep])]
+        runs = load_summaries(find_runs([sweep]))
     except EmbedforgeError:
         return None
     mode_max = all(str(r.config.get("monitor_mode", "max")) == "max" for r in runs)
@@ -496,6 +557,94 @@ def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
     path = sweep / "sweep_summary.md"
     path.write_text(head + markdown_table(rows))
     return path
+
+
+# ---------------------------------------------------------------------------------------- run lock
+#: the lock file a ``train`` holds in its run directory (it contains the owner's pid)
+LOCK_FILE = "train.lock"
+_held: dict[Path, IO[str]] = {}  # lock files this process holds, by resolved path
+
+
+class RunDirBusy(EmbedforgeError):
+    """Another process holds the run directory's lock."""
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``<run_dir>/train.lock`` while the block runs: a second ``train`` into the same
+    directory fails at once with a one-line error naming the owner's pid.
+
+    The lock is an advisory ``flock`` on the file, so the kernel drops it when its owner dies:
+    the stale lock of a killed run is taken over (the file then gets the new pid). Re-entrant
+    within one process (the CLI takes it before Hydra writes ``.hydra/``, then the pipeline again);
+    DDP ranks other than 0 share rank 0's directory and take no lock.
+    """
+    acquired = acquire_run_dir(run_dir)
+    try:
+        yield
+    finally:
+        if acquired is not None:
+            release_run_dir(acquired)
+
+
+def acquire_run_dir(run_dir: str | Path) -> Path | None:
+    """Take the lock of ``run_dir`` (see :func:`run_dir_lock`); the lock file's path, or None when
+    this process already holds it or is a DDP rank above 0 (or on Windows, which has no flock)."""
+    if fcntl is None or int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) or 0) != 0:
+        return None
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    path = (run / LOCK_FILE).resolve()
+    if path in _held:
+        return None
+    f = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "unknown"
+        f.close()
+        raise RunDirBusy(
+            f"{run} is in use by another train (pid {owner}, lock file {run / LOCK_FILE}):"
+            " choose another hydra.run.dir"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    _held[path] = f
+    return path
+
+
+def release_run_dir(path: Path) -> None:
+    """Release a lock taken by :func:`acquire_run_dir` (the file stays, with the last owner's pid)."""
+    f = _held.pop(path, None)
+    if f is not None:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+class RunDirLock(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/train.yaml): a single run locks its run
+    directory before Hydra writes ``.hydra/`` into it, so a second run into a busy directory
+    refuses (``error:`` line, exit 2) without touching the first one's files."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)  # ``hydra:`` interpolations in run.dir
+        try:
+            self._path = acquire_run_dir(str(config.hydra.run.dir))
+        except EmbedforgeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._path is not None:
+            release_run_dir(self._path)
 
 
 class SweepSummary(Callback):

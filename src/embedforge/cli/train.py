@@ -39,9 +39,12 @@ def task(cfg: DictConfig) -> float:
                 print(f"error: {e}", file=sys.stderr)
                 sys.exit(2)
             raise
-        from embedforge.runs import record_failure
+        from embedforge.runs import RunDirBusy, record_failure
 
         hc = HydraConfig.get()
+        if isinstance(e, RunDirBusy):  # the dir is another run's: leave its files alone
+            logging.getLogger("embedforge").error("job %s failed: %s", hc.job.num, e)
+            return float("nan")
         path = record_failure(hc.runtime.output_dir, e, list(hc.overrides.task))
         logging.getLogger("embedforge").error("job %s failed (%s): %s", hc.job.num, path, e)
         return float("nan")

@@ -21,9 +21,12 @@ with the exact Jaccard, so no pair below the threshold is removed.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
+import stat
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from embedforge.data.extract_text import READERS, Document, Unusable, extract
-from embedforge.errors import EmbedforgeError
+from embedforge.errors import EmbedforgeError, printable
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
 from embedforge.progress import track
 
@@ -343,25 +346,80 @@ def near_duplicates(
 
 # ---------------------------------------------------------------------------- driver
 def list_files(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[dict]]:
-    """Files under ``root`` in sorted order, skipping hidden files/folders and ``exclude``, and
-    the links resolving outside ``root`` (returned as skipped, never read)."""
+    """Files under ``root`` in sorted order, and the entries skipped (never read) with a reason.
+
+    Hidden files and folders and ``exclude`` are left out silently. Skipped and reported: links
+    resolving outside ``root`` (``outside_root``), links that loop or dangle (``broken_link``),
+    links to folders (``folder_link``: not followed; the folder is read where it lies), names
+    that are not valid UTF-8 (``bad_name``, shown with the bytes escaped), FIFOs, sockets and
+    devices (``not_a_file``) and folders that cannot be listed (``unreadable``).
+    """
     if root.is_file():
         return [root], []
-    files, outside = [], []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if exclude is not None and (p == exclude or exclude in p.parents):
-            continue
-        target = p.resolve()
-        if target != root and root not in target.parents:
-            detail = "link to a path outside the ingested folder"
-            outside.append({"path": rel.as_posix(), "reason": "outside_root", "detail": detail})
-            continue
-        if p.is_file():
-            files.append(p)
-    return files, outside
+    files: list[Path] = []
+    skipped: list[dict] = []
+
+    def visit(folder: Path) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(
+                _skip(root, folder, "unreadable", f"cannot list the folder: {e.strerror}")
+            )
+            return
+        for entry in entries:
+            p = Path(entry.path)
+            if entry.name.startswith(".") or (
+                exclude is not None and (p == exclude or exclude in p.parents)
+            ):
+                continue
+            problem = _entry_problem(root, p)
+            if problem is not None:
+                skipped.append(_skip(root, p, *problem))
+            elif entry.is_dir(follow_symlinks=False):
+                visit(p)
+            else:
+                files.append(p)
+
+    visit(root)
+    return files, skipped
+
+
+_NOT_A_FILE = [(stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket")]
+
+
+def _entry_problem(root: Path, p: Path) -> tuple[str, str] | None:
+    """``(reason, detail)`` when the folder entry ``p`` is not a file or folder to read, else None."""
+    try:
+        p.relative_to(root).as_posix().encode("utf-8")
+    except UnicodeEncodeError:
+        return "bad_name", "file name is not valid UTF-8"
+    try:
+        target = p.resolve(strict=True)
+        mode = target.stat().st_mode
+    except RuntimeError:  # Python < 3.13 reports a symlink loop so
+        return "broken_link", "symlink loop"
+    except OSError as e:
+        why = "symlink loop" if e.errno == errno.ELOOP else f"link target missing ({e.strerror})"
+        return "broken_link", why
+    if target != root and root not in target.parents:
+        return "outside_root", "link to a path outside the ingested folder"
+    if p.is_symlink() and stat.S_ISDIR(mode):
+        return "folder_link", f"links to folders are not followed ({target.relative_to(root)})"
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        kind = next((k for test, k in _NOT_A_FILE if test(mode)), "device or special file")
+        return "not_a_file", kind
+    return None
+
+
+def _skip(root: Path, p: Path, reason: str, detail: str) -> dict:
+    rel = p.relative_to(root).as_posix()
+    return {
+        "path": printable(rel) if reason == "bad_name" else rel,
+        "reason": reason,
+        "detail": detail,
+    }
 
 
 @dataclass
@@ -393,8 +451,9 @@ def ingest(
     """Extract, chunk and deduplicate a folder (recursive) or a single file.
 
     Args:
-        path: folder or file (.txt .md .html .htm .pdf .docx .jsonl .csv). Links resolving
-            outside the folder are skipped and reported (``outside_root``).
+        path: folder or file (.txt .md .html .htm .pdf .docx .jsonl .csv). What cannot be read
+            (links outside the folder, loops, FIFOs, bad names, ...) is skipped and reported
+            (:func:`list_files`).
         tokenizer: the model's Hugging Face tokenizer; budgets count its tokens without specials.
         chunk_tokens: maximum tokens per chunk (keep it <= the model's max_seq_length - 2).
         overlap_tokens: at most this many tokens of the previous chunk start the next one.
@@ -418,7 +477,7 @@ def ingest(
     _check_args(root, chunk_tokens, overlap_tokens, min_tokens)
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
     base = root if root.is_dir() else root.parent
-    files, outside = list_files(root, exclude=out)
+    files, unlisted = list_files(root, exclude=out)
     max_bytes = int(max_file_mb * 2**20)
     hashes = {f: _hash_or_reason(f, max_bytes) for f in files}
     config = dict(
@@ -435,7 +494,7 @@ def ingest(
         if cached is not None:
             cached[1]["seconds"] = round(time.perf_counter() - t0, 2)
             return cached
-    tally = _Tally(skipped=list(outside))
+    tally = _Tally(skipped=list(unlisted))
     for f in track(files, "ingest", "file"):
         _read_file(f, f.relative_to(base).as_posix(), hashes, tally, config, tokenizer)
     chunks, near, unique = _dedup(tally.raw, near_dup_threshold)
@@ -450,7 +509,7 @@ def ingest(
                 else ""
             )
         )
-    report = _report(root, len(files) + len(outside), tally, chunks, near, unique)
+    report = _report(root, len(files) + len(unlisted), tally, chunks, near, unique)
     report.update(config=config, tokenizer=tok_name, cache_key=key, cached=False)
     report["tokenizer_max_length"] = int(getattr(tokenizer, "model_max_length", 0) or 0)
     if rebuilt:
@@ -630,7 +689,7 @@ def _load_cache(out: Path, key: str) -> tuple[tuple[list[dict], dict] | None, st
 
 
 def _warn_rebuild(path: Path, why: str) -> str:
-    log.warning("ingest cache %s is damaged (%s): rebuilding it", path, why)
+    log.warning("ingest cache %s is damaged (%s): rebuilding it", printable(path), printable(why))
     return why
 
 
@@ -649,7 +708,7 @@ def summary_lines(report: dict) -> list[str]:
     if report["records_skipped"]:
         lines.append(f"records skipped inside JSONL/CSV files: {report['records_skipped']}")
     for s in report["skipped"][:20]:
-        lines.append(f"  skipped {s['path']}: {s['reason']} ({s['detail']})")
+        lines.append(f"  skipped {printable(s['path'])}: {s['reason']} ({printable(s['detail'])})")
     if len(report["skipped"]) > 20:
         lines.append(f"  ... and {len(report['skipped']) - 20} more (see ingest_report.json)")
     lines.append(f"{'cached' if report.get('cached') else 'done'} in {report['seconds']} s")

@@ -41,6 +41,8 @@ class ExportSettings:
         min_gain: ship gate for a run dir when its config has no ``ship.min_gain``.
         force: export even when the ship gate fails.
         beir: a BEIR dir to evaluate on (else the run's eval set; required for a bare model dir).
+        trust: build the run's data source even if its config names targets outside embedforge
+            and the libraries it configures (:func:`embedforge.config.check_trusted`).
         split: the BEIR qrels split.
         max_queries: subset size for the retrieval check (None = all).
         max_docs: corpus subset size (None = all).
@@ -55,6 +57,7 @@ class ExportSettings:
     min_gain: float = 0.01
     force: bool = False
     beir: str | None = None
+    trust: bool = False
     split: str = "test"
     max_queries: int | None = 200
     max_docs: int | None = 500
@@ -185,7 +188,7 @@ def _gate_and_eval_set(
             where=str(run_dir),
         )
         if not s.beir:
-            rset = run_eval_set(cfg)
+            rset = run_eval_set(cfg, run_dir / ".hydra" / "config.yaml", s.trust)
     if s.beir:
         rset = beir_eval_set(s.beir, s.split)
     if rset is None:
