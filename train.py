@@ -3,7 +3,11 @@
 The same as ``embedforge train`` (``src/embedforge/cli/train.py``), for a checkout.
 """
 
-from embedforge.cli.train import main
+import sys
+
+from embedforge.cli import stage_main
+
+main = stage_main("train")
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
