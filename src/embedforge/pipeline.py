@@ -29,7 +29,7 @@ from embedforge.config import build, validate
 from embedforge.data.diagnostics import pair_diagnostics
 from embedforge.data.hard_negatives import mine_for_pipeline
 from embedforge.data.sources import DataSource, holdout_sets
-from embedforge.data.validation import DEV_SPLIT
+from embedforge.data.validation import DEV_SPLIT, GENERATED_EVAL_NOTE, HELD_OUT_SYNTHETIC
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
 from embedforge.eval.matryoshka import TruncatedEncoder, evaluate_dims
@@ -621,7 +621,8 @@ def write_run(
     shown = f"{metrics.finetuned[SHIP_METRIC]:.4f}"
     if metrics.baseline:
         shown = f"{metrics.baseline[SHIP_METRIC]:.4f} -> {shown} ({metrics.ship_gain:+.4f})"
-    log.info("%s %s; report: %s", SHIP_METRIC, shown, run_dir / "report.md")
+    note = f" ({metrics.eval_note})" if metrics.eval_note else ""
+    log.info("%s %s%s; report: %s", SHIP_METRIC, shown, note, run_dir / "report.md")
     return metrics
 
 
@@ -642,12 +643,18 @@ def run_metrics(
     min_gain = float(cfg.ship.min_gain)
     encoder: Encoder = trainer.lightning_module.encoder
     steps, n_pairs = int(trainer.global_step), len(train_set.pairs)
+    generated = train_set.eval_set.info.get("kind") == HELD_OUT_SYNTHETIC
+    per_epoch = trainer.num_training_batches  # optimizer steps per pass (one per batch)
+    if not isinstance(per_epoch, int) or per_epoch < 1:
+        per_epoch = max(1, -(-n_pairs // data.batch_size))
+    queries = f"{result.n_queries} {'generated' if generated else 'real'} queries"
     return RunMetrics(
         task=cfg.task,
         baseline=baseline,
         finetuned=finetuned,
         delta=delta,
         eval_split=train_set.eval_set.info.get("split", "held-out"),
+        eval_note=GENERATED_EVAL_NOTE if generated else None,
         n_queries=result.n_queries,
         n_skipped=result.n_skipped,
         empty_queries=cfg.eval.empty_queries,
@@ -662,7 +669,11 @@ def run_metrics(
         selected=choice.selected,
         val=choice.val,
         wise=choice.wise.to_dict() if choice.wise else None,
-        ship={"min_gain": min_gain, "passed": passes(delta.get(SHIP_METRIC, 0.0), min_gain)},
+        ship={
+            "min_gain": min_gain,
+            "passed": passes(delta.get(SHIP_METRIC, 0.0), min_gain),
+            "gated_on": f"{SHIP_METRIC} of {queries} ({train_set.eval_set.name})",
+        },
         eval_set=train_set.eval_set.summary(),
         val_set=train_set.val_set.summary(),
         data=data.summary(),
@@ -671,9 +682,10 @@ def run_metrics(
             "loss": cfg.loss._target_.rsplit(".", 1)[-1],
             "batch_size": data.batch_size,
             "steps": steps,
-            "epochs_completed": int(trainer.current_epoch),
-            # passes over the training pairs actually made (max_steps can stop mid-epoch)
-            "epochs": round(steps * data.batch_size / max(1, n_pairs), 3),
+            # passes over the training pairs actually made (max_steps can stop mid-epoch), and
+            # how many of them were whole: 0.298 and 0, 2.0 and 2
+            "epochs": round(steps / per_epoch, 3),
+            "epochs_completed": steps // per_epoch,
             "lr": cfg.optim.get("lr"),
             "precision": str(cfg.trainer.precision),
             "max_seq_length": encoder.max_seq_length,

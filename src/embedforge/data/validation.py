@@ -29,6 +29,11 @@ _TOKEN = re.compile(r"[^\W_]+")
 
 #: what validation was (``RetrievalSet.info["kind"]``, reported in metrics.json and report.md)
 DEV_SPLIT, HELD_OUT_REAL, HELD_OUT_SYNTHETIC = "dev split", "held-out real", "held-out synthetic"
+#: what a run reports next to numbers measured on a ``HELD_OUT_SYNTHETIC`` eval set
+GENERATED_EVAL_NOTE = (
+    "measured on queries generated from your documents, not on real queries:"
+    " give data.eval_path for a real number"
+)
 
 
 def _tokens(text: str) -> set[str]:
