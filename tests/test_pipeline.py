@@ -424,6 +424,7 @@ def test_progress_false_also_silences_lightnings_bar(compose, tmp_path, monkeypa
 
     base = ["trainer=debug", "logger=none", f"paths.output_dir={tmp_path}"]
     monkeypatch.setattr(progress, "_enabled", True)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)  # on a terminal: Lightning's bar
     assert build_trainer(compose(*base, "trainer.enable_progress_bar=true")).progress_bar_callback
     progress.configure(False)
     assert (

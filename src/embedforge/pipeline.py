@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ from embedforge.secrets import redacted_container
 from embedforge.tracking import WandbRunLogger, finishes_wandb
 from embedforge.train.datamodule import PairDataModule, equal_negatives, token_lengths
 from embedforge.train.distributed import launch_rank_zero
+from embedforge.train.log_progress import LogLinesProgress, quiet_lightning
 from embedforge.train.module import ContrastiveModule
 from embedforge.train.wise import WiseCurve, wise_select
 from embedforge.types import Pair
@@ -297,7 +299,9 @@ def build_module(cfg: DictConfig, encoder: Encoder, val_set: RetrievalSet) -> Co
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """``cfg.trainer`` with the logger (``cfg.logger``) and callbacks (``cfg.callbacks``) it names;
-    ``progress: false`` also turns off Lightning's progress bar."""
+    ``progress: false`` also turns off Lightning's progress bar, and off a terminal the bar is a
+    log line per 10 % (:class:`LogLinesProgress`)."""
+    quiet_lightning()
     node = cfg.get("logger")
     logger = build(node) if node and "_target_" in node else False
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -309,6 +313,8 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
             " (conf/callbacks/default.yaml)"
         )
     quiet = {} if progress.is_enabled() else {"enable_progress_bar": False}
+    if progress.is_enabled() and not sys.stderr.isatty() and cfg.trainer.get("enable_progress_bar"):
+        quiet, callbacks = {"enable_progress_bar": False}, [*callbacks, LogLinesProgress()]
     return build(
         cfg.trainer,
         logger=logger,
