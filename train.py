@@ -9,5 +9,5 @@ from embedforge.cli import stage_main
 
 main = stage_main("train")
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__" and (code := main()):  # in-process callers (runpy) see no exit on success
+    sys.exit(code)

@@ -159,7 +159,12 @@ def test_trainer_args_pass_through(compose):
         (["data.length_grouping=true"], "data.length_grouping"),
         (["data.length_grouping=eight"], "data.length_grouping"),
         (
-            ["data=beir", f"data.path={ROOT}", "data.group_negatives=1", "data.hard_negatives.num=2"],
+            [
+                "data=beir",
+                f"data.path={ROOT}",
+                "data.group_negatives=1",
+                "data.hard_negatives.num=2",
+            ],
             "choose one source of negatives",
         ),
         (["data.hard_negatives.method=sparse"], "data.hard_negatives.method"),

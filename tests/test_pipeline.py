@@ -138,7 +138,10 @@ def cli(*args, cwd=ROOT):
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["data=beir", "data.path=/nonexistent/dataset"], "data.path: no such file or folder: /nonexistent/dataset"),
+        (
+            ["data=beir", "data.path=/nonexistent/dataset"],
+            "data.path: no such file or folder: /nonexistent/dataset",
+        ),
         (
             ["module.mini_batch_size=8", "trainer.accumulate_grad_batches=2"],
             "accumulate_grad_batches",

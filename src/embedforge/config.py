@@ -33,6 +33,9 @@ def build(node, *args, **kwargs):
         ) from None
 
 
+#: ``keep_checkpoints``: which of ``checkpoints/{best,last}.ckpt`` a finished run keeps
+KEEP_CHECKPOINTS = {"none": (), "best": ("best.ckpt",), "last": ("last.ckpt",), "all": ("*.ckpt",)}
+
 PRECISIONS = {"32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"}
 
 
@@ -214,7 +217,12 @@ def expected_number(key: str, value) -> EmbedforgeError:
 
 
 def _validate_schedule(cfg: DictConfig) -> None:
-    """Learning rate and training length."""
+    """Learning rate, training length and the checkpoints kept."""
+    keep = _get(cfg, "keep_checkpoints", "none")
+    if keep not in KEEP_CHECKPOINTS:
+        raise EmbedforgeError(
+            f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {keep!r}"
+        )
     lr = _get(cfg, "optim.lr")
     if isinstance(lr, str | bool):
         raise expected_number("optim.lr", lr)

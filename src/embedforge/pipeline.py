@@ -26,7 +26,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 import embedforge
 from embedforge import progress
-from embedforge.config import build, validate
+from embedforge.config import KEEP_CHECKPOINTS, build, validate
 from embedforge.data.diagnostics import pair_diagnostics
 from embedforge.data.hard_negatives import mine_for_pipeline
 from embedforge.data.sources import DataSource, holdout_sets
@@ -85,7 +85,28 @@ def train(cfg: DictConfig) -> float:
         result = evaluate(cfg, encoder, train_set.eval_set, shared)
         dims = evaluate_at_dims(cfg, encoder, train_set.eval_set, shared)
     metrics = write_run(cfg, data, train_set, trainer, base, choice, result, clock, dims)
+    prune_checkpoints(
+        Path(trainer.checkpoint_callback.dirpath), cfg.get("keep_checkpoints", "none")
+    )
     return float(metrics.monitor_value)
+
+
+def prune_checkpoints(folder: Path, keep: str) -> None:
+    """After a finished run, delete the checkpoints ``keep_checkpoints`` does not name.
+
+    ``model/`` already holds the shipped weights and a finished run has nothing to resume, so the
+    default ``none`` keeps a sweep's run dirs small (two MiniLM checkpoints: ~540 MB a run).
+    """
+    kept = {p for pattern in KEEP_CHECKPOINTS[keep] for p in folder.glob(pattern)}
+    removed = [p for p in sorted(folder.glob("*.ckpt")) if p not in kept]
+    for p in removed:
+        p.unlink()
+    if removed:
+        log.info(
+            "checkpoints: removed %s (keep_checkpoints=%s; model/ holds the shipped weights)",
+            ", ".join(p.name for p in removed),
+            keep,
+        )
 
 
 class Clock:

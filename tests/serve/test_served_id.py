@@ -31,4 +31,6 @@ def test_startup_line_names_id_variant_and_dimension(tmp_path, monkeypatch, caps
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: served.update(cfg=app))
     assert serve.main([str(run), "--backend", "onnx", "--no-calibrate"]) == 0
     assert served["cfg"].model_name == "embedforge-icd10"
-    assert f"serving embedforge-icd10: int8_fused, dim 384, from {variant}" in capsys.readouterr().out
+    assert (
+        f"serving embedforge-icd10: int8_fused, dim 384, from {variant}" in capsys.readouterr().out
+    )

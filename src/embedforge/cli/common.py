@@ -189,11 +189,16 @@ def check_command_line(args: list[str], path: Path | None = None) -> DictConfig 
         raise EmbedforgeError(f"cannot parse the command line: {str(e).splitlines()[0]}") from None
     path = path or config_dir()
     cfg, groups = _compose(path, [*extra, *args], args)
-    base, _ = _compose(path, [*extra, *(a for a, o in zip(args, overrides) if o.key_or_group in groups)], args)
-    for a, o in zip(args, overrides):
+    base, _ = _compose(
+        path, [*extra, *(a for a, o in zip(args, overrides) if o.key_or_group in groups)], args
+    )
+    for o in overrides:
         if o.key_or_group not in groups and not o.is_delete():
-            _check_type(o.key_or_group, OmegaConf.select(base, o.key_or_group, default=None),
-                        OmegaConf.select(cfg, o.key_or_group, default=None))
+            _check_type(
+                o.key_or_group,
+                OmegaConf.select(base, o.key_or_group, default=None),
+                OmegaConf.select(cfg, o.key_or_group, default=None),
+            )
     validate(cfg)
     return cfg
 
@@ -241,7 +246,9 @@ def _composition_error(e: Exception, path: Path, typed: list[str]) -> str:
         return text.splitlines()[0]
     key = m.group(1)
     try:  # the keys that exist under the other overrides (a group choice changes them)
-        known, groups = _compose(path, [a for a in typed if not a.split("=")[0].lstrip("~+") == key], [])
+        known, groups = _compose(
+            path, [a for a in typed if not a.split("=")[0].lstrip("~+") == key], []
+        )
     except EmbedforgeError:
         known, groups = compose_defaults(), set()
     keys = sorted({*_keys(known), *groups})

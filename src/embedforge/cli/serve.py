@@ -81,7 +81,9 @@ def served_model_id(model: str | Path) -> str:
         if (d / "metrics.json").is_file():
             import json
 
-            return f"embedforge-{json.loads((d / 'metrics.json').read_text()).get('task') or d.name}"
+            return (
+                f"embedforge-{json.loads((d / 'metrics.json').read_text()).get('task') or d.name}"
+            )
     generic = {"model", "onnx", "fp32", "fp32_fused", "int8", "int8_fused"}
     return next((d.name for d in (p, *p.parents) if d.name not in generic), p.name)
 

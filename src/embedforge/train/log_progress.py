@@ -60,5 +60,7 @@ def quiet_lightning() -> None:
         if not any(isinstance(f, _DropText) for f in rank_zero.filters):
             rank_zero.addFilter(_DropText("litlogger"))
     warnings.filterwarnings(
-        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
     )
