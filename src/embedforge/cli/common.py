@@ -214,7 +214,7 @@ def _compose(path: Path, overrides: list[str], typed: list[str]) -> tuple[DictCo
         with initialize_config_dir(config_dir=str(path), version_base="1.3"):
             cfg = compose("train", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:
-        raise EmbedforgeError(_missing_option(e, typed)) from None
+        raise EmbedforgeError(_missing_option(e)) from None
     except ConfigCompositionException as e:
         raise EmbedforgeError(_composition_error(e, path, typed)) from None
     finally:
@@ -225,7 +225,7 @@ def _compose(path: Path, overrides: list[str], typed: list[str]) -> tuple[DictCo
     return cfg, groups
 
 
-def _missing_option(e: Exception, typed: list[str]) -> str:
+def _missing_option(e: Exception) -> str:
     """``loss=nonexistent: no such option; loss options: cosent, cosine, ...``."""
     missing = getattr(e, "missing_cfg_file", None) or ""
     group, _, option = str(missing).rpartition("/")
