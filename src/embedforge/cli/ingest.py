@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None, prog: str = "embedforge ingest") -> int:
         "--chunk-tokens",
         type=int,
         default=None,
-        help=f"max tokens per chunk (default: {d.chunk_tokens}, capped to fit the model:"
-        f" {d.max_seq_length} tokens for the default one)",
+        help=f"max tokens per chunk (default: {d.chunk_tokens}) capped to what the model reads"
+        f" ({d.max_seq_length} tokens for the default model, specials included)",
     )
     ap.add_argument("--overlap", type=int, default=d.overlap_tokens, help="tokens between chunks")
     ap.add_argument("--min-tokens", type=int, default=d.min_tokens, help="shorter chunks dropped")
