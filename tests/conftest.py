@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _SHARED_NAMES = ("SHARED_DATA", "LEGAL", "CUAD", "shared_data", '"shared"')
 _NO_DATA = (
     f"needs the shared datasets at {SHARED_DATA} (a folder beside the checkout holding"
-    " legal-summarization/ and cuad-clause-retrieval/; or set EMBEDFORGE_DATA=DIR): README, Tests"
+    " legal-summarization/ and cuad-clause-retrieval/; or set EMBEDFORGE_DATA=DIR): see README, Quickstart"
 )
 
 
