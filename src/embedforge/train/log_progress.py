@@ -32,7 +32,7 @@ class LogLinesProgress(pl.Callback):
         if not isinstance(total, int | float) or total in (float("inf"),) or total < 1:
             return
         self.reporter = LineReporter("train", "steps", int(total), self.step, self.delay)
-        self.reporter.start = self.done = int(trainer.fit_loop.total_batch_idx)
+        self.reporter.start = self.done = int(trainer.global_step)  # > 0 when resumed
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
