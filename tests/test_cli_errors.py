@@ -88,3 +88,14 @@ def test_a_valid_command_line_composes(compose):
     cfg = check_command_line(["model=tiny", "optim.lr=3e-5", "trainer.devices=auto"])
     assert cfg.optim.lr == 3e-5 and cfg.model.hidden_size == compose("model=tiny").model.hidden_size
     assert check_command_line(["-m", "optim.lr=abc,1e-4"]) is None  # sweeps: each job validates
+
+
+def test_errors_with_your_own_conf_folder_overlaid(tmp_path):
+    """A ``conf/`` in the working directory is composed as Hydra does: first, then the packaged one."""
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    tiny = (ROOT / "conf" / "model" / "tiny.yaml").read_text()
+    (tmp_path / "conf" / "model" / "mine.yaml").write_text(tiny)
+    r = embedforge("train", "model=mine", "optim.lr=abc", cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (2, "error: optim.lr: expected a number, got 'abc'\n")
+    r = embedforge("train", "model=nope", cwd=tmp_path)
+    assert r.returncode == 2 and "model options: bge," in r.stderr and ", mine, " in r.stderr

@@ -178,9 +178,9 @@ def check_command_line(args: list[str], path: Path | None = None) -> DictConfig 
 
     if any(a in _NOT_ONE_JOB or a.startswith("--cfg") for a in args):
         return None
-    extra: list[str] = []
+    extra: Path | None = None  # the packaged folder, searched after the user's own
     if args[:1] == ["--config-dir"]:
-        extra, args = [f"hydra.searchpath=[file://{args[1]}]"], args[2:]
+        extra, args = Path(args[1]), args[2:]
     if any(a.startswith("-") for a in args):
         return None
     try:
@@ -188,9 +188,9 @@ def check_command_line(args: list[str], path: Path | None = None) -> DictConfig 
     except HydraException as e:
         raise EmbedforgeError(f"cannot parse the command line: {str(e).splitlines()[0]}") from None
     path = path or config_dir()
-    cfg, groups = _compose(path, [*extra, *args], args)
+    cfg, groups = _compose(path, extra, args)
     base, _ = _compose(
-        path, [*extra, *(a for a, o in zip(args, overrides) if o.key_or_group in groups)], args
+        path, extra, [a for a, o in zip(args, overrides) if o.key_or_group in groups]
     )
     for o in overrides:
         if o.key_or_group not in groups and not o.is_delete():
@@ -203,20 +203,32 @@ def check_command_line(args: list[str], path: Path | None = None) -> DictConfig 
     return cfg
 
 
-def _compose(path: Path, overrides: list[str], typed: list[str]) -> tuple[DictConfig, set[str]]:
-    """The ``train`` config under ``overrides`` and its group names; Hydra's errors in one line."""
-    from hydra import compose, initialize_config_dir
+def _compose(path: Path, extra: Path | None, overrides: list[str]) -> tuple[DictConfig, set[str]]:
+    """The ``train`` config under ``overrides`` and its group names; Hydra's errors in one line.
+
+    Composed as ``hydra.main`` composes it (``path`` first, ``extra`` as its ``--config-dir``),
+    which Hydra's public compose API cannot do for a folder without ``train.yaml``.
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException, MissingConfigException
+    from hydra.types import RunMode
 
+    search = create_config_search_path(f"file://{path.resolve()}")
+    if extra is not None:
+        search.prepend("command-line", f"file://{extra.resolve()}", SearchPathQuery("schema"))
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(path), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        hydra = Hydra.create_main_hydra2(task_name="embedforge", config_search_path=search)
+        cfg = hydra.compose_config(
+            "train", list(overrides), run_mode=RunMode.RUN, with_log_configuration=False
+        )
     except MissingConfigException as e:
         raise EmbedforgeError(_missing_option(e)) from None
     except ConfigCompositionException as e:
-        raise EmbedforgeError(_composition_error(e, path, typed)) from None
+        raise EmbedforgeError(_composition_error(e, path, extra, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
     groups = set(cfg.hydra.runtime.choices)
@@ -235,7 +247,7 @@ def _missing_option(e: Exception) -> str:
     return str(e).strip().splitlines()[0]
 
 
-def _composition_error(e: Exception, path: Path, typed: list[str]) -> str:
+def _composition_error(e: Exception, path: Path, extra: Path | None, typed: list[str]) -> str:
     """``unknown key trainer.max_step (did you mean trainer.max_steps?)``, or Hydra's first line."""
     import difflib
     import re
@@ -247,7 +259,7 @@ def _composition_error(e: Exception, path: Path, typed: list[str]) -> str:
     key = m.group(1)
     try:  # the keys that exist under the other overrides (a group choice changes them)
         known, groups = _compose(
-            path, [a for a in typed if not a.split("=")[0].lstrip("~+") == key], []
+            path, extra, [a for a in typed if not a.split("=")[0].lstrip("~+") == key]
         )
     except EmbedforgeError:
         known, groups = compose_defaults(), set()
