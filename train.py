@@ -3,7 +3,11 @@
 The same as ``embedforge train`` (``src/embedforge/cli/train.py``), for a checkout.
 """
 
-from embedforge.cli.train import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from embedforge.cli import stage_main
+
+main = stage_main("train")
+
+if __name__ == "__main__" and (code := main()):  # in-process callers (runpy) see no exit on success
+    sys.exit(code)

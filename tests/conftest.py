@@ -18,6 +18,36 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+#: what a test module (or its folder's conftest) names when it reads the shared datasets
+_SHARED_NAMES = ("SHARED_DATA", "LEGAL", "CUAD", "shared_data", '"shared"')
+_NO_DATA = (
+    f"needs the shared datasets at {SHARED_DATA} (a folder beside the checkout holding"
+    " legal-summarization/ and cuad-clause-retrieval/; or set EMBEDFORGE_DATA=DIR): see README, Quickstart"
+)
+
+
+def _reads_shared_data(module: Path) -> bool:
+    texts = [module.read_text()]
+    if (module.parent / "conftest.py").is_file() and module.parent != ROOT / "tests":
+        texts.append((module.parent / "conftest.py").read_text())
+    return any(name in text for text in texts for name in _SHARED_NAMES)
+
+
+def pytest_report_header(config) -> str:
+    found = "found" if SHARED_DATA.is_dir() else "MISSING, the tests that read them are skipped"
+    return f"shared datasets {SHARED_DATA}: {found}"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Without the shared datasets, the tests that read them skip with a reason saying where."""
+    if SHARED_DATA.is_dir():
+        return
+    reads: dict[Path, bool] = {}
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.name != "conftest.py" and reads.setdefault(path, _reads_shared_data(path)):
+            item.add_marker(pytest.mark.skip(reason=_NO_DATA))
+
 
 @pytest.fixture(scope="module")
 def single_torch_thread():

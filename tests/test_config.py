@@ -63,7 +63,7 @@ def test_every_option_composes_and_its_keys_are_constructor_arguments(compose, g
     for opt in options(group):
         extra = []
         if group == "data" and opt in {"beir", "pairs", "folder"}:
-            extra = ["data.path=/some/dir"]
+            extra = [f"data.path={ROOT}"]  # validate checks that it exists
         cfg = compose(f"{group}={opt}", *extra)
         validate(cfg)
         nodes = cfg[group].values() if group == "callbacks" else [cfg[group]]
@@ -159,7 +159,12 @@ def test_trainer_args_pass_through(compose):
         (["data.length_grouping=true"], "data.length_grouping"),
         (["data.length_grouping=eight"], "data.length_grouping"),
         (
-            ["data=beir", "data.path=x", "data.group_negatives=1", "data.hard_negatives.num=2"],
+            [
+                "data=beir",
+                f"data.path={ROOT}",
+                "data.group_negatives=1",
+                "data.hard_negatives.num=2",
+            ],
             "choose one source of negatives",
         ),
         (["data.hard_negatives.method=sparse"], "data.hard_negatives.method"),

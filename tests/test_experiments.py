@@ -157,6 +157,7 @@ def run_tiny_sweep(root: Path) -> Path:
         *overrides,
         "loss=mnrl,triplet",
         "optim.lr=1e-3,2.0",
+        "keep_checkpoints=last",  # test_reproduce.py compares them
         f"hydra.sweep.dir={sweep}",
     ]
     torch.set_num_threads(1)

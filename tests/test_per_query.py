@@ -112,3 +112,41 @@ def test_without_matplotlib_the_evidence_is_written_without_the_picture(tmp_path
 
     section = "\n".join(changes_markdown(changes))
     assert "1 queries better" in section and "no baseline" not in section and "![" not in section
+
+
+def _captured(monkeypatch) -> list:
+    """Figures handed to ``save_figure`` (written as usual), to read what they show."""
+    import embedforge.plots as plots
+
+    figures, save = [], plots.save_figure
+
+    def keep(fig, path):
+        figures.append([(ax.get_title(), [t.get_text() for t in ax.get_xticklabels()],
+                         [t.get_text() for t in ax.get_yticklabels()],
+                         ax.get_legend_handles_labels()[1]) for ax in fig.axes])  # fmt: skip
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    monkeypatch.setattr("embedforge.per_query.save_figure", keep)
+    return figures
+
+
+def test_run_plot_counts_better_same_worse_instead_of_box_plots(tmp_path, monkeypatch):
+    figures = _captured(monkeypatch)
+    queries = {f"q{i}": f"query {i}" for i in range(8)}
+    eval_set = RetrievalSet({}, queries, {q: {"d": 1} for q in queries})
+    base = _result({q: {"ndcg@10": 0.5, "recall@5": 0.5} for q in queries})
+    moves = [0.4, -0.3, 0.1, 0.0, -0.5, 0.2, 0.0, -0.1]
+    tuned = _result({q: {"ndcg@10": 0.5 + d, "recall@5": 0.5} for q, d in zip(queries, moves)})
+    write_per_query(tmp_path, eval_set, base, tuned)
+    (_, (title, _, metrics, legend)) = figures[-1]
+    assert "queries per metric" in title and legend == ["better", "same", "worse"]
+    assert metrics == ["ndcg@10", "recall@5"]
+
+
+def test_runs_plot_sorted_deltas_with_counts(evidence, tmp_path, monkeypatch):
+    figures = _captured(monkeypatch)
+    _, run = evidence
+    plot_runs([run], ["loss=triplet"], tmp_path / "runs.png")
+    ((_, _, _, legend),) = figures[-1]
+    assert legend == ["loss=triplet: +3 =2 -3"]

@@ -225,3 +225,21 @@ def test_reproduce_refuses_a_run_without_metrics(sweep, capsys):
 
     assert reproduce.main([str(sweep / "10")]) == 2
     assert "no metrics.json" in capsys.readouterr().err
+
+
+def test_compare_plot_names_runs_by_the_overrides_as_typed(sweep, tmp_path, monkeypatch):
+    import compare_runs
+
+    import embedforge.plots as plots
+
+    labels, save = [], plots.save_figure
+
+    def keep(fig, path):
+        labels.extend(t.get_text() for t in fig.axes[0].get_xticklabels())
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    assert compare_runs.main([str(sweep), "--plot", str(tmp_path / "bar.png")]) == 0
+    assert labels == ["loss=mnrl optim.lr=0.0001", "loss=mnrl optim.lr=1e-05",
+                      "loss=triplet optim.lr=1e-05"]  # fmt: skip
+    assert not any("_target_" in label for label in labels)

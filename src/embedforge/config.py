@@ -8,7 +8,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.metrics import EMPTY_QUERIES, parse_metric
-from embedforge.eval.retrieval import EVAL_BACKENDS
 from embedforge.eval.ship import SHIP_METRIC
 
 
@@ -83,6 +82,9 @@ def check_trusted(cfg: DictConfig, where: str | Path, trust: bool = False) -> No
         )
 
 
+#: ``keep_checkpoints``: which of ``checkpoints/{best,last}.ckpt`` a finished run keeps
+KEEP_CHECKPOINTS = {"none": (), "best": ("best.ckpt",), "last": ("last.ckpt",), "all": ("*.ckpt",)}
+
 PRECISIONS = {"32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"}
 
 
@@ -91,12 +93,16 @@ def _get(cfg: DictConfig, key: str, default=None):
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`EmbedforgeError` on the first contradictory or invalid setting."""
+    """Raise :class:`EmbedforgeError` on the first contradictory or invalid setting.
+
+    The checks that need no torch (paths, numbers, names) run before those that build objects.
+    """
+    _validate_paths(cfg)
+    _validate_schedule(cfg)
     _validate_eval(cfg)
     _validate_model(cfg)
     _validate_batches(cfg)
     _validate_data(cfg)
-    _validate_schedule(cfg)
 
 
 def _validate_eval(cfg: DictConfig) -> None:
@@ -121,6 +127,8 @@ def _validate_eval(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"eval.empty_queries must be one of {list(EMPTY_QUERIES)}, got {empty!r}"
         )
+    from embedforge.eval.retrieval import EVAL_BACKENDS
+
     backend = _get(cfg, "eval.backend", "torch")
     if backend not in EVAL_BACKENDS:
         raise EmbedforgeError(f"eval.backend must be one of {list(EVAL_BACKENDS)}, got {backend!r}")
@@ -232,9 +240,41 @@ def _validate_data(cfg: DictConfig) -> None:
         )
 
 
+#: the data keys naming an input file or folder (``???`` = required by the chosen ``data=``)
+PATH_KEYS = ("data.path", "data.eval_path", "data.pairs_path")
+
+
+def _validate_paths(cfg: DictConfig) -> None:
+    """Every input path the data config names exists (checked before any model loads)."""
+    from pathlib import Path
+
+    for key in PATH_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        node = _get(cfg, parent)
+        if node is None or leaf not in node.keys():
+            continue
+        if OmegaConf.is_missing(node, leaf):
+            raise EmbedforgeError(f"{key} is required: add {key}=/path/to/your/data")
+        value = node[leaf]
+        if value and not Path(str(value)).expanduser().exists():
+            raise EmbedforgeError(f"{key}: no such file or folder: {value}")
+
+
+def expected_number(key: str, value) -> EmbedforgeError:
+    """The one-line error for a setting that must be a number (``optim.lr=abc``)."""
+    return EmbedforgeError(f"{key}: expected a number, got {value!r}")
+
+
 def _validate_schedule(cfg: DictConfig) -> None:
-    """Learning rate and training length."""
+    """Learning rate, training length and the checkpoints kept."""
+    keep = _get(cfg, "keep_checkpoints", "none")
+    if keep not in KEEP_CHECKPOINTS:
+        raise EmbedforgeError(
+            f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {keep!r}"
+        )
     lr = _get(cfg, "optim.lr")
+    if isinstance(lr, str | bool):
+        raise expected_number("optim.lr", lr)
     if lr is not None and not (0 < float(lr) < 1):
         raise EmbedforgeError(f"optim.lr must be in (0, 1), got {lr!r}")
     if _get(cfg, "trainer.max_steps", -1) in (0,) and _get(cfg, "trainer.max_epochs", 1) in (0,):

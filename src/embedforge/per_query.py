@@ -77,45 +77,69 @@ def _moved(row: dict[str, Any], metric: str) -> dict[str, Any]:
     }
 
 
+def _counts(deltas: list[float], eps: float = 1e-9) -> tuple[int, int, int]:
+    """(better, same, worse): how many queries rose, stayed, fell."""
+    better = sum(d > eps for d in deltas)
+    worse = sum(d < -eps for d in deltas)
+    return better, len(deltas) - better - worse, worse
+
+
 def plot_run(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Baseline vs fine-tuned mean per metric (left) and each metric's per-query deltas (right)."""
+    """Baseline vs fine-tuned mean per metric (left) and, per metric, how many queries got better,
+    stayed the same or got worse (right): most queries often do not move, which a box plot of
+    the deltas hides (its box collapses onto a line)."""
     plt = pyplot()
     metrics = list(rows[0]["finetuned"])
     base = [sum(r["baseline"][m] for r in rows) / len(rows) for m in metrics]
     tuned = [sum(r["finetuned"][m] for r in rows) / len(rows) for m in metrics]
-    deltas = [[r["finetuned"][m] - r["baseline"][m] for r in rows] for m in metrics]
-    fig, (ax_mean, ax_delta) = plt.subplots(1, 2, figsize=(11, 4))
+    counts = [_counts([r["finetuned"][m] - r["baseline"][m] for r in rows]) for m in metrics]
+    fig, (ax_mean, ax_count) = plt.subplots(1, 2, figsize=(11, 4))
     x = range(len(metrics))
     ax_mean.bar([i - 0.2 for i in x], base, width=0.4, label="baseline")
     ax_mean.bar([i + 0.2 for i in x], tuned, width=0.4, label="fine-tuned")
     ax_mean.set_xticks(list(x), metrics, rotation=30, ha="right")
     ax_mean.set(title=f"mean over {len(rows)} queries", ylim=(0, 1))
     ax_mean.legend()
-    ax_delta.boxplot(deltas)
-    ax_delta.set_xticks([i + 1 for i in x], metrics, rotation=30, ha="right")
-    ax_delta.axhline(0, color="grey", lw=0.8)
-    ax_delta.set(title="per-query delta (fine-tuned - baseline)")
+    left = [0] * len(metrics)
+    for k, (label, color) in enumerate(
+        [("better", "tab:green"), ("same", "lightgrey"), ("worse", "tab:red")]
+    ):
+        n = [c[k] for c in counts]
+        bars = ax_count.barh(list(x), n, left=left, color=color, label=label)
+        ax_count.bar_label(bars, labels=[str(v) if v else "" for v in n], label_type="center")
+        left = [a + b for a, b in zip(left, n)]
+    ax_count.set_yticks(list(x), metrics)
+    ax_count.invert_yaxis()
+    ax_count.set(title="queries per metric: fine-tuned vs baseline", xlabel="queries")
+    ax_count.legend(loc="lower right", fontsize=8)
     return save_figure(fig, path)
 
 
 def plot_runs(
     run_dirs: list[Path], names: list[str], path: Path, metric: str = SHIP_METRIC
 ) -> Path:
-    """Several runs on one chart: the distribution of each run's per-query ``metric`` delta."""
+    """Several runs on one chart: each run's per-query ``metric`` deltas sorted, worst to best
+    (where the curve crosses 0 and how far it climbs; the legend counts better/same/worse)."""
     plt = pyplot()
-    deltas = []
-    for run in run_dirs:
-        rows = (
-            read_jsonl(Path(run) / PER_QUERY_FILE) if (Path(run) / PER_QUERY_FILE).is_file() else []
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for run, name in zip(run_dirs, names):
+        file = Path(run) / PER_QUERY_FILE
+        rows = read_jsonl(file) if file.is_file() else []
+        deltas = sorted(
+            r["finetuned"][metric] - r["baseline"][metric] for r in rows if r.get("baseline")
         )
-        deltas.append(
-            [r["finetuned"][metric] - r["baseline"][metric] for r in rows if r.get("baseline")]
-        )
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(run_dirs) + 2), 4))
-    ax.boxplot([d or [float("nan")] for d in deltas])
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
+        if not deltas:
+            continue
+        better, same, worse = _counts(deltas)
+        xs = [i / max(1, len(deltas) - 1) for i in range(len(deltas))]
+        ax.plot(xs, deltas, label=f"{name}: +{better} ={same} -{worse}")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(ylabel=f"per-query {metric} delta", title=f"per-query {metric} change by run")
+    ax.set(
+        xlabel="queries, sorted by change (fraction)",
+        ylabel=f"per-query {metric} delta",
+        title=f"per-query {metric} change by run (+better =same -worse)",
+    )
+    ax.legend(fontsize=7, loc="upper left")
     return save_figure(fig, path)
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,11 +26,11 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 import embedforge
 from embedforge import progress
-from embedforge.config import build, validate
+from embedforge.config import KEEP_CHECKPOINTS, build, validate
 from embedforge.data.diagnostics import pair_diagnostics
 from embedforge.data.hard_negatives import mine_for_pipeline
 from embedforge.data.sources import DataSource, holdout_sets
-from embedforge.data.validation import DEV_SPLIT
+from embedforge.data.validation import DEV_SPLIT, GENERATED_EVAL_NOTE, HELD_OUT_SYNTHETIC
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
 from embedforge.eval.matryoshka import TruncatedEncoder, evaluate_dims
@@ -48,6 +49,7 @@ from embedforge.secrets import redacted_container
 from embedforge.tracking import WandbRunLogger, finishes_wandb
 from embedforge.train.datamodule import PairDataModule, equal_negatives, token_lengths
 from embedforge.train.distributed import launch_rank_zero
+from embedforge.train.log_progress import LogLinesProgress, quiet_lightning
 from embedforge.train.module import ContrastiveModule
 from embedforge.train.wise import WiseCurve, wise_select
 from embedforge.types import Pair
@@ -88,7 +90,28 @@ def run_stages(cfg: DictConfig) -> float:
         result = evaluate(cfg, encoder, train_set.eval_set, shared)
         dims = evaluate_at_dims(cfg, encoder, train_set.eval_set, shared)
     metrics = write_run(cfg, data, train_set, trainer, base, choice, result, clock, dims)
+    prune_checkpoints(
+        Path(trainer.checkpoint_callback.dirpath), cfg.get("keep_checkpoints", "none")
+    )
     return float(metrics.monitor_value)
+
+
+def prune_checkpoints(folder: Path, keep: str) -> None:
+    """After a finished run, delete the checkpoints ``keep_checkpoints`` does not name.
+
+    ``model/`` already holds the shipped weights and a finished run has nothing to resume, so the
+    default ``none`` keeps a sweep's run dirs small (two MiniLM checkpoints: ~540 MB a run).
+    """
+    kept = {p for pattern in KEEP_CHECKPOINTS[keep] for p in folder.glob(pattern)}
+    removed = [p for p in sorted(folder.glob("*.ckpt")) if p not in kept]
+    for p in removed:
+        p.unlink()
+    if removed:
+        log.info(
+            "checkpoints: removed %s (keep_checkpoints=%s; model/ holds the shipped weights)",
+            ", ".join(p.name for p in removed),
+            keep,
+        )
 
 
 class Clock:
@@ -302,7 +325,9 @@ def build_module(cfg: DictConfig, encoder: Encoder, val_set: RetrievalSet) -> Co
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """``cfg.trainer`` with the logger (``cfg.logger``) and callbacks (``cfg.callbacks``) it names;
-    ``progress: false`` also turns off Lightning's progress bar."""
+    ``progress: false`` also turns off Lightning's progress bar, and off a terminal the bar is a
+    log line per 10 % (:class:`LogLinesProgress`)."""
+    quiet_lightning()
     node = cfg.get("logger")
     logger = build(node) if node and "_target_" in node else False
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -314,6 +339,8 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
             " (conf/callbacks/default.yaml)"
         )
     quiet = {} if progress.is_enabled() else {"enable_progress_bar": False}
+    if progress.is_enabled() and not sys.stderr.isatty() and cfg.trainer.get("enable_progress_bar"):
+        quiet, callbacks = {"enable_progress_bar": False}, [*callbacks, LogLinesProgress()]
     return build(
         cfg.trainer,
         logger=logger,
@@ -626,7 +653,8 @@ def write_run(
     shown = f"{metrics.finetuned[SHIP_METRIC]:.4f}"
     if metrics.baseline:
         shown = f"{metrics.baseline[SHIP_METRIC]:.4f} -> {shown} ({metrics.ship_gain:+.4f})"
-    log.info("%s %s; report: %s", SHIP_METRIC, shown, run_dir / "report.md")
+    note = f" ({metrics.eval_note})" if metrics.eval_note else ""
+    log.info("%s %s%s; report: %s", SHIP_METRIC, shown, note, run_dir / "report.md")
     return metrics
 
 
@@ -647,12 +675,18 @@ def run_metrics(
     min_gain = float(cfg.ship.min_gain)
     encoder: Encoder = trainer.lightning_module.encoder
     steps, n_pairs = int(trainer.global_step), len(train_set.pairs)
+    generated = train_set.eval_set.info.get("kind") == HELD_OUT_SYNTHETIC
+    per_epoch = trainer.num_training_batches  # optimizer steps per pass (one per batch)
+    if not isinstance(per_epoch, int) or per_epoch < 1:
+        per_epoch = max(1, -(-n_pairs // data.batch_size))
+    queries = f"{result.n_queries} {'generated' if generated else 'real'} queries"
     return RunMetrics(
         task=cfg.task,
         baseline=baseline,
         finetuned=finetuned,
         delta=delta,
         eval_split=train_set.eval_set.info.get("split", "held-out"),
+        eval_note=GENERATED_EVAL_NOTE if generated else None,
         n_queries=result.n_queries,
         n_skipped=result.n_skipped,
         empty_queries=cfg.eval.empty_queries,
@@ -667,7 +701,11 @@ def run_metrics(
         selected=choice.selected,
         val=choice.val,
         wise=choice.wise.to_dict() if choice.wise else None,
-        ship={"min_gain": min_gain, "passed": passes(delta.get(SHIP_METRIC, 0.0), min_gain)},
+        ship={
+            "min_gain": min_gain,
+            "passed": passes(delta.get(SHIP_METRIC, 0.0), min_gain),
+            "gated_on": f"{SHIP_METRIC} of {queries} ({train_set.eval_set.name})",
+        },
         eval_set=train_set.eval_set.summary(),
         val_set=train_set.val_set.summary(),
         data=data.summary(),
@@ -676,9 +714,10 @@ def run_metrics(
             "loss": cfg.loss._target_.rsplit(".", 1)[-1],
             "batch_size": data.batch_size,
             "steps": steps,
-            "epochs_completed": int(trainer.current_epoch),
-            # passes over the training pairs actually made (max_steps can stop mid-epoch)
-            "epochs": round(steps * data.batch_size / max(1, n_pairs), 3),
+            # passes over the training pairs actually made (max_steps can stop mid-epoch), and
+            # how many of them were whole: 0.298 and 0, 2.0 and 2
+            "epochs": round(steps / per_epoch, 3),
+            "epochs_completed": steps // per_epoch,
             "lr": cfg.optim.get("lr"),
             "precision": str(cfg.trainer.precision),
             "max_seq_length": encoder.max_seq_length,

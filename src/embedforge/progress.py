@@ -60,26 +60,44 @@ def track(
     return _log_lines(items, desc, unit, total, step, delay)
 
 
+class LineReporter:
+    """One log line each time ``done`` crosses another ``step`` of ``total`` (and at the end), with
+    rate and ETA, none before ``delay`` seconds: what :func:`track` and the training progress
+    (:class:`embedforge.train.log_progress.LogLinesProgress`) write when stderr is not a terminal."""
+
+    def __init__(
+        self, desc: str, unit: str, total: int, step: float = 0.1, delay: float = 2.0
+    ) -> None:
+        self.desc, self.unit, self.total, self.delay = desc, unit, total, delay
+        self.every = max(1, round(total * step))
+        self.t0 = time.perf_counter()
+        self.start = 0  # ``done`` when counting began (a resumed run starts part-way)
+        self.logged = False
+
+    def update(self, done: int, extra: str = "") -> None:
+        """Report ``done`` of ``total`` if it completes a step; ``extra`` ends the line."""
+        if done % self.every and done != self.total:
+            return
+        elapsed = time.perf_counter() - self.t0
+        if elapsed < self.delay and not self.logged:
+            return
+        rate = (done - self.start) / elapsed if elapsed > 0 else float("inf")
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        log.info(
+            "%s: %3d%% (%d/%d %s) %.1f %s/s, ETA %s%s",
+            self.desc, 100 * done // self.total, done, self.total, self.unit, rate, self.unit,
+            _hms(eta), extra,
+        )  # fmt: skip
+        self.logged = True
+
+
 def _log_lines(
     items: Iterable[T], desc: str, unit: str, total: int, step: float, delay: float
 ) -> Iterator[T]:
-    t0 = time.perf_counter()
-    every = max(1, round(total * step))
-    logged = False
+    reporter = LineReporter(desc, unit, total, step, delay)
     for done, item in enumerate(items, 1):
         yield item
-        if done % every and done != total:
-            continue
-        elapsed = time.perf_counter() - t0
-        if elapsed < delay and not logged:
-            continue
-        rate = done / elapsed if elapsed > 0 else float("inf")
-        eta = (total - done) / rate if rate > 0 else 0.0
-        log.info(
-            "%s: %3d%% (%d/%d %s) %.1f %s/s, ETA %s",
-            desc, 100 * done // total, done, total, unit, rate, unit, _hms(eta),
-        )  # fmt: skip
-        logged = True
+        reporter.update(done)
 
 
 def _hms(seconds: float) -> str:

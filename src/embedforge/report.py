@@ -12,6 +12,8 @@ from embedforge.runs import RunMetrics
 def write_report(run_dir: Path, m: RunMetrics) -> Path:
     """Write ``run_dir/report.md``: results, the shipped model and the gate, data, training, time."""
     lines = [f"# embedforge run: {m.task}", ""]
+    if m.eval_note:  # the headline says what the numbers below can and cannot say
+        lines += [f"**{m.eval_note[0].upper()}{m.eval_note[1:]}.**", ""]
     lines += _results(m)
     lines += _dims(m)
     if m.per_query is not None:
@@ -28,11 +30,12 @@ def write_report(run_dir: Path, m: RunMetrics) -> Path:
 
 
 def _results(m: RunMetrics) -> list[str]:
-    how = "scored 0, as BEIR" if m.empty_queries == "zero" else "left out of the mean"
+    how = "scored 0, as BEIR" if m.empty_queries == "zero" else "not scored"
     empty = f"; {m.n_skipped} without a relevant document, {how}" if m.n_skipped else ""
+    kind = "generated " if m.eval_note else ""
     lines = [
-        f"Eval set **{m.eval_set['name']}** ({m.n_queries} queries in the mean{empty},"
-        f" {m.n_docs} documents searched){_backend(m)}.",
+        f"Eval set **{m.eval_set['name']}**: {m.n_queries} {kind}queries scored, each metric"
+        f" their mean{empty}; {m.n_docs} documents searched{_backend(m)}.",
         "",
         "| metric | baseline | fine-tuned | delta |",
         "|---|---:|---:|---:|",
@@ -42,11 +45,16 @@ def _results(m: RunMetrics) -> list[str]:
             f"| {k} | {m.baseline.get(k, float('nan')):.4f} | {m.finetuned[k]:.4f}"
             f" | {m.delta.get(k, 0):+.4f} |"
         )
-    best = m.val["best"] if m.val["best"] is not None else float("nan")
+    best = (
+        f"best checkpoint {m.val['best']:.4f}"
+        if m.val.get("best") is not None
+        else "no validation ran during training (trainer.max_steps below"
+        " trainer.val_check_interval), so no best checkpoint"
+    )
     lines += [
         "",
         f"Model shipped as `model/`: **{m.selected}** (validation {m.monitor}: base"
-        f" {m.val['base']:.4f}, best checkpoint {best:.4f}, last {m.val['last']:.4f}).",
+        f" {m.val['base']:.4f}, {best}, last {m.val['last']:.4f}).",
         "",
     ]
     if m.wise:
@@ -58,9 +66,11 @@ def _results(m: RunMetrics) -> list[str]:
             "",
         ]
     verdict = "pass" if m.ship["passed"] else "FAIL (export will refuse without --force)"
+    gated = m.ship.get("gated_on") or f"{SHIP_METRIC} on the eval set"
     lines += [
-        f"Ship gate: {SHIP_METRIC.upper()} gain {m.ship_gain:+.4f} vs"
-        f" required {m.ship['min_gain']:+.4f}: **{verdict}**.",
+        f"Ship gate on {gated}: gain {m.ship_gain:+.4f} vs required"
+        f" {m.ship['min_gain']:+.4f}: **{verdict}**"
+        + (" (generated queries only: not evidence on real ones)." if m.eval_note else "."),
         "",
     ]
     return lines

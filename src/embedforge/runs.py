@@ -85,7 +85,9 @@ class RunMetrics:
         finetuned: metrics of the shipped model on the same eval set.
         delta: ``finetuned - baseline`` per metric.
         eval_split: the reported split (``held-out`` when held out of the pairs).
-        n_queries / n_skipped / n_docs: queries in the mean, queries without a relevant doc, docs
+        eval_note: set when the eval queries were generated from the documents (no labelled
+            queries): what the numbers can and cannot say; None for real queries.
+        n_queries / n_skipped / n_docs: queries scored (the metrics are their mean), queries without a relevant doc, docs
             searched.
         empty_queries: how queries without a relevant doc counted: ``zero`` (BEIR) or ``skip``
             (left out of the mean; runs written before this field).
@@ -100,7 +102,7 @@ class RunMetrics:
         val: the monitored value of the ``base``, ``best`` checkpoint and ``last`` weights.
         wise: with ``eval.wise_alphas``, the weight-interpolation curve (``alphas``, their ``val``,
             the chosen ``alpha`` and ``value``, the fine-tuned ``endpoint``), else None.
-        ship: ``{"min_gain", "passed"}``: the ship gate's verdict.
+        ship: ``{"min_gain", "passed", "gated_on"}``: the ship gate's verdict and what it compared.
         eval_set / val_set / data: summaries of the eval set, validation set and data source.
         training: model, loss, batch size, steps, epochs, lr, precision, max_seq_length.
         seconds: wall time per stage.
@@ -118,6 +120,7 @@ class RunMetrics:
     finetuned: dict[str, float] = field(default_factory=dict)
     delta: dict[str, float] = field(default_factory=dict)
     eval_split: str = "held-out"
+    eval_note: str | None = None
     n_queries: int = 0
     n_skipped: int = 0
     empty_queries: str = "skip"

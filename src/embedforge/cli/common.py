@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from embedforge import progress
 from embedforge.errors import EmbedforgeError
@@ -151,6 +151,151 @@ def hydra_args(argv: list[str] | None) -> tuple[Path, list[str]]:
         raise EmbedforgeError(f"config folder not found: {overlay.resolve()}")
     # Hydra's --config-dir is searched after the primary folder: the packaged one goes there
     return overlay.resolve(), ["--config-dir", str(packaged), *args]
+
+
+# typed overrides whose packaged default is a number but that also take a word (``devices=auto``)
+WORD_OK = {"trainer.devices", "trainer.num_nodes", "trainer.max_time"}
+# arguments after which Hydra does something else than run one job: no pre-check
+_NOT_ONE_JOB = {"-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "-i"}
+
+
+def check_command_line(args: list[str], path: Path | None = None) -> DictConfig | None:
+    """Compose and validate the config ``args`` name, before any model or torch is loaded.
+
+    Hydra's own messages for a mistyped key ("to append use +key", the wrong fix) or a missing
+    group option (buried in search-path noise) become one line each, and a typed value of the
+    wrong type (``optim.lr=abc``) or a missing path fails here, in seconds, instead of after the
+    model loaded. Sweeps (``-m``) and Hydra's informational flags are left to Hydra.
+
+    Args:
+        args: the Hydra command line as :func:`hydra_args` returns it (``--config-dir`` first).
+        path: the primary config folder (default: the packaged one).
+
+    Returns:
+        The composed config, or None when the command line is not a single job.
+
+    Raises:
+        EmbedforgeError: the first problem, as one line.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from embedforge.config import validate
+
+    if any(a in _NOT_ONE_JOB or a.startswith("--cfg") for a in args):
+        return None
+    extra: Path | None = None  # the packaged folder, searched after the user's own
+    if args[:1] == ["--config-dir"]:
+        extra, args = Path(args[1]), args[2:]
+    if any(a.startswith("-") for a in args):
+        return None
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except HydraException as e:
+        raise EmbedforgeError(f"cannot parse the command line: {str(e).splitlines()[0]}") from None
+    path = path or config_dir()
+    cfg, groups = _compose(path, extra, args)
+    base, _ = _compose(
+        path, extra, [a for a, o in zip(args, overrides) if o.key_or_group in groups]
+    )
+    for o in overrides:
+        if o.key_or_group not in groups and not o.is_delete():
+            _check_type(
+                o.key_or_group,
+                OmegaConf.select(base, o.key_or_group, default=None),
+                OmegaConf.select(cfg, o.key_or_group, default=None),
+            )
+    validate(cfg)
+    return cfg
+
+
+def _compose(path: Path, extra: Path | None, overrides: list[str]) -> tuple[DictConfig, set[str]]:
+    """The ``train`` config under ``overrides`` and its group names; Hydra's errors in one line.
+
+    Composed as ``hydra.main`` composes it (``path`` first, ``extra`` as its ``--config-dir``),
+    which Hydra's public compose API cannot do for a folder without ``train.yaml``.
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from hydra.types import RunMode
+
+    search = create_config_search_path(f"file://{path.resolve()}")
+    if extra is not None:
+        search.prepend("command-line", f"file://{extra.resolve()}", SearchPathQuery("schema"))
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2(task_name="embedforge", config_search_path=search)
+        cfg = hydra.compose_config(
+            "train", list(overrides), run_mode=RunMode.RUN, with_log_configuration=False
+        )
+    except MissingConfigException as e:
+        raise EmbedforgeError(_missing_option(e)) from None
+    except ConfigCompositionException as e:
+        raise EmbedforgeError(_composition_error(e, path, extra, overrides)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    groups = set(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, groups
+
+
+def _missing_option(e: Exception) -> str:
+    """``loss=nonexistent: no such option; loss options: cosent, cosine, ...``."""
+    missing = getattr(e, "missing_cfg_file", None) or ""
+    group, _, option = str(missing).rpartition("/")
+    options = list(getattr(e, "options", None) or [])
+    if group and options:
+        return f"{group}={option}: no such option; {group} options: {', '.join(options)}"
+    return str(e).strip().splitlines()[0]
+
+
+def _composition_error(e: Exception, path: Path, extra: Path | None, typed: list[str]) -> str:
+    """``unknown key trainer.max_step (did you mean trainer.max_steps?)``, or Hydra's first line."""
+    import difflib
+    import re
+
+    text = str(e).strip()
+    m = re.search(r"Could not override '([^']+)'", text)
+    if not m:
+        return text.splitlines()[0]
+    key = m.group(1)
+    try:  # the keys that exist under the other overrides (a group choice changes them)
+        known, groups = _compose(
+            path, extra, [a for a in typed if not a.split("=")[0].lstrip("~+") == key]
+        )
+    except EmbedforgeError:
+        known, groups = compose_defaults(), set()
+    keys = sorted({*_keys(known), *groups})
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}?" if close else f"to add a new key write +{key}=VALUE"
+    return f"unknown key {key} ({hint})"
+
+
+def _keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config, intermediate nodes included (values not resolved)."""
+    out: list[str] = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            key = f"{prefix}{k}"
+            out.append(key)
+            out += _keys(node._get_node(k), key + ".")
+    return out
+
+
+def _check_type(key: str, default: Any, value: Any) -> None:
+    """A typed value must have its default's kind: a number for a number, true/false for a flag."""
+    if not isinstance(value, str) or value.startswith("${") or key in WORD_OK:
+        return
+    if isinstance(default, bool):
+        raise EmbedforgeError(f"{key}: expected true or false, got {value!r}")
+    if isinstance(default, int | float):
+        from embedforge.config import expected_number
+
+        raise expected_number(key, value)
 
 
 def run_hydra(task: Callable[[DictConfig], Any], argv: list[str] | None, prog: str) -> None:

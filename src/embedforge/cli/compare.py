@@ -28,6 +28,7 @@ from embedforge.runs import (
     short_names,
     sort_runs,
     table_rows,
+    varying_overrides,
 )
 
 
@@ -37,8 +38,18 @@ def _label(key: str, value: Any) -> str:
     return f"{key.rsplit('.', 1)[-1]}={value}"
 
 
-def plot(rows: list[dict[str, Any]], keys: list[str], metric: str, path: str) -> Path:
-    """Metric vs the varied parameter when exactly one numeric key varies, else a bar chart."""
+def plot(
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    metric: str,
+    path: str,
+    typed: list[str] | None = None,
+) -> Path:
+    """Metric vs the varied parameter when exactly one numeric key varies, else a bar chart.
+
+    ``typed``: each row's overrides as the user typed them (``model=tiny``), minus those shared by
+    every run; the bars are named by them, else by the differing config keys.
+    """
     from embedforge.plots import pyplot, save_figure
 
     plt = pyplot()
@@ -56,8 +67,9 @@ def plot(rows: list[dict[str, Any]], keys: list[str], metric: str, path: str) ->
         ax.set_xlabel(keys[0])
         ax.legend()
     else:
+        by_run = dict(zip((r["run"] for r in rows), typed or [""] * len(rows)))
         labels = [
-            ", ".join(_label(k, r.get(k)) for k in keys) or name
+            by_run[r["run"]] or ", ".join(_label(k, r.get(k)) for k in keys) or name
             for r, name in zip(ok, short_names([r["run"] for r in ok]))
         ]
         ax.bar(range(len(ok)), [r[ft] for r in ok], label="fine-tuned")
@@ -131,12 +143,13 @@ def main(argv: list[str] | None = None, prog: str = "embedforge compare") -> int
     if "-" not in (args.json, args.csv):
         print(markdown_table(rows), end="")
         print(f"\n{len(runs)} runs; differing keys: {', '.join(keys) or '(none)'}")
+    typed = [" ".join(o) for o in varying_overrides(runs)]  # as the user typed them
     if args.plot:
-        print(f"plot: {plot(rows, keys, args.metric, args.plot)}", file=sys.stderr)
+        print(f"plot: {plot(rows, keys, args.metric, args.plot, typed)}", file=sys.stderr)
     if args.plot_per_query:
         from embedforge.per_query import plot_runs
 
-        names = short_names([str(r.path) for r in runs])
+        names = [t or n for t, n in zip(typed, short_names([str(r.path) for r in runs]))]
         out = plot_runs([r.path for r in runs], names, args.plot_per_query, args.metric)
         print(f"plot: {out}", file=sys.stderr)
     return 1 if broken else 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from embedforge import progress
-from embedforge.cli.common import require_for_config, run_hydra
+from embedforge.cli.common import check_command_line, hydra_args, require_for_config, run_hydra
 from embedforge.errors import EmbedforgeError
 
 
@@ -61,6 +61,8 @@ def task(cfg: DictConfig) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "embedforge generate") -> int:
-    """Run :func:`task` under Hydra with ``argv`` (default: ``sys.argv[1:]``)."""
+    """Run :func:`task` under Hydra with ``argv`` (default: ``sys.argv[1:]``), the command line
+    checked first (:func:`check_command_line`)."""
+    check_command_line(*reversed(hydra_args(argv)))
     run_hydra(task, argv, prog)
     return 0

@@ -4,8 +4,10 @@
         [--model packaged:all-MiniLM-L6-v2|tiny|<dir or hub id>] [--near-dup 0.9]
         [--max-file-mb 100] [--force]
 
-Defaults come from conf/data/folder.yaml. Prints a summary; a rerun with the same files, settings
-and tokenizer reuses the output.
+Defaults come from conf/data/folder.yaml, with chunks capped to what the model reads, as
+``train data=folder`` caps them (254 tokens for the default all-MiniLM-L6-v2). Prints a summary; a
+rerun with the same files, settings and tokenizer reuses the output. Train on the chunks:
+``embedforge train data=folder data.path=DIR/chunks.jsonl``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ def main(argv: list[str] | None = None, prog: str = "embedforge ingest") -> int:
         "path", help="folder (recursive) or file: .txt .md .html .pdf .docx .jsonl .csv"
     )
     ap.add_argument("--out", required=True, help="output directory")
-    ap.add_argument("--chunk-tokens", type=int, default=d.chunk_tokens, help="max tokens per chunk")
+    ap.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=None,
+        help=f"max tokens per chunk (default: {d.chunk_tokens}) capped to what the model reads"
+        f" ({d.max_seq_length} tokens for the default model, specials included)",
+    )
     ap.add_argument("--overlap", type=int, default=d.overlap_tokens, help="tokens between chunks")
     ap.add_argument("--min-tokens", type=int, default=d.min_tokens, help="shorter chunks dropped")
     ap.add_argument("--model", default=d.tokenizer, help="whose tokenizer counts tokens")
@@ -49,6 +57,16 @@ def main(argv: list[str] | None = None, prog: str = "embedforge ingest") -> int:
         tokenizer = Encoder.tiny().model.tokenizer
     else:
         tokenizer = load_tokenizer(args.model)
+    if args.chunk_tokens is None:  # as data=folder does: the config's size, capped to the model
+        from embedforge.data.folder import FolderSource
+
+        length = d.max_seq_length if args.model == d.tokenizer else None
+        if args.model == "tiny":
+            length = compose_defaults("data=folder", "model=tiny").data.max_seq_length
+        source = FolderSource(
+            args.path, chunk_tokens=d.chunk_tokens, max_seq_length=length, doc_prefix=d.doc_prefix
+        )
+        args.chunk_tokens = source.effective_chunk_tokens(tokenizer)
     _, report = ingest(
         args.path, tokenizer, chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap,
         min_tokens=args.min_tokens, out_dir=args.out, near_dup_threshold=args.near_dup,

@@ -92,6 +92,21 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return ap
 
 
+def served_model_id(model: str | Path) -> str:
+    """``embedforge-<task>`` for a model inside a run dir (its ``metrics.json``), else the model
+    dir's name, skipping the generic ones an export writes (``onnx``, ``int8_fused``, ``model``)."""
+    p = Path(model).expanduser().resolve()
+    for d in (p, *p.parents[:3]):
+        if (d / "metrics.json").is_file():
+            import json
+
+            return (
+                f"embedforge-{json.loads((d / 'metrics.json').read_text()).get('task') or d.name}"
+            )
+    generic = {"model", "onnx", "fp32", "fp32_fused", "int8", "int8_fused"}
+    return next((d.name for d in (p, *p.parents) if d.name not in generic), p.name)
+
+
 def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
     """Parse ``argv``, load the model and serve until SIGINT/SIGTERM; returns the exit code."""
     from embedforge.serve.config import ServeConfig
@@ -116,7 +131,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
         max_queue=args.max_queue,
         max_inputs=args.max_inputs,
         max_chars=args.max_chars,
-        model_name=args.model_name or Path(args.model).resolve().name,
+        model_name=args.model_name or served_model_id(args.model),
         truncate=args.truncate,
         api_key=args.api_key or None,
         request_timeout_s=args.request_timeout,
@@ -129,6 +144,9 @@ def main(argv: list[str] | None = None, prog: str = "embedforge serve") -> int:
         header_timeout_s=args.header_timeout,
         max_connections=args.max_connections,
     )
+    served = Path(getattr(backend.encoder, "model_dir", args.model)).resolve()  # onnx: the variant
+    variant = served.name if args.backend == "onnx" else "torch"
+    print(f"serving {cfg.model_name}: {variant}, dim {backend.dim}, from {served}", flush=True)
     app = create_app(backend, cfg)
     # uvicorn handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then the app's
     # lifespan drains the batcher.

@@ -14,7 +14,7 @@ import sys
 from omegaconf import DictConfig
 
 from embedforge import progress
-from embedforge.cli.common import require_for_config, run_hydra
+from embedforge.cli.common import check_command_line, hydra_args, require_for_config, run_hydra
 from embedforge.errors import EmbedforgeError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -51,6 +51,13 @@ def task(cfg: DictConfig) -> float:
 
 
 def main(argv: list[str] | None = None, prog: str = "embedforge train") -> int:
-    """Run ``task`` under Hydra with ``argv`` (default: ``sys.argv[1:]``)."""
+    """Run ``task`` under Hydra with ``argv`` (default: ``sys.argv[1:]``).
+
+    The command line is composed and validated first (:func:`check_command_line`): a bad key,
+    value, option or path is one ``error:`` line in seconds, before torch or a model loads.
+    """
+    cfg = check_command_line(*reversed(hydra_args(argv)))
+    if cfg is not None:
+        require_for_config("train", cfg)
     run_hydra(task, argv, prog)
     return 0

@@ -17,6 +17,7 @@ selection shipped the worse model. The guard, base-model independent where it ca
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import re
@@ -29,6 +30,11 @@ _TOKEN = re.compile(r"[^\W_]+")
 
 #: what validation was (``RetrievalSet.info["kind"]``, reported in metrics.json and report.md)
 DEV_SPLIT, HELD_OUT_REAL, HELD_OUT_SYNTHETIC = "dev split", "held-out real", "held-out synthetic"
+#: what a run reports next to numbers measured on a ``HELD_OUT_SYNTHETIC`` eval set
+GENERATED_EVAL_NOTE = (
+    "measured on queries generated from your documents, not on real queries:"
+    " give data.eval_path for a real number"
+)
 
 
 def _tokens(text: str) -> set[str]:
@@ -101,7 +107,11 @@ def harden(
     """
     from embedforge.eval.retrieval import evaluate
 
-    r = evaluate(encoder, rset, [metric], batch_size, show_progress=False)
+    logging.getLogger("embedforge").info(
+        "validation: scoring %d generated queries with the base model (drops the trivial ones)",
+        len(rset.queries),
+    )
+    r = evaluate(encoder, rset, [metric], batch_size)  # a long encode: it reports progress
     per_q = {q: s[metric] for q, s in r.per_query.items()}
     before = sum(per_q.values()) / max(1, len(per_q))
     guard: dict[str, Any] = {

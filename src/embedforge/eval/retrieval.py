@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from embedforge.eval.metrics import DEFAULT_METRICS, compute_metrics, parse_metric
 
@@ -50,6 +49,8 @@ def search(
     q_emb: np.ndarray, d_emb: np.ndarray, top_k: int, chunk: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by dot product (embeddings are normalized): (indices, scores), each (Q, k)."""
+    import torch  # here, not at the top: commands that only validate or print help stay torch-free
+
     d = torch.from_numpy(d_emb)
     k = min(top_k, d.shape[0])
     idx, val = [], []

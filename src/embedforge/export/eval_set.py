@@ -38,7 +38,8 @@ def subset(rset: RetrievalSet, max_queries: int | None, max_docs: int | None) ->
         keep.setdefault(d)
     full = len(qids) == len(rset.qrels) and len(keep) == len(rset.corpus)
     info = dict(rset.info)
-    if not full:
+    if not full:  # the caps that made this set, not those of the set it was cut from
+        info.update(max_queries=max_queries, max_docs=max_docs)
         info["subset"] = (
             f"{len(qids)}/{len(rset.qrels)} queries, {len(keep)}/{len(rset.corpus)} docs"
             " (all relevant docs of the kept queries + hash-ordered distractors)"

@@ -185,7 +185,9 @@ class OnnxEncoder:
         enc = self._encode(texts)  # once; each batch is padded to its own longest by _feed
         lengths = np.array([len(e.ids) for e in enc], dtype=np.int64)
         batches = token_batches(lengths, batch_size, self.max_seq_length)
-        for idx in track(batches, f"encode {kind}s (onnx)", "batch") if show_progress else batches:
+        for idx in (
+            track(batches, f"encode {kind} texts (onnx)", "batch") if show_progress else batches
+        ):
             (emb,) = self.session.run([OUTPUT_NAME], self._feed([enc[i] for i in idx]))
             out[idx] = emb.astype(np.float32)
         return out

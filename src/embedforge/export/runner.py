@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.metrics import DEFAULT_METRICS
@@ -88,6 +87,8 @@ def _torch_encoder(model_dir: Path):
 
 
 def _speed_torch(model_dir: Path, texts: list[str]) -> dict:
+    import torch  # here: `embedforge export --help` stays torch-free
+
     enc = _torch_encoder(model_dir)
     before = torch.get_num_threads()
 

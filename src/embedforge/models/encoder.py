@@ -387,7 +387,7 @@ class Encoder(nn.Module):
         lengths = mask.sum(1).numpy()
         right = bool(mask[:, -1].sum() <= mask[:, 0].sum())  # padding side, from the mask itself
         batches = token_batches(lengths, batch_size, self.max_seq_length)
-        it = track(batches, f"encode {kind}s", "batch") if show_progress else batches
+        it = track(batches, f"encode {kind} texts", "batch") if show_progress else batches
         try:
             for idx in it:
                 width = max(1, int(lengths[idx].max()))
