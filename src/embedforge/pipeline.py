@@ -69,6 +69,7 @@ def train(cfg: DictConfig) -> float:
     data: DataSource = build(cfg.data)
     with clock("load_model"):  # hard negatives are mined with the base model
         encoder: Encoder = build(cfg.model)
+    encoder.store = build(cfg.embedding_store) if cfg.get("embedding_store") else None
     train_set = build_pairs(cfg, data, encoder, clock)
     module = build_module(cfg, encoder, train_set.val_set)
     module.check_pairs(train_set.pairs)  # a graded loss needs scored pairs: fail before encoding
@@ -387,20 +388,12 @@ def baseline_key(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> s
     code = hashlib.sha256()
     for f in sorted(Path(retrieval.__file__).parent.glob("*.py")) + [Path(models_encoder.__file__)]:
         code.update(f.read_bytes())
-    weights = hashlib.sha256()
-    with torch.no_grad():
-        for name, t in sorted(encoder.state_dict().items()):
-            weights.update(name.encode())
-            t = t.detach().cpu().contiguous()
-            weights.update(
-                t.view(torch.int16 if t.dtype == torch.bfloat16 else t.dtype).numpy().tobytes()
-            )
     return stable_hash(
         embedforge.__version__,
         code.hexdigest(),
         versions(),
         [encoder.query_prefix, encoder.doc_prefix, encoder.max_seq_length, repr(encoder.model)],
-        weights.hexdigest(),
+        encoder.weights_hash(),
         eval_set.corpus,
         eval_set.queries,
         eval_set.qrels,
@@ -605,6 +598,8 @@ def write_run(
     metrics = run_metrics(cfg, data, train_set, trainer, base, choice, result, clock.stop())
     if dims:
         metrics.matryoshka = {"baseline": base.dims, "finetuned": dims}
+    if encoder.store is not None:
+        metrics.encodes = encoder.store.summary()
     metrics.per_query = write_per_query(run_dir, train_set.eval_set, base.result, result)
     metrics.write(run_dir / "metrics.json")
     write_report(run_dir, metrics)

@@ -47,20 +47,46 @@ class EvalResult:
 
 
 def search(
-    q_emb: np.ndarray, d_emb: np.ndarray, top_k: int, chunk: int = 256
+    q_emb: np.ndarray,
+    d_emb: np.ndarray,
+    top_k: int,
+    chunk: int = 256,
+    doc_block: int = 65536,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by dot product (embeddings are normalized): (indices, scores), each (Q, k)."""
-    d = torch.from_numpy(d_emb)
-    k = min(top_k, d.shape[0])
-    idx, val = [], []
-    for s in range(0, q_emb.shape[0], chunk):
-        scores = torch.from_numpy(q_emb[s : s + chunk]) @ d.T  # (chunk, N)
-        v, i = torch.topk(scores, k, dim=1)
-        idx.append(i.numpy())
-        val.append(v.numpy())
-    if not idx:
-        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
-    return np.concatenate(idx), np.concatenate(val)
+    """Exact top-k by dot product (embeddings are normalized): (indices, scores), each (Q, k).
+
+    Documents are scored ``doc_block`` at a time against ``chunk`` queries at a time and a running
+    top-k is kept, so beyond the embeddings (which may be memory maps) the peak is one ``chunk x
+    doc_block`` score block (64 MB by default) plus the (Q, k) result, whatever the corpus size.
+    A corpus of at most ``doc_block`` documents is one block: one top-k over each full row.
+    """
+    n_q, n = q_emb.shape[0], d_emb.shape[0]
+    k = min(top_k, n)
+    best_i = np.zeros((n_q, k), dtype=np.int64)
+    best_v = np.full((n_q, k), -np.inf, dtype=np.float32)
+    for b in range(0, n, doc_block):
+        d = _tensor(d_emb[b : b + doc_block])  # (block, D)
+        kb = min(k, d.shape[0])
+        for s in range(0, n_q, chunk):
+            scores = _tensor(q_emb[s : s + chunk]) @ d.T  # (chunk, block)
+            v, i = torch.topk(scores, kb, dim=1)
+            if b == 0:
+                best_v[s : s + chunk, :kb], best_i[s : s + chunk, :kb] = v.numpy(), i.numpy()
+                continue
+            v = torch.cat([torch.from_numpy(best_v[s : s + chunk]), v], dim=1)  # (chunk, k + kb)
+            i = torch.cat([torch.from_numpy(best_i[s : s + chunk]), i + b], dim=1)
+            v, pos = torch.topk(v, k, dim=1)
+            best_v[s : s + chunk], best_i[s : s + chunk] = (
+                v.numpy(),
+                torch.gather(i, 1, pos).numpy(),
+            )
+    return best_i, best_v
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """float32 tensor over ``a`` (copied only when ``a`` is read-only, e.g. a memory map)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
 def evaluate(
