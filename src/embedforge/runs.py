@@ -103,7 +103,7 @@ class RunMetrics:
             (``eval.matryoshka_dims``): ``{"baseline"|"finetuned": {"<dim>": {metric: value}}}``;
             empty when no dimension was evaluated.
         encodes: the embedding store's counts (``embedding_store``): ``{dir, dtype, by_weights:
-            {fingerprint: {model, kind, texts_encoded, cache_hits, repeats}}}``; None without one.
+            {fingerprint: {model, kinds, texts_encoded, cache_hits, repeats}}}``; None without one.
     """
 
     task: str = ""

@@ -151,3 +151,45 @@ def test_bad_dtype_is_a_one_line_error(tmp_path):
 
     with pytest.raises(EmbedforgeError, match="embedding_store.dtype"):
         EmbeddingStore(tmp_path, dtype="int8")
+
+
+def test_a_run_encodes_each_text_once_per_weights_and_the_next_run_reuses_them(
+    compose, tmp_path, encoded
+):
+    """Issue 24: validation-set building, baseline eval, baseline validation and mining all used
+    to encode the same texts with the base model again; now the counter in metrics.json shows
+    each text encoded once per set of weights, and a second run encodes nothing with them."""
+    import json
+
+    from embedforge.pipeline import train
+    from tests.conftest import LEGAL
+
+    def run(out):
+        cfg = compose(
+            "model=tiny",
+            "trainer=debug",
+            "logger=none",
+            "data=beir",
+            f"data.path={LEGAL}",
+            "data.val_max_docs=100",
+            "data.hard_negatives.num=1",
+            "data.hard_negatives.margin=null",
+            "trainer.max_steps=2",
+            "data.batch_size=4",
+            f"paths.output_dir={out}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        )
+        train(cfg)
+        return json.loads((out / "metrics.json").read_text())["encodes"]
+
+    first = run(tmp_path / "a")
+    assert max(encoded.values()) == 1  # no text twice with one set of weights
+    by_weights = first["by_weights"]
+    assert sum(c["cache_hits"] for c in by_weights.values()) > 0
+    assert sum(c["texts_encoded"] for c in by_weights.values()) == len(encoded)
+    assert first["dir"] == str(tmp_path / "cache" / "embeddings")
+    encoded.clear()
+    second = run(tmp_path / "b")["by_weights"]
+    base = set(first["by_weights"]) & set(second)  # the base model's fingerprints
+    assert base and all(second[f]["texts_encoded"] == 0 for f in base)
+    assert all(second[f]["cache_hits"] > 0 for f in base)

@@ -79,20 +79,21 @@ class EmbeddingStore:
             fingerprint,
             {
                 "model": encoder.name,
-                "kind": kind,
+                "kinds": [],
                 "texts_encoded": 0,
                 "cache_hits": 0,
                 "repeats": 0,
             },
         )
+        if kind not in count["kinds"]:  # query and doc share a fingerprint without prefixes
+            count["kinds"].append(kind)
         keys = text_keys(texts)
         shelf = self._shelf(fingerprint, count)
         rows = shelf.lookup(keys)
         todo = np.flatnonzero(rows < 0)
         if len(todo):
-            first = dict.fromkeys(keys[todo].tolist())  # each missing text once, in input order
-            position = {k: i for i, k in enumerate(keys.tolist())}
-            new = [position[k] for k in first]
+            _, first = np.unique(keys[todo], return_index=True)
+            new = np.sort(todo[first])  # each missing text once, in input order
             emb = encoder.encode_uncached([texts[i] for i in new], kind, batch_size, show_progress)
             shelf.add(keys[new], emb.astype(self.dtype))
             rows = shelf.lookup(keys)
@@ -102,7 +103,7 @@ class EmbeddingStore:
         return shelf.gather(rows, encoder.dim)
 
     def summary(self) -> dict[str, Any]:
-        """Counts per fingerprint: ``{model, kind, texts_encoded, cache_hits, repeats}`` (repeats:
+        """Counts per fingerprint: ``{model, kinds, texts_encoded, cache_hits, repeats}`` (repeats:
         the same text twice in one request, encoded once), plus ``corrupt_shards`` when any."""
         return {"dir": str(self.root), "dtype": self.dtype.name, "by_weights": self.counts}
 
