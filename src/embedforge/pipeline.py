@@ -32,6 +32,7 @@ from embedforge.data.sources import DataSource, holdout_sets
 from embedforge.data.validation import DEV_SPLIT
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
+from embedforge.eval.ann import SearchSettings
 from embedforge.eval.matryoshka import TruncatedEncoder, evaluate_dims
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
@@ -171,7 +172,9 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
     negatives: dict[str, Any] = {}
     if int(data.hard_negatives.get("num", 0) or 0) > 0:
         with clock("mine_negatives"):
-            pairs = mine_for_pipeline(pairs, data, encoder, cfg.seed, stats=negatives)
+            pairs = mine_for_pipeline(
+                pairs, data, encoder, cfg.seed, stats=negatives, search=search_settings(cfg)
+            )
     elif data.group_negatives > 0:
         pairs = data.with_group_negatives(pairs, stats=negatives)
     pairs = equal_negatives(pairs, cfg.seed, stats=negatives)  # one (B, N) shape on every rank
@@ -547,9 +550,17 @@ def evaluate(
         list(cfg.eval.metrics),
         cfg.eval.batch_size,
         empty_queries=cfg.eval.empty_queries,
+        search_settings=search_settings(cfg),
     )
     result.backend = backend
+    if result.search.get("method") != "exact":
+        result.backend = {**backend, "search": result.search}  # how approximate (recall vs exact)
     return result
+
+
+def search_settings(cfg: DictConfig) -> SearchSettings | None:
+    """``cfg.search``: exact search, or FAISS past ``search.approx_above`` documents."""
+    return build(cfg.search) if cfg.get("search") else None
 
 
 def dims_cache(cfg: DictConfig) -> dict | None:

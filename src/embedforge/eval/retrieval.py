@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedforge.eval.ann import SearchSettings, faiss_search, recall_vs_exact
 from embedforge.eval.metrics import DEFAULT_METRICS, compute_metrics, parse_metric
 
 #: what ``eval.backend`` may name: the torch encoder, or its fp32 ONNX export after a parity check
@@ -44,6 +45,7 @@ class EvalResult:
     n_docs: int
     seconds: dict[str, float]
     backend: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)  # exact or FAISS (+ its recall)
 
 
 def search(
@@ -83,6 +85,20 @@ def search(
     return best_i, best_v
 
 
+def retrieve(
+    q_emb: np.ndarray, d_emb: np.ndarray, top_k: int, settings: SearchSettings | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Top-k for evaluation and mining: exact (:func:`search`), or FAISS when the corpus is past
+    ``settings.approx_above`` (:mod:`embedforge.eval.ann`; its recall against exact search on a
+    sample of the queries is measured). Returns (indices, scores, info); a missing hit is -1."""
+    if settings is None or not settings.approximate(d_emb.shape[0]):
+        idx, val = search(q_emb, d_emb, top_k)
+        return idx, val, {"method": "exact", "n_docs": int(d_emb.shape[0])}
+    idx, val, info = faiss_search(q_emb, d_emb, top_k, settings)
+    info.update(recall_vs_exact(q_emb, d_emb, idx, settings))
+    return idx, val, info
+
+
 def _tensor(a: np.ndarray) -> torch.Tensor:
     """float32 tensor over ``a`` (copied only when ``a`` is read-only, e.g. a memory map)."""
     a = np.ascontiguousarray(a, dtype=np.float32)
@@ -98,13 +114,15 @@ def evaluate(
     ignore_identical_ids: bool = True,
     show_progress: bool = True,
     empty_queries: str = "zero",
+    search_settings: SearchSettings | None = None,
 ) -> EvalResult:
     """Encode the corpus once and the judged queries, search exactly, score with trec_eval semantics.
 
     ``top_k`` defaults to the largest k among the metrics. With ``ignore_identical_ids`` a document
     whose id equals the query id is never retrieved (BEIR's convention for self-matches).
     ``empty_queries``: ``zero`` (a judged query without relevant documents scores 0, as BEIR) or
-    ``skip`` (left out of the mean); see :func:`compute_metrics`.
+    ``skip`` (left out of the mean); see :func:`compute_metrics`. ``search_settings``: exact, or
+    FAISS past a corpus size (:func:`retrieve`; recorded in ``EvalResult.search``).
     """
     metrics = list(metrics)
     top_k = top_k or max(parse_metric(m)[1] for m in metrics)
@@ -116,13 +134,13 @@ def evaluate(
     q_emb = encoder.encode([rset.queries[q] for q in qids], "query", batch_size, show_progress)
     t2 = time.perf_counter()
     extra = 1 if ignore_identical_ids else 0
-    idx, val = search(q_emb, d_emb, top_k + extra)
+    idx, val, searched = retrieve(q_emb, d_emb, top_k + extra, search_settings)
     run: dict[str, dict[str, float]] = {}
     for qi, qid in enumerate(qids):
         hits = {
             doc_ids[j]: float(s)
             for j, s in zip(idx[qi], val[qi])
-            if not (extra and doc_ids[j] == qid)
+            if j >= 0 and not (extra and doc_ids[j] == qid)
         }
         run[qid] = dict(list(hits.items())[:top_k])
     qrels = {q: rset.qrels[q] for q in qids}
@@ -135,4 +153,5 @@ def evaluate(
         n_skipped=skipped,
         n_docs=len(doc_ids),
         seconds={"encode_corpus": t1 - t0, "encode_queries": t2 - t1, "search_and_score": t3 - t2},
+        search=searched,
     )
