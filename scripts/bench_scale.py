@@ -146,17 +146,29 @@ def search_child(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
     def vectors():
         rng = np.random.default_rng(0)
+        centers = rng.standard_normal((args.clusters, args.dim), dtype=np.float32)
         d = np.empty((n, args.dim), np.float32)
         for s in range(0, n, 100_000):  # filled in blocks: no float64 copy of the whole
-            block = rng.standard_normal((min(100_000, n - s), args.dim), dtype=np.float32)
-            d[s : s + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+            m = min(100_000, n - s)
+            block = rng.standard_normal((m, args.dim), dtype=np.float32)
+            if args.clusters:  # embeddings cluster by topic; uniform random vectors do not
+                block = block + 2.0 * centers[rng.integers(0, args.clusters, m)]
+            d[s : s + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
         q = d[rng.choice(n, args.queries, replace=False)] + 0.05 * rng.standard_normal(
             (args.queries, args.dim), dtype=np.float32
         )
         return q.astype(np.float32), d
 
     q, d = stage("vectors", vectors, rows)
-    stage("exact_top100", lambda: search(q, d, 100), rows)
+    exact, _ = stage("exact_top100", lambda: search(q, d, 100), rows)
+    try:
+        from embedforge.eval.ann import SearchSettings, faiss_search
+    except ImportError:  # an older checkout
+        return rows
+    settings = SearchSettings(approx_above=0, nprobe=args.nprobe)
+    approx, _, info = stage("approx_top100", lambda: faiss_search(q, d, 100, settings), rows)
+    hits = [len(set(a) & set(b)) / 100 for a, b in zip(approx, exact)]
+    rows["approx"] = {**info, "recall@100": round(float(np.mean(hits)), 4)}
     return rows
 
 
@@ -192,6 +204,12 @@ def table(result: dict[str, Any]) -> str:
             f"\nsearch {int(n):,} x {result['dim']}-d, {result['queries']} queries, exact top-100:"
             f" {e['seconds']} s, peak {e['peak_rss_mb']} MB (vectors {r['vectors']['peak_rss_mb']} MB)"
         )
+        if "approx" in r:
+            a, t = r["approx"], r["approx_top100"]
+            lines.append(
+                f"approximate ({a['index']}, nprobe {a['nprobe']}): {t['seconds']} s"
+                f" (build {a['build_s']} s), peak {t['peak_rss_mb']} MB, recall@100 {a['recall@100']}"
+            )
     return "\n".join(lines)
 
 
@@ -206,6 +224,13 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--nprobe", type=int, default=64, help="FAISS cells searched per query")
+    p.add_argument(
+        "--clusters",
+        type=int,
+        default=1000,
+        help="search vectors around this many centers (0: uniform)",
+    )
     p.add_argument("--cache-dir", default=None, help="embedding store root (default: a temp dir)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--force", action="store_true", help="measure on a busy machine")
@@ -232,6 +257,7 @@ def main() -> None:
         str(args.dim),
     ]
     forwarded += ["--batch-size", str(args.batch_size), "--cache-dir", cache]
+    forwarded += ["--nprobe", str(args.nprobe), "--clusters", str(args.clusters)]
     for flag, sizes, key in [
         ("--child", args.sizes, "sizes"),
         ("--search-child", args.search_sizes, "search"),

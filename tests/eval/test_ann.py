@@ -31,7 +31,7 @@ def test_past_the_threshold_faiss_searches_and_its_recall_is_measured():
     q = d[:300] + 0.01
     settings = SearchSettings(approx_above=1000, nprobe=16, recall_sample=100)
     idx, val, info = retrieve(q, d, 10, settings)
-    assert info["method"] == "faiss" and info["index"] == "IVF253,SQ8" and info["nprobe"] == 16
+    assert info["method"] == "faiss" and info["index"] == "IVF63,SQ8" and info["nprobe"] == 16
     assert info["recall_sample"] == 100 and info["recall@10"] >= 0.9
     assert idx.shape == val.shape == (300, 10)
     exact, _, _ = retrieve(q, d, 10, None)

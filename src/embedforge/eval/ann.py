@@ -2,9 +2,9 @@
 
 Exact search (:func:`embedforge.eval.retrieval.search`) costs ``Q x N`` dot products; past a few
 million documents an inverted-file index answers in a fraction of that. The index is a FAISS
-``index_factory`` string (default ``IVF{nlist},SQ8``: ``nlist = 4 sqrt(N)`` k-means cells, 8-bit
-scalar-quantized vectors, a quarter of the float32 memory), trained on a seeded sample, filled a
-block at a time (the embeddings may be memory maps), searched with ``nprobe`` cells per query.
+``index_factory`` string (default ``IVF{nlist},SQ8``: ``nlist = sqrt(N)`` k-means cells, 8-bit
+scalar-quantized vectors, a quarter of the float32 memory), trained on a seeded sample of 40
+vectors per cell, filled a block at a time (the embeddings may be memory maps), searched with ``nprobe`` cells per query.
 Its recall@k against exact search is measured on a seeded sample of queries every time, so a run
 reports how approximate it was (``metrics.json``: ``eval_backend.*.search``,
 ``hard_negatives.search``). Needs ``pip install 'embedforge[ann]'`` (faiss-cpu).
@@ -30,7 +30,7 @@ class SearchSettings:
         approx_above: corpora with more documents than this are searched with FAISS (None: always
             exact).
         index: FAISS ``index_factory`` string; ``{nlist}`` is replaced by ``nlist``.
-        nlist: inverted-file cells (None: ``4 * sqrt(N)``).
+        nlist: inverted-file cells (None: ``sqrt(N)``).
         nprobe: cells searched per query.
         recall_sample: queries whose approximate top-k is compared with the exact one.
         seed: seeds the training sample and the recall sample.
@@ -59,11 +59,11 @@ def faiss_search(
             " FAISS, which needs: pip install 'embedforge[ann]'"
         ) from None
     n, dim = d_emb.shape
-    nlist = int(settings.nlist or max(1, round(4 * math.sqrt(n))))
+    nlist = int(settings.nlist or max(1, round(math.sqrt(n))))
     t0 = time.perf_counter()
     index = faiss.index_factory(dim, settings.index.format(nlist=nlist), faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(settings.seed)
-    train = np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))
+    train = np.sort(rng.choice(n, min(n, 40 * nlist), replace=False))
     index.train(np.ascontiguousarray(d_emb[train], dtype=np.float32))
     for s in range(0, n, block):
         index.add(np.ascontiguousarray(d_emb[s : s + block], dtype=np.float32))
