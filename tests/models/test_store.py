@@ -61,6 +61,17 @@ def test_a_new_store_on_the_same_folder_reuses_it_the_next_run(encoder, encoded,
     assert max(encoded.values()) == 1
 
 
+def test_a_pickled_store_reopens_its_shards(encoder, encoded, tmp_path):
+    import pickle
+
+    encoder.store = EmbeddingStore(tmp_path)
+    first = np.array(encoder.encode(TEXTS, "doc", show_progress=False))
+    clone = pickle.loads(pickle.dumps(encoder))  # as ddp_spawn hands the module to a process
+    assert len(pickle.dumps(encoder.store)) < 2000  # no embeddings in the pickle
+    np.testing.assert_array_equal(clone.encode(TEXTS, "doc", show_progress=False), first)
+    assert max(encoded.values()) == 1
+
+
 def test_a_text_repeated_in_one_request_is_encoded_once(encoder, encoded, tmp_path):
     encoder.store = EmbeddingStore(tmp_path)
     out = encoder.encode(["same", "other", "same"], "doc", show_progress=False)

@@ -102,6 +102,10 @@ class EmbeddingStore:
         count["cache_hits"] += len(keys) - len(todo)
         return shelf.gather(rows, encoder.dim)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (``ddp_spawn``) without the memory maps: the other process reopens the shards."""
+        return {**self.__dict__, "_shelves": {}}
+
     def summary(self) -> dict[str, Any]:
         """Counts per fingerprint: ``{model, kinds, texts_encoded, cache_hits, repeats}`` (repeats:
         the same text twice in one request, encoded once), plus ``corrupt_shards`` when any."""
