@@ -33,6 +33,7 @@ from embedforge.data.sources import DataSource, holdout_sets
 from embedforge.data.validation import DEV_SPLIT, GENERATED_EVAL_NOTE, HELD_OUT_SYNTHETIC
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
+from embedforge.eval.ann import SearchSettings
 from embedforge.eval.matryoshka import TruncatedEncoder, evaluate_dims
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, passes
@@ -76,6 +77,7 @@ def run_stages(cfg: DictConfig) -> float:
     data: DataSource = build(cfg.data)
     with clock("load_model"):  # hard negatives are mined with the base model
         encoder: Encoder = build(cfg.model)
+    encoder.store = build(cfg.embedding_store) if cfg.get("embedding_store") else None
     train_set = build_pairs(cfg, data, encoder, clock)
     module = build_module(cfg, encoder, train_set.val_set)
     module.check_pairs(train_set.pairs)  # a graded loss needs scored pairs: fail before encoding
@@ -198,7 +200,9 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
     negatives: dict[str, Any] = {}
     if int(data.hard_negatives.get("num", 0) or 0) > 0:
         with clock("mine_negatives"):
-            pairs = mine_for_pipeline(pairs, data, encoder, cfg.seed, stats=negatives)
+            pairs = mine_for_pipeline(
+                pairs, data, encoder, cfg.seed, stats=negatives, search=search_settings(cfg)
+            )
     elif data.group_negatives > 0:
         pairs = data.with_group_negatives(pairs, stats=negatives)
     pairs = equal_negatives(pairs, cfg.seed, stats=negatives)  # one (B, N) shape on every rank
@@ -419,20 +423,12 @@ def baseline_key(cfg: DictConfig, encoder: Encoder, eval_set: RetrievalSet) -> s
     code = hashlib.sha256()
     for f in sorted(Path(retrieval.__file__).parent.glob("*.py")) + [Path(models_encoder.__file__)]:
         code.update(f.read_bytes())
-    weights = hashlib.sha256()
-    with torch.no_grad():
-        for name, t in sorted(encoder.state_dict().items()):
-            weights.update(name.encode())
-            t = t.detach().cpu().contiguous()
-            weights.update(
-                t.view(torch.int16 if t.dtype == torch.bfloat16 else t.dtype).numpy().tobytes()
-            )
     return stable_hash(
         embedforge.__version__,
         code.hexdigest(),
         versions(),
         [encoder.query_prefix, encoder.doc_prefix, encoder.max_seq_length, repr(encoder.model)],
-        weights.hexdigest(),
+        encoder.weights_hash(),
         eval_set.corpus,
         eval_set.queries,
         eval_set.qrels,
@@ -586,9 +582,17 @@ def evaluate(
         list(cfg.eval.metrics),
         cfg.eval.batch_size,
         empty_queries=cfg.eval.empty_queries,
+        search_settings=search_settings(cfg),
     )
     result.backend = backend
+    if result.search.get("method") != "exact":
+        result.backend = {**backend, "search": result.search}  # how approximate (recall vs exact)
     return result
+
+
+def search_settings(cfg: DictConfig) -> SearchSettings | None:
+    """``cfg.search``: exact search, or FAISS past ``search.approx_above`` documents."""
+    return build(cfg.search) if cfg.get("search") else None
 
 
 def dims_cache(cfg: DictConfig) -> dict | None:
@@ -637,6 +641,8 @@ def write_run(
     metrics = run_metrics(cfg, data, train_set, trainer, base, choice, result, clock.stop())
     if dims:
         metrics.matryoshka = {"baseline": base.dims, "finetuned": dims}
+    if encoder.store is not None:
+        metrics.encodes = encoder.store.summary()
     metrics.per_query = write_per_query(run_dir, train_set.eval_set, base.result, result)
     metrics.write(run_dir / "metrics.json")
     write_report(run_dir, metrics)

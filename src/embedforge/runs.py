@@ -113,6 +113,8 @@ class RunMetrics:
         matryoshka: metrics of truncated, renormalized embeddings per dimension
             (``eval.matryoshka_dims``): ``{"baseline"|"finetuned": {"<dim>": {metric: value}}}``;
             empty when no dimension was evaluated.
+        encodes: the embedding store's counts (``embedding_store``): ``{dir, dtype, by_weights:
+            {fingerprint: {model, kinds, texts_encoded, cache_hits, repeats}}}``; None without one.
     """
 
     task: str = ""
@@ -145,6 +147,7 @@ class RunMetrics:
     provenance: dict[str, Any] = field(default_factory=dict)
     per_query: QueryChanges | None = None
     matryoshka: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    encodes: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunMetrics:

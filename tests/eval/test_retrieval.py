@@ -24,6 +24,23 @@ def test_search_exact_topk():
     assert idx.tolist() == [[1, 0]] and np.allclose(val, [[0.9, 0.1]])
 
 
+def test_search_in_document_blocks_equals_one_full_ranking():
+    """Issue 24: documents are scored a block at a time with a running top-k (memory: one block,
+    not (queries x corpus)); the ranking is the full one, including a short last block and a
+    memory-mapped corpus."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((50, 8)).astype(np.float32)
+    d = rng.standard_normal((997, 8)).astype(np.float32)
+    full = np.argsort(-(q @ d.T), axis=1, kind="stable")[:, :20]
+    idx, val = search(q, d, 20, chunk=16, doc_block=100)
+    assert idx.tolist() == full.tolist()
+    np.testing.assert_allclose(val, np.take_along_axis(q @ d.T, full, 1), rtol=1e-5)
+    frozen = d.copy()
+    frozen.flags.writeable = False  # as the embedding store's memory maps are
+    assert search(q, frozen, 20, doc_block=64)[0].tolist() == full.tolist()
+    assert search(q, d[:3], 20, doc_block=2)[0].shape == (50, 3)  # k capped at the corpus size
+
+
 def test_evaluate_known_ranking_and_identical_ids():
     table = {
         "doc a": [1, 0],

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedforge.errors import EmbedforgeError
+from embedforge.eval.ann import SearchSettings
 from embedforge.types import Pair, doc_text
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ def mine_hard_negatives(
     stats: dict[str, Any] | None = None,
     method: str = "dense",
     fill: bool = False,
+    search: SearchSettings | None = None,
 ) -> list[Pair]:
     """Return copies of ``pairs`` with ``"negatives"`` (replacing any existing ones).
 
@@ -67,6 +69,8 @@ def mine_hard_negatives(
             shares a term with few documents under BM25), draw the rest at random from the
             corpus, never a positive or a candidate the window dropped (``filled_random``): the
             pipeline drops pairs without negatives, and a real query must not be lost for that.
+        search: dense ranking is exact, or FAISS past ``search.approx_above`` documents (how,
+            and its recall against exact search: ``stats["search"]``).
     """
     lo, hi = int(rank_window[0]), int(rank_window[1])
     if not 0 <= lo < hi:
@@ -83,7 +87,7 @@ def mine_hard_negatives(
             f"data.hard_negatives.method must be one of {sorted(RANKERS)}, got {method!r}"
         )
     pos_texts, pos_ids = known_positives(pairs, qrels or {})
-    ranker = RANKERS[method](encoder, texts, pairs, batch_size, hi)
+    ranker = RANKERS[method](encoder, texts, pairs, batch_size, hi, search)
 
     def is_positive(query: str, idx: int) -> bool:
         return texts[idx] in pos_texts[query] or (ids is not None and ids[idx] in pos_ids[query])
@@ -112,6 +116,7 @@ def mine_hard_negatives(
         out.append({**p, "negatives": chosen})
     if stats is not None:
         stats.update(counts, pairs=len(out), corpus=len(texts), method=method)
+        stats["search"] = ranker.search_info
     if out_path is not None:
         write_jsonl(out_path, out)
     return out
@@ -131,6 +136,8 @@ def _window_candidates(
     candidates: list[str] = []
     seen: set[str] = set()
     for idx, score in zip(ranked, scores):
+        if idx < 0:  # an approximate search found fewer than k
+            continue
         text = texts[idx]
         if text in seen:
             continue
@@ -188,7 +195,15 @@ class _Embeddings:
     """Dense ranking: the corpus (once), the distinct queries and the positives missing from the
     corpus, embedded with the base model; the top ``k`` of every query found at construction."""
 
-    def __init__(self, encoder: Any, texts: list[str], pairs: list[Pair], batch_size: int, k: int):
+    def __init__(
+        self,
+        encoder: Any,
+        texts: list[str],
+        pairs: list[Pair],
+        batch_size: int,
+        k: int,
+        search: SearchSettings | None = None,
+    ):
         self.docs = encoder.encode(texts, "doc", batch_size)  # (N, D)
         queries = list(dict.fromkeys(p["query"] for p in pairs))
         self.queries = encoder.encode(queries, "query", batch_size)  # (Q, D)
@@ -203,9 +218,9 @@ class _Embeddings:
             else np.zeros((0, self.docs.shape[1]), np.float32)
         )
         self.missing_row = {t: i for i, t in enumerate(missing)}
-        from embedforge.eval.retrieval import search
+        from embedforge.eval.retrieval import retrieve
 
-        self.top, self.scores = search(self.queries, self.docs, k)  # (Q, k)
+        self.top, self.scores, self.search_info = retrieve(self.queries, self.docs, k, search)
 
     def ranked(self, query: str, positive: str) -> tuple[np.ndarray, np.ndarray, float | None]:
         """The query's top-k document indices and scores, and the positive's score."""
@@ -222,7 +237,16 @@ class _BM25:
     stemming). Documents with score 0 (no shared term) are never candidates; no margin applies
     (``ranked`` gives no positive score)."""
 
-    def __init__(self, encoder: Any, texts: list[str], pairs: list[Pair], batch_size: int, k: int):
+    def __init__(
+        self,
+        encoder: Any,
+        texts: list[str],
+        pairs: list[Pair],
+        batch_size: int,
+        k: int,
+        search: SearchSettings | None = None,
+    ):
+        self.search_info = {"method": "bm25", "n_docs": len(texts)}
         try:
             import bm25s
         except ImportError:
@@ -256,13 +280,13 @@ def mine_for_pipeline(
     encoder: Any,
     seed: int,
     stats: dict[str, Any] | None = None,
+    search: SearchSettings | None = None,
 ) -> list[Pair]:
     """Mine with the base model over every document of the source (``data.corpus()``, not the
     generator's sample), as ``data.hard_negatives`` says.
 
     Judged-relevant documents of the source's training split are excluded too (BEIR sources).
-    Exact search holds the corpus embeddings in memory and scores every query against all of
-    them: fine to ~1M documents; beyond that use an approximate index (e.g. FAISS IVF/HNSW).
+    ``search``: exact, or FAISS past ``search.approx_above`` documents (:mod:`embedforge.eval.ann`).
     """
     opts = dict(data.hard_negatives)
     corpus = {str(c["id"]): doc_text(c) for c in data.corpus()}
@@ -280,4 +304,5 @@ def mine_for_pipeline(
         stats=stats,
         method=str(opts.get("method", "dense")),
         fill=bool(opts.get("fill", True)),
+        search=search,
     )

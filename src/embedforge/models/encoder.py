@@ -23,6 +23,7 @@ from torch import nn
 
 from embedforge.buckets import token_batches
 from embedforge.errors import EmbedforgeError
+from embedforge.io import stable_hash
 from embedforge.progress import track
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class Encoder(nn.Module):
         self.doc_prefix = doc_prefix or ""
         self.name = name
         self.model.prompts = {"query": self.query_prefix, "document": self.doc_prefix}
+        #: an :class:`~embedforge.models.store.EmbeddingStore`: ``encode`` asks it first (None: off)
+        self.store = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -359,7 +362,6 @@ class Encoder(nn.Module):
         """Prefix, tokenize and encode with autograd: ``(len(texts), D)``."""
         return self(self.features(texts, kind))
 
-    @torch.no_grad()
     def encode(
         self,
         texts: Sequence[str],
@@ -367,12 +369,29 @@ class Encoder(nn.Module):
         batch_size: int = 64,
         show_progress: bool = True,
     ) -> np.ndarray:
-        """Encode for search (eval mode, no grad), float32 ``(N, D)`` in input order.
+        """Encode for search (eval mode, no grad), float32 ``(N, D)`` in input order: from
+        :attr:`store` when one is set (each text encoded once per :meth:`fingerprint`), else
+        :meth:`encode_uncached`."""
+        if self.store is not None:
+            return self.store.encode(self, texts, kind, batch_size, show_progress)
+        return self.encode_uncached(texts, kind, batch_size, show_progress)
 
-        The texts are tokenized once, sorted by token count and encoded in batches of similar
-        length, each padded only to its own longest text, under a budget of ``batch_size *
-        max_seq_length`` tokens (short texts go in larger batches): see
-        :func:`embedforge.buckets.token_batches`.
+    @torch.no_grad()
+    def encode_uncached(
+        self,
+        texts: Sequence[str],
+        kind: Kind,
+        batch_size: int = 64,
+        show_progress: bool = True,
+        length_chunk: int = 4096,
+    ) -> np.ndarray:
+        """Encode every text (no store), float32 ``(N, D)`` in input order.
+
+        The texts are sorted by token count and encoded in batches of similar length, each padded
+        only to its own longest text, under a budget of ``batch_size * max_seq_length`` tokens
+        (short texts go in larger batches): see :func:`embedforge.buckets.token_batches`. Token
+        counts are taken ``length_chunk`` texts at a time and each batch is tokenized when it is
+        encoded, so no tokenized corpus is ever held (memory: the output plus one batch).
 
         ``show_progress``: report progress (see :mod:`embedforge.progress`; silent when quiet).
         """
@@ -382,20 +401,24 @@ class Encoder(nn.Module):
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        feats = self.model.preprocess(texts)  # once, padded to the longest text of all
-        mask = feats["attention_mask"]
-        lengths = mask.sum(1).numpy()
-        right = bool(mask[:, -1].sum() <= mask[:, 0].sum())  # padding side, from the mask itself
+        lengths = np.concatenate(
+            [
+                self.model.preprocess(texts[s : s + length_chunk])["attention_mask"].sum(1).numpy()
+                for s in range(0, len(texts), length_chunk)
+            ]
+        )
         batches = token_batches(lengths, batch_size, self.max_seq_length)
         it = track(batches, f"encode {kind} texts", "batch") if show_progress else batches
         try:
             for idx in it:
+                feats = self.model.preprocess([texts[i] for i in idx])
+                mask = feats["attention_mask"]
+                right = bool(mask[:, -1].sum() <= mask[:, 0].sum())  # padding side, from the mask
                 width = max(1, int(lengths[idx].max()))
                 cols = slice(0, width) if right else slice(mask.shape[1] - width, None)
-                rows = torch.from_numpy(idx)
                 batch = {
                     k: (
-                        v[rows][:, cols].to(self.device)
+                        v[:, cols].to(self.device)
                         if isinstance(v, torch.Tensor) and v.shape == mask.shape
                         else v
                     )
@@ -405,6 +428,33 @@ class Encoder(nn.Module):
         finally:
             self.train(was_training)
         return out
+
+    def weights_hash(self) -> str:
+        """sha256 of the weights as they are now (every tensor of the state dict, by name)."""
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for name, t in sorted(self.state_dict().items()):
+                h.update(name.encode())
+                t = t.detach().cpu().contiguous()
+                h.update(t.view(torch.int16 if t.dtype == torch.bfloat16 else t.dtype).numpy())
+        return h.hexdigest()
+
+    def fingerprint(self, kind: Kind) -> str:
+        """What an embedding of ``kind`` depends on besides its text: the weights, the modules
+        (pooling, normalization), max length, the prefix, the device and autocast, torch."""
+        device = self.device.type
+        autocast = torch.is_autocast_enabled(device) and str(torch.get_autocast_dtype(device))
+        prefix = self.query_prefix if kind == "query" else self.doc_prefix
+        return stable_hash(
+            self.weights_hash(),
+            repr(self.model),
+            self.max_seq_length,
+            prefix,
+            device,
+            autocast,
+            torch.__version__,
+            n=24,
+        )
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | Path) -> Path:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -71,3 +74,25 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if ws == 1:
         return x
     return _AllGather.apply(x)
+
+
+def encode_sharded(
+    encoder: Any, texts: Sequence[str], kind: str, batch_size: int = 64, show_progress: bool = False
+) -> np.ndarray:
+    """Encode ``texts`` with every rank: each encodes a contiguous share (through its embedding
+    store, if any), then all shares are gathered; every rank returns the whole float32 ``(N, D)``
+    in input order, equal to one process's ``encoder.encode`` (to padding noise, ~1e-7: batches
+    differ). Outside DDP: ``encoder.encode``. Every rank must call it with the same texts."""
+    ws, rank = world()
+    if ws == 1:
+        return encoder.encode(texts, kind, batch_size, show_progress)
+    bounds = np.linspace(0, len(texts), ws + 1).astype(int)
+    sizes = np.diff(bounds)
+    mine = encoder.encode(
+        list(texts[bounds[rank] : bounds[rank + 1]]), kind, batch_size, show_progress
+    )
+    padded = torch.zeros(int(sizes.max()), encoder.dim)  # all_gather needs one shape on every rank
+    padded[: len(mine)] = torch.from_numpy(np.asarray(mine, dtype=np.float32))
+    parts = [torch.empty_like(padded) for _ in range(ws)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)]).numpy()  # (N, D)
