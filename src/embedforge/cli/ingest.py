@@ -33,8 +33,16 @@ def main(argv: list[str] | None = None, prog: str = "embedforge ingest") -> int:
         help=f"max tokens per chunk (default: {d.chunk_tokens}) capped to what the model reads"
         f" ({d.max_seq_length} tokens for the default model, specials included)",
     )
-    ap.add_argument("--overlap", type=int, default=d.overlap_tokens, help="tokens between chunks")
-    ap.add_argument("--min-tokens", type=int, default=d.min_tokens, help="shorter chunks dropped")
+    ap.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help=f"tokens between chunks (default: {d.overlap_tokens}, at most half a chunk)",
+    )
+    ap.add_argument(
+        "--min-tokens", type=int, default=None,
+        help=f"shorter chunks dropped (default: {d.min_tokens}, at most a chunk)",
+    )  # fmt: skip
     ap.add_argument("--model", default=d.tokenizer, help="whose tokenizer counts tokens")
     ap.add_argument(
         "--near-dup", type=float, default=d.near_dup_threshold, help="shingle Jaccard (1 = off)"
@@ -57,19 +65,25 @@ def main(argv: list[str] | None = None, prog: str = "embedforge ingest") -> int:
         tokenizer = Encoder.tiny().model.tokenizer
     else:
         tokenizer = load_tokenizer(args.model)
-    if args.chunk_tokens is None:  # as data=folder does: the config's size, capped to the model
-        from embedforge.data.folder import FolderSource
+    from embedforge.data.folder import FolderSource
 
-        length = d.max_seq_length if args.model == d.tokenizer else None
-        if args.model == "tiny":
-            length = compose_defaults("data=folder", "model=tiny").data.max_seq_length
-        source = FolderSource(
-            args.path, chunk_tokens=d.chunk_tokens, max_seq_length=length, doc_prefix=d.doc_prefix
-        )
-        args.chunk_tokens = source.effective_chunk_tokens(tokenizer)
+    # as data=folder does: the config's sizes, the chunk capped to the model; given flags win
+    length = d.max_seq_length if args.model == d.tokenizer else None
+    if args.model == "tiny":
+        length = compose_defaults("data=folder", "model=tiny").data.max_seq_length
+    source = FolderSource(
+        args.path,
+        chunk_tokens=args.chunk_tokens or d.chunk_tokens,
+        max_seq_length=length if args.chunk_tokens is None else None,
+        doc_prefix=d.doc_prefix,
+        overlap_tokens=d.overlap_tokens,
+        min_tokens=d.min_tokens,
+    )
+    sizes = source.chunking(tokenizer)
+    given = {"overlap_tokens": args.overlap, "min_tokens": args.min_tokens}
+    sizes.update({k: v for k, v in given.items() if v is not None})
     _, report = ingest(
-        args.path, tokenizer, chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap,
-        min_tokens=args.min_tokens, out_dir=args.out, near_dup_threshold=args.near_dup,
+        args.path, tokenizer, **sizes, out_dir=args.out, near_dup_threshold=args.near_dup,
         csv_text_column=args.csv_text_column, force=args.force, max_file_mb=args.max_file_mb,
     )  # fmt: skip
     print("\n".join(summary_lines(report)))

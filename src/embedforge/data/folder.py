@@ -138,14 +138,22 @@ class FolderSource(DataSource):
             )
         return max(8, min(self.chunk_tokens, cap))
 
+    def chunking(self, tokenizer: Any) -> dict[str, int]:
+        """``chunk_tokens`` (:meth:`effective_chunk_tokens`), with ``overlap_tokens`` and
+        ``min_tokens`` capped to fit it: the chunk settings of ``data=folder`` and ``ingest``."""
+        n = self.effective_chunk_tokens(tokenizer)
+        return {
+            "chunk_tokens": n,
+            "overlap_tokens": min(self.overlap_tokens, n // 2),
+            "min_tokens": min(self.min_tokens, n),
+        }
+
     def all_chunks(self) -> list[Chunk]:
         """Every ingested chunk (cached on disk and in memory)."""
         if self._chunks is None:
             tok = load_tokenizer(self.tokenizer_name)
-            n = self.effective_chunk_tokens(tok)
             self._chunks, self.report = ingest(
-                self.path, tok, chunk_tokens=n, overlap_tokens=min(self.overlap_tokens, n // 2),
-                min_tokens=min(self.min_tokens, n), out_dir=self.out_dir,
+                self.path, tok, **self.chunking(tok), out_dir=self.out_dir,
                 near_dup_threshold=self.near_dup_threshold, csv_text_column=self.csv_text_column,
                 max_file_mb=self.max_file_mb,
             )  # fmt: skip
