@@ -102,6 +102,14 @@ def _judged(j: dict) -> list[str]:
         "",
     ]
     lines += delta_table(j["baseline"], j["finetuned"], j["delta"], j.get("significance") or {})
+    if j.get("ship"):
+        ok = "pass" if j["ship"]["passed"] else "FAIL (export and push will refuse without --force)"
+        noise = ", **within noise**" if j["ship"].get("within_noise") else ""
+        lines += [
+            "",
+            f"Ship gate on the judged queries (export and push use these):"
+            f" {SHIP_METRIC.upper()} gain {j['delta'].get(SHIP_METRIC, 0):+.4f}{noise}: **{ok}**.",
+        ]
     need = (j.get("queries_needed") or {}).get(SHIP_METRIC)
     sig = (j.get("significance") or {}).get(SHIP_METRIC) or {}
     if need and not sig.get("significant"):
