@@ -101,21 +101,39 @@ function render() {
   const cur = ol.children[di]; if (cur && cur.scrollIntoView) cur.scrollIntoView({block: "nearest"});
 }
 function saved(text) { $("status").textContent = text || `saved (${view.n_judgements} judgements)`; }
-async function grade(g) {
-  const q = view.queries[qi]; if (!q) return;
-  view = await api("/api/judge", {qid: q.qid, did: q.docs[di].did, grade: g});
-  const nq = view.queries[qi], next = nq.docs.findIndex((d, i) => i > di && d.grade === null);
-  if (next >= 0) di = next;
-  else if (firstOpen(nq) >= 0) di = firstOpen(nq);
-  else if (qi + 1 < view.queries.length) { qi += 1; di = Math.max(0, firstOpen(view.queries[qi])); }
-  saved(); render();
+// requests go one after another; grades show at once (a fast typist never grades the same
+// document twice) and the server's view replaces the local one when no request is pending
+let chain = Promise.resolve(), pending = 0;
+function send(path, body, after) {
+  pending += 1;
+  chain = chain.then(() => api(path, body)).then((v) => {
+    pending -= 1; if (pending === 0) { view = v; if (after) after(); render(); }
+  }, () => { pending -= 1; });
+  return chain;
 }
-async function addQuery(text, passageId) {
-  text = text.trim(); if (!text) return;
-  view = await api("/api/queries", {text: text, passage: passageId || null});
-  const i = view.queries.findIndex((q) => q.text === text.split(/\s+/).join(" "));
-  if (i >= 0) { qi = i; di = Math.max(0, firstOpen(view.queries[i])); }
-  saved("query added"); render();
+function grade(g) {
+  const q = view.queries[qi]; if (!q || !q.docs.length) return;
+  const did = q.docs[di].did;
+  if (q.docs[di].grade === null) view.n_judgements += 1;
+  q.docs[di].grade = g;
+  const next = q.docs.findIndex((d, i) => i > di && d.grade === null);
+  if (next >= 0) di = next;
+  else if (firstOpen(q) >= 0) di = firstOpen(q);
+  else if (qi + 1 < view.queries.length) { qi += 1; di = Math.max(0, firstOpen(view.queries[qi])); }
+  render();
+  send("/api/judge", {qid: q.qid, did: did, grade: g}, () => saved());
+}
+function addQuery(text, passageId) {
+  text = text.trim(); if (!text) return Promise.resolve();
+  return send("/api/queries", {text: text, passage: passageId || null}, () => {
+    const i = view.queries.findIndex((q) => q.text === text.split(/\s+/).join(" "));
+    if (i >= 0) { qi = i; di = Math.max(0, firstOpen(view.queries[i])); }
+    saved("query added");
+  });
+}
+function goTo(qid, did) {
+  const i = view.queries.findIndex((q) => q.qid === qid); if (i < 0) return resume();
+  qi = i; di = Math.max(0, view.queries[i].docs.findIndex((d) => d.did === did));
 }
 async function showPassage() {
   passage = await api("/api/passage"); $("passage").hidden = false;
@@ -149,7 +167,7 @@ document.addEventListener("keydown", (e) => {
   else if (e.key === "k" && q) { di = Math.max(di - 1, 0); render(); }
   else if (e.key === "n" && qi + 1 < view.queries.length) { qi += 1; di = Math.max(0, firstOpen(view.queries[qi])); render(); }
   else if (e.key === "p" && qi > 0) { qi -= 1; di = Math.max(0, firstOpen(view.queries[qi])); render(); }
-  else if (e.key === "u") { api("/api/undo", {}).then((v) => { view = v; resume(); saved("undone"); render(); }); }
+  else if (e.key === "u") { send("/api/undo", {}, () => { if (view.undone) goTo(...view.undone); else resume(); saved("undone"); }); }
   else if (e.key === "/") { e.preventDefault(); $("q").focus(); }
 });
 $("file").addEventListener("change", async (e) => {

@@ -146,17 +146,18 @@ class JudgeSession:
             return self._view()
 
     def undo(self) -> dict[str, Any]:
-        """Take back the last grade (its previous value, or none)."""
+        """Take back the last grade (its previous value, or none); the view's ``undone`` names it."""
         with self.lock:
-            if self.state["history"]:
-                qid, did, previous = self.state["history"].pop()
-                grades = self.state["grades"].setdefault(qid, {})
-                if previous is None:
-                    grades.pop(did, None)
-                else:
-                    grades[did] = previous
-                self._save()
-            return self._view()
+            if not self.state["history"]:
+                return self._view()
+            qid, did, previous = self.state["history"].pop()
+            grades = self.state["grades"].setdefault(qid, {})
+            if previous is None:
+                grades.pop(did, None)
+            else:
+                grades[did] = previous
+            self._save()
+            return {**self._view(), "undone": [qid, did]}
 
     def passage(self) -> dict[str, str]:
         """The next sampled passage (seeded order) no query was written for yet."""
