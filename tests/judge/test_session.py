@@ -149,3 +149,19 @@ def test_corpus_embeddings_are_cached_once_per_model(tiny_run):
     second = JudgeSession(tiny_run, k=3)
     np.testing.assert_array_equal(first.doc_emb["finetuned"], second.doc_emb["finetuned"])
     assert sorted((tiny_run / "judged" / "cache").glob("*.npy")) == cached
+
+
+def test_cli_preloads_queries_scores_and_says_one_line_errors(tiny_run, tmp_path, capsys):
+    from embedforge import cli
+
+    queries = tmp_path / "q.txt"
+    queries.write_text("what about the lease\n\nwhat about the refund\n")
+    assert cli.main(["judge", str(tiny_run), "--queries", str(queries), "--score", "--k", "2"]) == 2
+    err = capsys.readouterr().err  # loaded, nothing judged yet: nothing recorded either
+    assert err.startswith("error: nothing to score yet") and err.count("\n") == 1
+    assert RunMetrics.load(tiny_run / "metrics.json").judged is None
+    rows = read_jsonl(tiny_run / "judged" / "queries.jsonl")
+    assert [r["text"] for r in rows] == ["what about the lease", "what about the refund"]
+    assert cli.main(["judge", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not a run directory" in err and err.count("\n") == 1

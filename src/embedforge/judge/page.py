@@ -141,7 +141,8 @@ async function showPassage() {
 }
 async function score() {
   $("results").innerHTML = "<p>scoring&hellip;</p>";
-  const s = await api("/api/score", {});
+  let s;
+  try { s = await api("/api/score", {}); } catch (err) { $("results").innerHTML = ""; return; }
   const rows = Object.keys(s.finetuned).map((m) => {
     const g = s.significance[m] || {}, need = (s.queries_needed || {})[m];
     const ci = g.low === undefined ? "" : `[${g.low.toFixed(4)}, ${g.high.toFixed(4)}]`;

@@ -161,7 +161,8 @@ class JudgeSession:
 
     def passage(self) -> dict[str, str]:
         """The next sampled passage (seeded order) no query was written for yet."""
-        used = {q["passage"] for q in self.state["queries"] if q.get("passage")}
+        with self.lock:
+            used = {q["passage"] for q in self.state["queries"] if q.get("passage")}
         order = random.Random(self.seed).sample(self.doc_ids, len(self.doc_ids))
         did = next((d for d in order if d not in used), None)
         if did is None:
@@ -248,6 +249,11 @@ class JudgeSession:
             }
             per_system[name] = compute_metrics(run, qrels, metrics, "skip")
         (base, base_pq, skipped), (tuned, tuned_pq, _) = per_system["base"], per_system["finetuned"]
+        if not tuned_pq:
+            raise EmbedforgeError(
+                f"nothing to score yet: none of the {len(qrels)} judged queries has a document"
+                " graded relevant or partly"
+            )
         rows = [{"baseline": base_pq[q], "finetuned": tuned_pq[q]} for q in tuned_pq]
         significance = delta_significance(rows, metrics, seed=self.seed)
         record = {
