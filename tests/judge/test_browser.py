@@ -136,6 +136,9 @@ def test_judge_three_queries_by_keyboard_then_resume(tiny_run, tmp_path):
             _key(driver, "1")
             _wait(driver, lambda d: _docs(d)[0]["grade"] == "2", "third query graded")
             third = {docs[0]["did"]: 2}
+            n = len(expected) + len(second) + len(third)
+            saved = f"saved ({n} judgements)"  # shown once no request is pending
+            _wait(driver, lambda d: d.find_element(By.ID, "status").text == saved, "all saved")
             driver.save_screenshot(str(tmp_path / "judge.png"))
     finally:
         driver.quit()

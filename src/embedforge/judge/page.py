@@ -120,7 +120,7 @@ function grade(g) {
   if (next >= 0) di = next;
   else if (firstOpen(q) >= 0) di = firstOpen(q);
   else if (qi + 1 < view.queries.length) { qi += 1; di = Math.max(0, firstOpen(view.queries[qi])); }
-  render();
+  render(); $("status").textContent = "saving…";
   send("/api/judge", {qid: q.qid, did: did, grade: g}, () => saved());
 }
 function addQuery(text, passageId) {
@@ -142,6 +142,7 @@ async function showPassage() {
 async function score() {
   $("results").innerHTML = "<p>scoring&hellip;</p>";
   let s;
+  await chain;  // every grade made before the click is saved before scoring
   try { s = await api("/api/score", {}); } catch (err) { $("results").innerHTML = ""; return; }
   const rows = Object.keys(s.finetuned).map((m) => {
     const g = s.significance[m] || {}, need = (s.queries_needed || {})[m];
