@@ -95,3 +95,23 @@ def test_gate_says_within_noise_and_refuses_it_when_required():
     )
     assert forced["forced"] and not forced["passed"]
     assert math.isclose(g["gain"], 0.02)
+
+
+def test_a_runs_gate_reads_require_significant_from_its_config():
+    from omegaconf import OmegaConf
+
+    from embedforge.runs import RunMetrics, ship_gate
+
+    noisy = {"delta": 0.02, "low": -0.01, "high": 0.05, "p_value": 0.2, "significant": False}
+    m = RunMetrics(
+        baseline={"ndcg@10": 0.5}, finetuned={"ndcg@10": 0.52}, significance={"ndcg@10": noisy}
+    )
+    lenient = OmegaConf.create({"ship": {"min_gain": 0.01}})
+    assert ship_gate(lenient, m, 0.0)["within_noise"] is True
+    strict = OmegaConf.create({"ship": {"min_gain": 0.01, "require_significant": True}})
+    with pytest.raises(EmbedforgeError, match="within noise.*require_significant"):
+        ship_gate(strict, m, 0.0, where="run")
+    # a judged set, once scored, is what the gate judges
+    m.judged = {"baseline": {"ndcg@10": 0.5}, "finetuned": {"ndcg@10": 0.45}, "significance": {}}
+    with pytest.raises(EmbedforgeError, match="judged"):
+        ship_gate(lenient, m, 0.0)
