@@ -19,7 +19,7 @@ def test_usage_lists_every_stage(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     for name in ["train", "ingest", "generate", "mine", "evaluate", "export", "serve",
-                 "compare", "reproduce", "resume"]:  # fmt: skip
+                 "compare", "reproduce", "resume", "judge"]:  # fmt: skip
         assert f"\n  {name} " in out
 
 
@@ -30,7 +30,8 @@ def test_unknown_command_is_one_line_error(capsys):
 
 
 @pytest.mark.parametrize(
-    "name", ["ingest", "mine", "evaluate", "export", "serve", "compare", "reproduce", "resume"]
+    "name",
+    ["ingest", "mine", "evaluate", "export", "serve", "compare", "reproduce", "resume", "judge"],
 )
 def test_every_argparse_stage_has_help(name, capsys):
     with pytest.raises(SystemExit) as e:

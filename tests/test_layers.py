@@ -116,6 +116,7 @@ FORBIDDEN = {
     ],
     "embedforge.runs": ["embedforge.train", "embedforge.pipeline", "embedforge.export"],
     "embedforge.train": ["embedforge.pipeline", "embedforge.export", "embedforge.generate"],
+    "embedforge.judge": ["embedforge.train", "embedforge.pipeline", "embedforge.export"],
 }
 
 

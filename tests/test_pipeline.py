@@ -74,6 +74,12 @@ def test_end_to_end_tiny_on_legal_summarization(compose, tmp_path):
     assert pq["n_better"] + pq["n_worse"] + pq["n_same"] == 290
     assert (tmp_path / pq["plot"]).stat().st_size > 1000
     assert "## Per-query changes" in (tmp_path / "report.md").read_text()
+    # every delta with its paired 95% interval and test, over the same 290 queries
+    sig = m["significance"]
+    assert set(sig) == SCHEMA and all(s["n"] == 290 for s in sig.values())
+    assert all(s["low"] <= m["delta"][k] <= s["high"] for k, s in sig.items())
+    assert m["ship"]["within_noise"] == (not sig["ndcg@10"]["significant"])
+    assert "| 95% CI (paired bootstrap) |" in (tmp_path / "report.md").read_text()
     # metrics.json is exactly RunMetrics: every key, in order, and nothing else
     from embedforge.runs import RunMetrics
 

@@ -243,3 +243,21 @@ def test_compare_plot_names_runs_by_the_overrides_as_typed(sweep, tmp_path, monk
     assert labels == ["loss=mnrl optim.lr=0.0001", "loss=mnrl optim.lr=1e-05",
                       "loss=triplet optim.lr=1e-05"]  # fmt: skip
     assert not any("_target_" in label for label in labels)
+
+
+def test_compare_shows_the_delta_interval_of_runs_that_have_one(tmp_path, capsys):
+    from embedforge.cli import compare
+
+    old = make_run(tmp_path / "old", 1e-4, "MultipleNegativesRankingLoss", 0.6)
+    new = make_run(tmp_path / "new", 2e-4, "MultipleNegativesRankingLoss", 0.7)
+    m = json.loads((new / "metrics.json").read_text())
+    m["significance"] = {
+        "ndcg@10": {"delta": 0.2, "low": 0.05, "high": 0.31, "p_value": 0.004, "significant": True}
+    }
+    (new / "metrics.json").write_text(json.dumps(m))
+    assert compare.main([str(old), str(new), "--metric", "ndcg@10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| delta ndcg@10 95% CI | delta ndcg@10 p |" in lines[0]
+    row = next(line for line in lines if line.startswith("| new "))
+    assert "| [+0.0500, +0.3100] | 0.0040 |" in row
+    assert "|  |  |" in next(line for line in lines if line.startswith("| old "))  # older run: none

@@ -150,3 +150,32 @@ def test_mode_comes_from_wandbs_own_settings(tmp_path, env, netrc_host, mode):
     )
     assert out.returncode == 0, out.stderr[-1500:]
     assert out.stdout.strip().splitlines()[-1] == mode
+
+
+def test_log_run_puts_each_delta_interval_in_the_summary(tmp_path):
+    from types import SimpleNamespace
+
+    from embedforge.runs import RunMetrics
+    from embedforge.tracking import WandbRunLogger
+
+    run = SimpleNamespace(summary={}, log=lambda *a, **k: None)
+
+    class Fake(WandbRunLogger):
+        experiment = run  # no wandb.init: the summary is all this test reads
+
+    logger = Fake.__new__(Fake)
+    logger.log_model_dir = False
+    sig = {"delta": 0.1, "low": 0.02, "high": 0.18, "p_value": 0.01, "significant": True}
+    m = RunMetrics(
+        baseline={"ndcg@10": 0.5},
+        finetuned={"ndcg@10": 0.6},
+        delta={"ndcg@10": 0.1},
+        selected="last",
+        ship={"passed": True},
+        significance={"ndcg@10": sig},
+    )
+    logger.log_run(m, tmp_path)
+    assert run.summary["final/delta/ndcg@10"] == 0.1
+    assert run.summary["final/delta_ci_low/ndcg@10"] == 0.02
+    assert run.summary["final/delta_ci_high/ndcg@10"] == 0.18
+    assert run.summary["final/delta_p/ndcg@10"] == 0.01

@@ -36,7 +36,8 @@ from embedforge.eval import retrieval
 from embedforge.eval.ann import SearchSettings
 from embedforge.eval.matryoshka import TruncatedEncoder, evaluate_dims
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
-from embedforge.eval.ship import SHIP_METRIC, passes
+from embedforge.eval.ship import SHIP_METRIC, verdict
+from embedforge.eval.significance import delta_significance
 from embedforge.export.eval_backend import eval_encoder
 from embedforge.export.model_card import base_model_info, write_model_card
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
@@ -678,6 +679,12 @@ def run_metrics(
     baseline = _rounded(base.result) if base.result else {}
     finetuned = _rounded(result)
     delta = {k: round(finetuned[k] - baseline[k], 6) for k in finetuned if k in baseline}
+    base_per_query = base.result.per_query if base.result else {}
+    significance = delta_significance(  # paired over the eval queries (per_query.jsonl)
+        [{"baseline": base_per_query.get(q), "finetuned": v} for q, v in result.per_query.items()],
+        list(finetuned),
+        seed=int(cfg.seed),
+    )
     min_gain = float(cfg.ship.min_gain)
     encoder: Encoder = trainer.lightning_module.encoder
     steps, n_pairs = int(trainer.global_step), len(train_set.pairs)
@@ -708,8 +715,12 @@ def run_metrics(
         val=choice.val,
         wise=choice.wise.to_dict() if choice.wise else None,
         ship={
-            "min_gain": min_gain,
-            "passed": passes(delta.get(SHIP_METRIC, 0.0), min_gain),
+            **verdict(
+                delta.get(SHIP_METRIC, 0.0),
+                min_gain,
+                significance.get(SHIP_METRIC),
+                bool(cfg.ship.get("require_significant", False)),
+            ),
             "gated_on": f"{SHIP_METRIC} of {queries} ({train_set.eval_set.name})",
         },
         eval_set=train_set.eval_set.summary(),
@@ -741,6 +752,7 @@ def run_metrics(
             **git_info(),
             "versions": versions(),
         },
+        significance=significance,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from embedforge.eval.ship import SHIP_METRIC
+from embedforge.eval.significance import interval_text
 from embedforge.io import atomic_write_text
 from embedforge.runs import RunMetrics
 
@@ -37,14 +38,8 @@ def _results(m: RunMetrics) -> list[str]:
         f"Eval set **{m.eval_set['name']}**: {m.n_queries} {kind}queries scored, each metric"
         f" their mean{empty}; {m.n_docs} documents searched{_backend(m)}.",
         "",
-        "| metric | baseline | fine-tuned | delta |",
-        "|---|---:|---:|---:|",
     ]
-    for k in m.finetuned:
-        lines.append(
-            f"| {k} | {m.baseline.get(k, float('nan')):.4f} | {m.finetuned[k]:.4f}"
-            f" | {m.delta.get(k, 0):+.4f} |"
-        )
+    lines += delta_table(m.baseline, m.finetuned, m.delta, m.significance)
     best = (
         f"best checkpoint {m.val['best']:.4f}"
         if m.val.get("best") is not None
@@ -67,13 +62,76 @@ def _results(m: RunMetrics) -> list[str]:
         ]
     verdict = "pass" if m.ship["passed"] else "FAIL (export will refuse without --force)"
     gated = m.ship.get("gated_on") or f"{SHIP_METRIC} on the eval set"
+    noise = " The gain is **within noise** (not significant)." if m.ship.get("within_noise") else ""
     lines += [
         f"Ship gate on {gated}: gain {m.ship_gain:+.4f} vs required"
-        f" {m.ship['min_gain']:+.4f}: **{verdict}**"
-        + (" (generated queries only: not evidence on real ones)." if m.eval_note else "."),
+        f" {m.ship['min_gain']:+.4f}"
+        f"{', significance required' if m.ship.get('require_significant') else ''}:"
+        f" **{verdict}**"
+        + (" (generated queries only: not evidence on real ones)." if m.eval_note else ".")
+        + noise,
         "",
     ]
+    return lines + (_judged(m.judged) if m.judged else [])
+
+
+def delta_table(
+    baseline: dict[str, float],
+    finetuned: dict[str, float],
+    delta: dict[str, float],
+    significance: dict[str, dict],
+) -> list[str]:
+    """Baseline / fine-tuned / delta per metric, with the delta's 95% interval and paired p-value
+    (:mod:`embedforge.eval.significance`) where the run has them."""
+    if not significance:
+        lines = ["| metric | baseline | fine-tuned | delta |", "|---|---:|---:|---:|"]
+    else:
+        lines = [
+            "| metric | baseline | fine-tuned | delta | 95% CI (paired bootstrap) | p (paired) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+    for k in finetuned:
+        row = (
+            f"| {k} | {baseline.get(k, float('nan')):.4f} | {finetuned[k]:.4f}"
+            f" | {delta.get(k, 0):+.4f} |"
+        )
+        if significance:
+            s = significance.get(k)
+            row += f" {interval_text(s)} | {s['p_value']:.3g} |" if s else " | |"
+        lines.append(row)
     return lines
+
+
+def _judged(j: dict) -> list[str]:
+    """The person-judged set (``embedforge judge``): what the numbers rest on, with intervals."""
+    lines = [
+        "## Judged queries",
+        "",
+        f"On **{j['n_queries']} queries** judged by a person ({j['n_judgements']} judgements of"
+        f" pooled documents, `judged/`), {j.get('n_scored', j['n_queries'])} with a relevant"
+        " document:",
+        "",
+    ]
+    lines += delta_table(j["baseline"], j["finetuned"], j["delta"], j.get("significance") or {})
+    if j.get("ship"):
+        ok = "pass" if j["ship"]["passed"] else "FAIL (export and push will refuse without --force)"
+        noise = ", **within noise**" if j["ship"].get("within_noise") else ""
+        lines += [
+            "",
+            f"Ship gate on the judged queries (export and push use these):"
+            f" {SHIP_METRIC.upper()} gain {j['delta'].get(SHIP_METRIC, 0):+.4f}{noise}: **{ok}**.",
+        ]
+    need = (j.get("queries_needed") or {}).get(SHIP_METRIC)
+    sig = (j.get("significance") or {}).get(SHIP_METRIC) or {}
+    if need and not sig.get("significant"):
+        more = max(0, need - int(sig.get("n", 0)))
+        lines += [
+            "",
+            f"The {SHIP_METRIC} delta is not significant yet: about **{more} more queries** like"
+            f" these ({need} in all) would make a delta of {sig.get('delta', 0):+.4f} significant"
+            " (80% power, normal approximation with the observed per-query spread).",
+        ]
+    return lines + [""]
 
 
 def _dims(m: RunMetrics) -> list[str]:

@@ -26,7 +26,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from embedforge.errors import EmbedforgeError
-from embedforge.eval.ship import SHIP_METRIC
+from embedforge.eval.ship import SHIP_METRIC, check_quality_gate
+from embedforge.eval.significance import interval_text
 from embedforge.io import write_json
 
 try:
@@ -115,6 +116,14 @@ class RunMetrics:
             empty when no dimension was evaluated.
         encodes: the embedding store's counts (``embedding_store``): ``{dir, dtype, by_weights:
             {fingerprint: {model, kinds, texts_encoded, cache_hits, repeats}}}``; None without one.
+        significance: per metric, the uncertainty of its ``delta`` over the eval queries
+            (:func:`embedforge.eval.significance.paired_delta`: ``delta``, 95% ``low``/``high``
+            from a paired bootstrap, ``p_value`` of a paired randomization test, ``significant``,
+            ``n``, ``std``); empty without a baseline or in runs written before it.
+        judged: the person-judged set of ``embedforge judge`` (``judged/``), once scored: ``n_queries``,
+            ``n_judgements``, ``baseline``, ``finetuned``, ``delta``, ``significance`` and
+            ``queries_needed`` (per metric: queries that would make the observed delta significant);
+            None until judged. The ship gate uses it when present.
     """
 
     task: str = ""
@@ -148,6 +157,8 @@ class RunMetrics:
     per_query: QueryChanges | None = None
     matryoshka: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     encodes: dict[str, Any] | None = None
+    significance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    judged: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunMetrics:
@@ -181,6 +192,27 @@ class RunMetrics:
     def ship_gain(self) -> float:
         """The ``SHIP_METRIC`` delta (0 without a baseline)."""
         return float(self.delta.get(SHIP_METRIC, 0.0))
+
+    def ship_evidence(self) -> dict[str, Any]:
+        """What the ship gate judges: the person-judged set when there is one, else the eval set.
+
+        Returns:
+            ``{"on": "judged"|"eval", "baseline", "finetuned", "significance"}``.
+        """
+        if self.judged and self.judged.get("finetuned"):
+            j = self.judged
+            return {
+                "on": "judged",
+                "baseline": j.get("baseline") or {},
+                "finetuned": j["finetuned"],
+                "significance": j.get("significance") or {},
+            }
+        return {
+            "on": "eval",
+            "baseline": self.baseline,
+            "finetuned": self.finetuned,
+            "significance": self.significance,
+        }
 
 
 @dataclass
@@ -283,6 +315,34 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, RunMetrics | None]:
     metrics_path = run / "metrics.json"
     metrics = RunMetrics.load(metrics_path) if metrics_path.is_file() else None
     return cfg, metrics
+
+
+def ship_gate(
+    cfg: DictConfig,
+    metrics: RunMetrics | None,
+    min_gain: float,
+    force: bool = False,
+    where: str = "run",
+    action: str = "export",
+) -> dict[str, Any]:
+    """The ship gate of a saved run (:func:`~embedforge.eval.ship.check_quality_gate`) on its
+    :meth:`RunMetrics.ship_evidence`, with the run's ``ship.min_gain`` (else ``min_gain``) and
+    ``ship.require_significant``."""
+    ship = cfg.get("ship") if cfg is not None else None
+    if ship is not None and "min_gain" in ship:
+        min_gain = float(ship.min_gain)
+    ev = metrics.ship_evidence() if metrics else {}
+    return check_quality_gate(
+        ev.get("baseline"),
+        ev.get("finetuned"),
+        min_gain,
+        force,
+        where=where,
+        action=action,
+        significance=(ev.get("significance") or {}).get(SHIP_METRIC),
+        require_significant=bool(ship.get("require_significant", False)) if ship else False,
+        on=ev.get("on", "eval"),
+    )
 
 
 def run_eval_set(
@@ -408,8 +468,11 @@ def table_rows(
             f"baseline {metric}": r.metric("baseline", metric),
             f"finetuned {metric}": r.metric("finetuned", metric),
             f"delta {metric}": r.metric("delta", metric),
-            "seconds": r.seconds,
         }
+        if r.metrics.significance.get(metric):  # runs written before intervals have none
+            row[f"delta {metric} 95% CI"] = interval_text(r.metrics.significance[metric])
+            row[f"delta {metric} p"] = r.metrics.significance[metric]["p_value"]
+        row["seconds"] = r.seconds
         for k in keys:
             row[k] = r.config.get(k)
         if r.error:

@@ -106,6 +106,9 @@ class WandbRunLogger(WandbLogger):
             {f"final/baseline/{k}": v for k, v in m.baseline.items()}
             | {f"final/finetuned/{k}": v for k, v in m.finetuned.items()}
             | {f"final/delta/{k}": v for k, v in m.delta.items()}
+            | {f"final/delta_ci_low/{k}": s["low"] for k, s in m.significance.items()}
+            | {f"final/delta_ci_high/{k}": s["high"] for k, s in m.significance.items()}
+            | {f"final/delta_p/{k}": s["p_value"] for k, s in m.significance.items()}
             | {"final/selected": m.selected, "final/ship_passed": bool(m.ship.get("passed"))}
         )
         media: dict[str, Any] = {}

@@ -28,8 +28,11 @@ def test_model_card_has_metrics_table_data_config_and_loads(tiny_dir, tmp_path):
         },
     )
     text = path.read_text()
-    assert "| ndcg@10 | 0.5000 | 0.5500 | +0.0500 |" in text
+    assert "| ndcg@10 | 0.5000 | 0.5500 | +0.0500 |\n" in text  # a run without intervals
     assert "| recall@5 | 0.4000 | 0.4700 | +0.0700 |" in text
+    metrics.significance = {"ndcg@10": {"low": 0.01, "high": 0.09, "p_value": 0.02}}
+    with_ci = write_model_card(tmp_path / "card", {"metrics": metrics}).read_text()
+    assert "| ndcg@10 | 0.5000 | 0.5500 | +0.0500 | [+0.0100, +0.0900] |" in with_ci
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in text
     assert "2707 queries" in text and "1234" in text and "name_or_path: packaged" in text
     assert "encode_query" in text and 'backend="onnx"' in text and "embeddings.create" in text

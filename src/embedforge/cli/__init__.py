@@ -23,6 +23,7 @@ COMMANDS = {
     "evaluate": "metrics of any model on a BEIR dataset",
     "export": "ONNX fp32 + int8 with parity and retrieval checks",
     "serve": "OpenAI-compatible embeddings server with micro-batching",
+    "judge": "judge a run blind in the browser: pooled base vs fine-tuned results -> judged qrels",
     "compare": "table of runs sorted by the monitored metric, with the keys that differ",
     "reproduce": "re-run a run from its saved config and diff the metrics",
     "resume": "continue an interrupted run from its last checkpoint",

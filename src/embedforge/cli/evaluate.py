@@ -1,13 +1,15 @@
 """Evaluate a model on a BEIR dataset: ``embedforge evaluate MODEL --data DIR [--split test]``.
 
 MODEL is a SentenceTransformer directory (e.g. ``outputs/<task>/<time>/model``), a hub id, or
-``packaged:all-MiniLM-L6-v2``. Prints the metrics as JSON (and writes them with ``--out``).
+``packaged:all-MiniLM-L6-v2``. ``--data`` is a BEIR directory, or a run directory judged with
+``embedforge judge`` (its ``judged/`` set). Prints the metrics as JSON (and writes them with ``--out``).
 Split, eval corpus, caps, metrics, batch size and max length default to the config.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from embedforge.cli.common import compose_defaults, parse, parser
 
@@ -17,7 +19,9 @@ def main(argv: list[str] | None = None, prog: str = "embedforge evaluate") -> in
     cfg = compose_defaults("data=beir")
     ap = parser(prog, __doc__)
     ap.add_argument("model")
-    ap.add_argument("--data", required=True, help="BEIR dataset directory")
+    ap.add_argument(
+        "--data", required=True, help="BEIR dataset directory, or a judged run dir (RUN/judged)"
+    )
     ap.add_argument("--split", default=cfg.data.eval_split)
     ap.add_argument("--eval-corpus", default=cfg.data.eval_corpus, choices=["all", "same_group"])
     ap.add_argument("--max-queries", type=int, default=cfg.data.eval_max_queries)
@@ -40,8 +44,11 @@ def main(argv: list[str] | None = None, prog: str = "embedforge evaluate") -> in
         doc_prefix=args.doc_prefix,
         max_seq_length=args.max_seq_length,
     )
+    data = Path(args.data)
+    if (data / "judged" / "qrels").is_dir():  # a judged run: its person-judged queries
+        data = data / "judged"
     src = BeirSource(
-        args.data,
+        str(data),
         eval_split=args.split,
         val_split=None,
         eval_corpus=args.eval_corpus,

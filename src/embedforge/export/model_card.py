@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from embedforge.eval.metrics import DEFAULT_METRICS
+from embedforge.eval.significance import interval_text
 from embedforge.io import atomic_write_text
 from embedforge.runs import RunMetrics
 
@@ -29,11 +30,14 @@ def _metrics_table(metrics: RunMetrics) -> str:
     base, tuned = metrics.baseline, metrics.finetuned
     keys = [k for k in DEFAULT_METRICS if k in base or k in tuned]
     keys += sorted(k for k in {**base, **tuned} if k not in keys)
-    rows = ["| metric | baseline | fine-tuned | delta |", "|---|---:|---:|---:|"]
+    sig = metrics.significance  # paired bootstrap 95% interval of each delta (newer runs)
+    rows = ["| metric | baseline | fine-tuned | delta |" + (" 95% CI |" if sig else "")]
+    rows.append("|---|---:|---:|---:|" + ("---:|" if sig else ""))
     for k in keys:
         b, t = base.get(k), tuned.get(k)
         d = t - b if isinstance(b, (int, float)) and isinstance(t, (int, float)) else ""
-        rows.append(f"| {k} | {_fmt(b)} | {_fmt(t)} | {f'{d:+.4f}' if d != '' else ''} |")
+        row = f"| {k} | {_fmt(b)} | {_fmt(t)} | {f'{d:+.4f}' if d != '' else ''} |"
+        rows.append(row + (f" {interval_text(sig.get(k))} |" if sig else ""))
     return "\n".join(rows)
 
 

@@ -11,9 +11,8 @@ import logging
 from pathlib import Path
 
 from embedforge.errors import EmbedforgeError
-from embedforge.eval.ship import check_quality_gate
 from embedforge.export.onnx_export import ST_ONNX_DIR
-from embedforge.runs import load_run
+from embedforge.runs import load_run, ship_gate
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +45,7 @@ def push_run(
     model_dir = run / "model"
     if not (model_dir / "modules.json").is_file():
         raise EmbedforgeError(f"{run} has no model/ to push (not a finished run)")
-    min_gain = float(cfg.ship.min_gain) if cfg.get("ship") is not None else 0.0
-    gate = check_quality_gate(
-        metrics.baseline if metrics else None,
-        metrics.finetuned if metrics else None,
-        min_gain,
-        force,
-        where=str(run),
-        action="push",
-    )
+    gate = ship_gate(cfg, metrics, 0.0, force, where=str(run), action="push")
     if with_onnx and not (model_dir / ST_ONNX_DIR).is_dir():
         raise EmbedforgeError(
             f"{model_dir / ST_ONNX_DIR} missing: run `python scripts/export.py {run}` first"

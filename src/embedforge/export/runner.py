@@ -14,7 +14,6 @@ import numpy as np
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.metrics import DEFAULT_METRICS
 from embedforge.eval.retrieval import RetrievalSet, evaluate
-from embedforge.eval.ship import check_quality_gate
 from embedforge.export.checks import Bounds, dir_size_mb, judge, measure_speed, onnx_size_mb, parity
 from embedforge.export.eval_set import beir_eval_set, subset
 from embedforge.export.fuse import fuse_graph, fused_ops
@@ -22,7 +21,7 @@ from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
 from embedforge.export.onnx_export import export_onnx, write_st_layout
 from embedforge.export.quantize import Int8Recipe, quantize_int8
 from embedforge.io import write_json
-from embedforge.runs import load_run, run_eval_set
+from embedforge.runs import load_run, run_eval_set, ship_gate
 
 log = logging.getLogger(__name__)
 REPORT = "export_report.json"
@@ -178,16 +177,7 @@ def _gate_and_eval_set(
     rset: RetrievalSet | None = None
     if run_dir is not None:
         cfg, metrics = load_run(run_dir)
-        min_gain = s.min_gain
-        if cfg.get("ship") is not None and "min_gain" in cfg.ship:
-            min_gain = float(cfg.ship.min_gain)
-        report["gate"] = check_quality_gate(
-            metrics.baseline if metrics else None,
-            metrics.finetuned if metrics else None,
-            min_gain,
-            s.force,
-            where=str(run_dir),
-        )
+        report["gate"] = ship_gate(cfg, metrics, s.min_gain, s.force, where=str(run_dir))
         if not s.beir:
             rset = run_eval_set(cfg, run_dir / ".hydra" / "config.yaml", s.trust)
     if s.beir:
