@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.ship import check_quality_gate
 from embedforge.export import runner
-from embedforge.export.checks import Bounds, judge
+from embedforge.export.checks import Bounds, drop_interval, judge
 from embedforge.export.quantize import quantize_int8
 from embedforge.export.runner import ExportSettings, export_model
 
@@ -148,3 +148,34 @@ def test_gate_passes_a_run_that_beats_baseline():
     assert rec["passed"] and not rec["forced"] and abs(rec["gain"] - 0.02) < 1e-9
     with pytest.raises(EmbedforgeError, match="no baseline/finetuned"):
         check_quality_gate(None, {"ndcg@10": 0.5}, 0.01)
+
+
+def _per_query(values: list[float]) -> dict[str, dict[str, float]]:
+    return {f"q{i}": {"ndcg@10": v} for i, v in enumerate(values)}
+
+
+def test_drop_interval_is_paired_seeded_and_covers_the_mean():
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(0, 1, 200)
+    # a large per-query spread shared by both models: only the paired differences matter
+    var = ref - 0.02 + rng.normal(0, 0.01, 200)
+    ci = drop_interval(_per_query(list(ref)), _per_query(list(var)), "ndcg@10")
+    assert ci == drop_interval(_per_query(list(ref)), _per_query(list(var)), "ndcg@10")
+    assert ci["n_queries"] == 200
+    assert ci["lo"] < ci["drop"] < ci["hi"] and ci["lo"] > 0.015 and ci["hi"] < 0.025
+    # unpaired, the spread of ref (~0.29) would make the interval ~20x wider; paired it is tight
+    assert ci["hi"] - ci["lo"] < 0.01
+    same = drop_interval(_per_query(list(ref)), _per_query(list(ref)), "ndcg@10")
+    assert same["lo"] == same["hi"] == same["drop"] == 0
+
+
+def test_judge_decides_a_drop_over_the_bound_with_its_interval():
+    ref = {"ndcg@10": 0.60, "recall@5": 0.60}
+    v = {"parity": {"mean_cosine": 0.99}, "metrics": {"ndcg@10": 0.587, "recall@5": 0.60}}
+    # a 0.013 drop whose interval reaches 0: noise of the subset, not a failure
+    v["drop_ci"] = {"ndcg@10": {"drop": 0.013, "lo": -0.002, "hi": 0.028}}
+    assert judge(v, ref, Bounds()) == []
+    # the same point drop, measured tightly enough to exclude 0: a failure, interval named
+    v["drop_ci"] = {"ndcg@10": {"drop": 0.013, "lo": 0.004, "hi": 0.022}}
+    (failed,) = judge(v, ref, Bounds())
+    assert failed.startswith("ndcg@10 drop 0.0130 > 0.01") and "CI [0.0040, 0.0220]" in failed

@@ -13,10 +13,18 @@ import numpy as np
 import torch
 
 from embedforge.errors import EmbedforgeError
-from embedforge.eval.metrics import DEFAULT_METRICS
+from embedforge.eval.metrics import DEFAULT_METRICS, HEADLINE_METRICS
 from embedforge.eval.retrieval import RetrievalSet, evaluate
 from embedforge.eval.ship import check_quality_gate
-from embedforge.export.checks import Bounds, dir_size_mb, judge, measure_speed, onnx_size_mb, parity
+from embedforge.export.checks import (
+    Bounds,
+    dir_size_mb,
+    drop_interval,
+    judge,
+    measure_speed,
+    onnx_size_mb,
+    parity,
+)
 from embedforge.export.eval_set import beir_eval_set, subset
 from embedforge.export.fuse import fuse_graph, fused_ops
 from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
@@ -151,9 +159,11 @@ def export_model(
         "doc": list(rset.corpus.values())[: s.parity_texts],
         "query": list(rset.queries.values())[: s.parity_texts],
     }
-    report["torch"], ref = _torch_reference(model_dir, rset, texts, s.speed)
+    report["torch"], ref, torch_per_query = _torch_reference(model_dir, rset, texts, s.speed)
     report["variants"] = {
-        name: _check_variant(name, vdir, rset, texts, ref, report["torch"]["metrics"], s)
+        name: _check_variant(
+            name, vdir, rset, texts, ref, report["torch"]["metrics"], torch_per_query, s
+        )
         for name, vdir in dirs.items()
     }
     fused_ok = report["variants"].get("int8_fused", {}).get("good", False)
@@ -195,17 +205,16 @@ def _gate_and_eval_set(
 
 def _torch_reference(
     model_dir: Path, rset: RetrievalSet, texts: dict[str, list[str]], speed: bool
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The PyTorch model's size, metrics (and speed), and its embeddings of ``texts``."""
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    """The PyTorch model's size, metrics (and speed), its embeddings of ``texts`` and its
+    per-query metrics (for the variants' paired intervals)."""
     enc = _torch_encoder(model_dir)
     ref = {kind: enc.encode(t, kind) for kind, t in texts.items()}
-    info: dict[str, Any] = {
-        "size_mb": dir_size_mb(model_dir),
-        "metrics": evaluate(enc, rset, DEFAULT_METRICS).metrics,
-    }
+    res = evaluate(enc, rset, DEFAULT_METRICS)
+    info: dict[str, Any] = {"size_mb": dir_size_mb(model_dir), "metrics": res.metrics}
     if speed:
         info["speed"] = _speed_torch(model_dir, texts["doc"][:32])
-    return info, ref
+    return info, ref, res.per_query
 
 
 def _check_variant(
@@ -215,16 +224,20 @@ def _check_variant(
     texts: dict[str, list[str]],
     ref: dict[str, np.ndarray],
     torch_metrics: dict[str, float],
+    torch_per_query: dict[str, dict[str, float]],
     s: ExportSettings,
 ) -> dict[str, Any]:
-    """One ONNX variant against the PyTorch model: size, parity, metrics, speed, verdict."""
+    """One ONNX variant against the PyTorch model: size, parity, metrics with the paired bootstrap
+    interval of each headline drop, speed, verdict (:func:`embedforge.export.checks.judge`)."""
     onnx = OnnxEncoder(vdir)
     emb = np.concatenate([onnx.encode(texts["doc"], "doc"), onnx.encode(texts["query"], "query")])
+    res = evaluate(onnx, rset, DEFAULT_METRICS)
     v: dict[str, Any] = {
         "path": str(vdir),
         "size_mb": onnx_size_mb(vdir),
         "parity": parity(np.concatenate([ref["doc"], ref["query"]]), emb),
-        "metrics": evaluate(onnx, rset, DEFAULT_METRICS).metrics,
+        "metrics": res.metrics,
+        "drop_ci": {m: drop_interval(torch_per_query, res.per_query, m) for m in HEADLINE_METRICS},
     }
     if name.startswith("int8"):
         v["recipe"] = asdict(s.recipe)
