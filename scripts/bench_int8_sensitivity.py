@@ -67,11 +67,15 @@ def only(nodes: dict[str, str], keep: list[str]) -> list[str]:
 
 #: recipes of the docs/ship.md table (Int8Recipe arguments); "default" is Int8Recipe() as shipped
 RECIPES: dict[str, dict] = {
-    "all_matmuls": dict(exclude=[]),  # the recipe before issue 27: every weight MatMul int8
+    "all_matmuls": dict(exclude=[], blockwise=[]),  # before issue 27: every weight MatMul int8
     # the FFN output projections the sweep ranks most sensitive (MiniLM-L6: layers 0, 2, 1)
     "fp32_ffn_out_0": dict(exclude=[r"/layer\.0/output/dense/MatMul$"]),
     "fp32_ffn_out_02": dict(exclude=[r"/layer\.[02]/output/dense/MatMul$"]),
     "fp32_ffn_out_012": dict(exclude=[r"/layer\.[012]/output/dense/MatMul$"]),
+    # every weight MatMul blockwise (MatMulNBits), the fused Attention dynamic (QAttention)
+    "blockwise_all": dict(blockwise=[r"MatMul$"]),
+    "blockwise_128_all": dict(blockwise=[r"MatMul$"], block_size=128),
+    "blockwise_ffn_out_012": dict(blockwise=[r"/layer\.[012]/output/dense/MatMul$"]),
     "default": {},
 }
 

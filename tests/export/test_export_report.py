@@ -62,6 +62,7 @@ def test_report_fields_and_every_variant_good(report):
     ):  # what the tiny BERT fuses (tests/export/test_fuse.py)
         assert report["variants"][name]["fused_ops"]["Attention"] == 2
     assert report["shipped_int8"] == "int8_fused"  # fused and within bounds: shipped
+    assert "int8_blockwise" not in report["variants"]  # the fallback only when needed
     from embedforge.serve.backends import load_backend
 
     assert load_backend(out, "onnx").encoder.model_dir.name == "int8_fused"
@@ -100,6 +101,33 @@ def test_fused_int8_out_of_bounds_is_not_shipped(tiny_dir, tmp_path, monkeypatch
 
     served = load_backend(tmp_path / "out", "onnx")  # the export dir serves what it ships
     assert served.encoder.model_dir.name == "int8"
+
+
+def test_fast_int8_out_of_bounds_falls_back_to_blockwise(tiny_dir, tmp_path, monkeypatch, capsys):
+    def quantize(src, out, recipe=None):  # break both fast int8 variants, not the fallback
+        return (_noised if Path(out).name in ("int8", "int8_fused") else quantize_int8)(
+            src, out, recipe
+        )
+
+    monkeypatch.setattr(runner, "quantize_int8", quantize)
+    small = {**FAST, "max_queries": 15, "max_docs": 40}
+    rep = export_model(tiny_dir, tmp_path / "out", ExportSettings(**small))
+    fb = rep["variants"]["int8_blockwise"]
+    assert fb["good"] and rep["shipped_int8"] == "int8_blockwise"
+    assert fb["recipe"]["blockwise"] == ["MatMul$"] and fb["fused_ops"]  # on the fused graph
+    assert "MatMulNBits" in {n.op_type for n in onnx.load(f"{fb['path']}/model.onnx").graph.node}
+    from embedforge.serve.backends import load_backend
+
+    assert load_backend(tmp_path / "out", "onnx").encoder.model_dir.name == "int8_blockwise"
+    # the CLI exits 0: what it ships is good, the failed fast variants are reported
+    args = ["--beir", str(LEGAL), "--max-queries", "15", "--max-docs", "40", "--no-speed"]
+    assert export_script.main([str(tiny_dir), "--out", str(tmp_path / "cli"), *args]) == 0
+    out = capsys.readouterr().out
+    assert "int8_fused:" in out and "NOT GOOD" in out and "shipped int8: int8_blockwise" in out
+    rc = export_script.main(
+        [str(tiny_dir), "--out", str(tmp_path / "nofb"), "--no-fallback", *args]
+    )
+    assert rc == 1 and not (tmp_path / "nofb" / "int8_blockwise").exists()
 
 
 def test_judge_names_each_failed_bound():

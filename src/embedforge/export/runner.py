@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -29,14 +30,18 @@ from embedforge.export.eval_set import beir_eval_set, subset
 from embedforge.export.fuse import fuse_graph, fused_ops
 from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
 from embedforge.export.onnx_export import export_onnx, write_st_layout
-from embedforge.export.quantize import Int8Recipe, quantize_int8
+from embedforge.export.quantize import RECIPE_FILE, Int8Recipe, quantize_int8
 from embedforge.io import write_json
 from embedforge.runs import load_run, run_eval_set
 
 log = logging.getLogger(__name__)
 REPORT = "export_report.json"
-#: the variant dirs an export writes (plain and fused, fp32 and int8)
-VARIANTS = ("fp32", "fp32_fused", "int8", "int8_fused")
+#: the variant dirs an export writes (plain and fused, fp32 and int8; the fallback int8 only when
+#: no faster int8 variant meets the bounds)
+FALLBACK = "int8_blockwise"
+VARIANTS = ("fp32", "fp32_fused", "int8", "int8_fused", FALLBACK)
+#: the int8 variants in the order the export prefers to ship them (fastest first)
+SHIP_ORDER = ("int8_fused", "int8", FALLBACK)
 
 
 @dataclass
@@ -56,6 +61,9 @@ class ExportSettings:
         speed: measure latency/throughput at batch 1 and 32 with 1 and 2 threads.
         fuse: also build ``fp32_fused``/``int8_fused`` (onnxruntime's transformer fusions, then
             the same int8 recipe); the fused int8 is shipped when it meets the bounds.
+        fallback: the int8 recipe of ``int8_blockwise`` (on the fused graph when ``fuse``), built
+            and checked only when neither ``int8_fused`` nor ``int8`` meets the bounds; it is
+            more accurate and slower (docs/ship.md). None = no fallback.
     """
 
     bounds: Bounds = field(default_factory=Bounds)
@@ -69,6 +77,9 @@ class ExportSettings:
     parity_texts: int = 64
     speed: bool = True
     fuse: bool = True
+    fallback: Int8Recipe | None = field(
+        default_factory=lambda: Int8Recipe(blockwise=[r"MatMul$"], name=FALLBACK)
+    )
 
 
 def resolve_source(source: str | Path) -> tuple[Path, Path | None]:
@@ -119,8 +130,9 @@ def export_model(
         source: a run dir (``model/``, ``metrics.json``, ``.hydra/config.yaml``) or a model dir.
         out: output dir (default ``<run>/onnx`` or ``<model_dir>-onnx``); gets ``fp32/``,
             ``int8/`` (with ``fuse``: ``fp32_fused/``, ``int8_fused/``) and
-            ``export_report.json``, whose ``shipped_int8`` names the int8 variant to serve (the
-            fused one when it meets the bounds). The model dir also gets ``onnx/`` in
+            ``export_report.json``, whose ``shipped_int8`` names the int8 variant to serve: the
+            first of :data:`SHIP_ORDER` that meets the bounds (``int8_blockwise/`` is built
+            only when neither of the others does). The model dir also gets ``onnx/`` in
             sentence-transformers' layout (:func:`write_st_layout`) with that int8 graph.
         settings: see ``ExportSettings``.
 
@@ -160,14 +172,25 @@ def export_model(
         "query": list(rset.queries.values())[: s.parity_texts],
     }
     report["torch"], ref, torch_per_query = _torch_reference(model_dir, rset, texts, s.speed)
-    report["variants"] = {
-        name: _check_variant(
-            name, vdir, rset, texts, ref, report["torch"]["metrics"], torch_per_query, s
+    variants = report["variants"] = {}
+
+    def check(name: str) -> None:
+        variants[name] = _check_variant(
+            name, dirs[name], rset, texts, ref, report["torch"]["metrics"], torch_per_query, s
         )
-        for name, vdir in dirs.items()
-    }
-    fused_ok = report["variants"].get("int8_fused", {}).get("good", False)
-    report["shipped_int8"] = "int8_fused" if fused_ok else "int8"
+
+    for name in dirs:
+        check(name)
+    if s.fallback is not None and not any(v["good"] for n, v in variants.items() if "int8" in n):
+        t3 = time.perf_counter()
+        src = dirs["fp32_fused" if s.fuse else "fp32"]
+        dirs[FALLBACK] = quantize_int8(src, out / FALLBACK, s.fallback)
+        report["seconds"]["quantize"] += round(time.perf_counter() - t3, 2)
+        check(FALLBACK)
+    report["shipped_int8"] = next(
+        (n for n in SHIP_ORDER if variants.get(n, {}).get("good")),
+        next(n for n in reversed(SHIP_ORDER) if n in dirs),  # none good: the most accurate
+    )
     # SentenceTransformer(model_dir, backend="onnx", model_kwargs={"file_name": ...}) loads these
     report["sentence_transformers_files"] = write_st_layout(
         model_dir, dirs["fp32"], dirs[report["shipped_int8"]]
@@ -239,8 +262,8 @@ def _check_variant(
         "metrics": res.metrics,
         "drop_ci": {m: drop_interval(torch_per_query, res.per_query, m) for m in HEADLINE_METRICS},
     }
-    if name.startswith("int8"):
-        v["recipe"] = asdict(s.recipe)
+    if (vdir / RECIPE_FILE).is_file():
+        v["recipe"] = json.loads((vdir / RECIPE_FILE).read_text())
     v["fused_ops"] = fused_ops(vdir)  # None for a plain graph
     v["delta_vs_torch"] = {k: round(v["metrics"][k] - torch_metrics[k], 6) for k in torch_metrics}
     if s.speed:
