@@ -20,9 +20,11 @@ class Int8Recipe:
     """How to quantize: dynamic (activations scaled per batch at run time), weights to int8.
 
     The defaults (s8 weights, per channel, full range, every MatMul with a weight; embedding
-    tables fp32) are the fastest recipe within the export bounds in ``scripts/bench_export.py`` on
-    all-MiniLM-L6-v2 / legal-summarization (docs/ship.md). Matmuls of two activations (attention
-    Q.K^T, A.V) stay fp32 in any case: onnxruntime's dynamic mode only quantizes constant-B MatMuls.
+    tables fp32) are the fastest recipe measured (docs/ship.md); it meets the export bounds on
+    ICD-10, CUAD and medquad-qa, not always on legal-summarization; the export then ships the
+    plain graph or, failing that, ``blockwise=["MatMul$"]`` (issue 27; per-node sweep:
+    ``scripts/bench_int8_sensitivity.py``). Matmuls of two activations (attention Q.K^T, A.V)
+    stay fp32 in any case: onnxruntime's dynamic mode only quantizes constant-B MatMuls.
 
     Args:
         per_channel: one scale per output channel of each weight matrix instead of one per tensor.
