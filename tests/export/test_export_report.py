@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.ship import check_quality_gate
 from embedforge.export import runner
-from embedforge.export.checks import Bounds, judge
+from embedforge.export.checks import Bounds, drop_interval, judge
 from embedforge.export.quantize import quantize_int8
 from embedforge.export.runner import ExportSettings, export_model
 
@@ -62,6 +62,7 @@ def test_report_fields_and_every_variant_good(report):
     ):  # what the tiny BERT fuses (tests/export/test_fuse.py)
         assert report["variants"][name]["fused_ops"]["Attention"] == 2
     assert report["shipped_int8"] == "int8_fused"  # fused and within bounds: shipped
+    assert "int8_blockwise" not in report["variants"]  # the fallback only when needed
     from embedforge.serve.backends import load_backend
 
     assert load_backend(out, "onnx").encoder.model_dir.name == "int8_fused"
@@ -100,6 +101,33 @@ def test_fused_int8_out_of_bounds_is_not_shipped(tiny_dir, tmp_path, monkeypatch
 
     served = load_backend(tmp_path / "out", "onnx")  # the export dir serves what it ships
     assert served.encoder.model_dir.name == "int8"
+
+
+def test_fast_int8_out_of_bounds_falls_back_to_blockwise(tiny_dir, tmp_path, monkeypatch, capsys):
+    def quantize(src, out, recipe=None):  # break both fast int8 variants, not the fallback
+        return (_noised if Path(out).name in ("int8", "int8_fused") else quantize_int8)(
+            src, out, recipe
+        )
+
+    monkeypatch.setattr(runner, "quantize_int8", quantize)
+    small = {**FAST, "max_queries": 15, "max_docs": 40}
+    rep = export_model(tiny_dir, tmp_path / "out", ExportSettings(**small))
+    fb = rep["variants"]["int8_blockwise"]
+    assert fb["good"] and rep["shipped_int8"] == "int8_blockwise"
+    assert fb["recipe"]["blockwise"] == ["MatMul$"] and fb["fused_ops"]  # on the fused graph
+    assert "MatMulNBits" in {n.op_type for n in onnx.load(f"{fb['path']}/model.onnx").graph.node}
+    from embedforge.serve.backends import load_backend
+
+    assert load_backend(tmp_path / "out", "onnx").encoder.model_dir.name == "int8_blockwise"
+    # the CLI exits 0: what it ships is good, the failed fast variants are reported
+    args = ["--beir", str(LEGAL), "--max-queries", "15", "--max-docs", "40", "--no-speed"]
+    assert export_script.main([str(tiny_dir), "--out", str(tmp_path / "cli"), *args]) == 0
+    out = capsys.readouterr().out
+    assert "int8_fused:" in out and "NOT GOOD" in out and "shipped int8: int8_blockwise" in out
+    rc = export_script.main(
+        [str(tiny_dir), "--out", str(tmp_path / "nofb"), "--no-fallback", *args]
+    )
+    assert rc == 1 and not (tmp_path / "nofb" / "int8_blockwise").exists()
 
 
 def test_judge_names_each_failed_bound():
@@ -148,3 +176,34 @@ def test_gate_passes_a_run_that_beats_baseline():
     assert rec["passed"] and not rec["forced"] and abs(rec["gain"] - 0.02) < 1e-9
     with pytest.raises(EmbedforgeError, match="no baseline/finetuned"):
         check_quality_gate(None, {"ndcg@10": 0.5}, 0.01)
+
+
+def _per_query(values: list[float]) -> dict[str, dict[str, float]]:
+    return {f"q{i}": {"ndcg@10": v} for i, v in enumerate(values)}
+
+
+def test_drop_interval_is_paired_seeded_and_covers_the_mean():
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(0, 1, 200)
+    # a large per-query spread shared by both models: only the paired differences matter
+    var = ref - 0.02 + rng.normal(0, 0.01, 200)
+    ci = drop_interval(_per_query(list(ref)), _per_query(list(var)), "ndcg@10")
+    assert ci == drop_interval(_per_query(list(ref)), _per_query(list(var)), "ndcg@10")
+    assert ci["n_queries"] == 200
+    assert ci["lo"] < ci["drop"] < ci["hi"] and ci["lo"] > 0.015 and ci["hi"] < 0.025
+    # unpaired, the spread of ref (~0.29) would make the interval ~20x wider; paired it is tight
+    assert ci["hi"] - ci["lo"] < 0.01
+    same = drop_interval(_per_query(list(ref)), _per_query(list(ref)), "ndcg@10")
+    assert same["lo"] == same["hi"] == same["drop"] == 0
+
+
+def test_judge_decides_a_drop_over_the_bound_with_its_interval():
+    ref = {"ndcg@10": 0.60, "recall@5": 0.60}
+    v = {"parity": {"mean_cosine": 0.99}, "metrics": {"ndcg@10": 0.587, "recall@5": 0.60}}
+    # a 0.013 drop whose interval reaches 0: noise of the subset, not a failure
+    v["drop_ci"] = {"ndcg@10": {"drop": 0.013, "lo": -0.002, "hi": 0.028}}
+    assert judge(v, ref, Bounds()) == []
+    # the same point drop, measured tightly enough to exclude 0: a failure, interval named
+    v["drop_ci"] = {"ndcg@10": {"drop": 0.013, "lo": 0.004, "hi": 0.022}}
+    (failed,) = judge(v, ref, Bounds())
+    assert failed.startswith("ndcg@10 drop 0.0130 > 0.01") and "CI [0.0040, 0.0220]" in failed

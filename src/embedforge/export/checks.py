@@ -31,6 +31,46 @@ class Bounds:
     min_min_cosine: float = 0.0
 
 
+#: confidence level of the paired bootstrap interval on a metric drop, and its resamples
+CI_LEVEL = 0.95
+N_BOOTSTRAP = 2000
+
+
+def drop_interval(
+    reference: dict[str, dict[str, float]],
+    variant: dict[str, dict[str, float]],
+    metric: str,
+    n_boot: int = N_BOOTSTRAP,
+    level: float = CI_LEVEL,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Paired bootstrap interval of the mean drop (reference - variant) of ``metric``.
+
+    Both models answered the same queries, so the per-query differences are resampled (with
+    replacement, ``n_boot`` times, seeded) and the interval is their mean's percentile range.
+
+    Args:
+        reference, variant: per-query metrics ``{qid: {metric: value}}`` (``EvalResult.per_query``).
+
+    Returns:
+        ``{"drop", "lo", "hi", "n_queries"}``: the point drop and the ``level`` interval.
+    """
+    qids = sorted(set(reference) & set(variant))
+    if not qids:
+        raise ValueError("no common queries to compare")
+    d = np.array([reference[q][metric] - variant[q][metric] for q in qids])
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    means = d[idx].mean(axis=1)  # (n_boot,)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return {
+        "drop": round(float(d.mean()), 6),
+        "lo": round(float(lo), 6),
+        "hi": round(float(hi), 6),
+        "n_queries": len(d),
+    }
+
+
 def parity(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """Row-wise cosine between two ``(N, D)`` embedding matrices: min, mean and max abs diff."""
     a = reference / np.linalg.norm(reference, axis=1, keepdims=True).clip(1e-12)
@@ -47,7 +87,13 @@ def parity(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
 def judge(
     variant: dict[str, Any], reference_metrics: dict[str, float] | None, bounds: Bounds
 ) -> list[str]:
-    """The bounds ``variant`` ({"parity": ..., "metrics": ...}) fails; empty means good."""
+    """The bounds ``variant`` ({"parity": ..., "metrics": ..., "drop_ci": ...}) fails; empty = good.
+
+    A metric drop above its bound fails unless ``variant["drop_ci"][metric]`` (a
+    :func:`drop_interval`) says the drop is indistinguishable from zero on this eval set (its
+    interval reaches 0): then the subset cannot tell the variant from the reference. A drop whose
+    interval lies above zero and whose point exceeds the bound fails. Cosine bounds are points.
+    """
     failed = []
     par = variant.get("parity") or {}
     if par.get("mean_cosine", 1.0) < bounds.min_mean_cosine:
@@ -58,8 +104,16 @@ def judge(
     if reference_metrics and mets:
         for key, bound in zip(HEADLINE_METRICS, (bounds.max_ndcg_drop, bounds.max_recall_drop)):
             drop = reference_metrics[key] - mets[key]
-            if drop > bound + 1e-9:
+            if drop <= bound + 1e-9:
+                continue
+            ci = (variant.get("drop_ci") or {}).get(key)
+            if ci is None:
                 failed.append(f"{key} drop {drop:.4f} > {bound}")
+            elif ci["lo"] > 0:
+                failed.append(
+                    f"{key} drop {drop:.4f} > {bound} ({CI_LEVEL:.0%} CI [{ci['lo']:.4f}, {ci['hi']:.4f}]"
+                    " excludes 0)"
+                )
     return failed
 
 

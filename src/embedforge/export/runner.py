@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -12,21 +13,33 @@ from typing import Any
 import numpy as np
 
 from embedforge.errors import EmbedforgeError
-from embedforge.eval.metrics import DEFAULT_METRICS
+from embedforge.eval.metrics import DEFAULT_METRICS, HEADLINE_METRICS
 from embedforge.eval.retrieval import RetrievalSet, evaluate
-from embedforge.export.checks import Bounds, dir_size_mb, judge, measure_speed, onnx_size_mb, parity
+from embedforge.export.checks import (
+    Bounds,
+    dir_size_mb,
+    drop_interval,
+    judge,
+    measure_speed,
+    onnx_size_mb,
+    parity,
+)
 from embedforge.export.eval_set import beir_eval_set, subset
 from embedforge.export.fuse import fuse_graph, fused_ops
 from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
 from embedforge.export.onnx_export import export_onnx, write_st_layout
-from embedforge.export.quantize import Int8Recipe, quantize_int8
+from embedforge.export.quantize import RECIPE_FILE, Int8Recipe, quantize_int8
 from embedforge.io import write_json
 from embedforge.runs import load_run, run_eval_set, ship_gate
 
 log = logging.getLogger(__name__)
 REPORT = "export_report.json"
-#: the variant dirs an export writes (plain and fused, fp32 and int8)
-VARIANTS = ("fp32", "fp32_fused", "int8", "int8_fused")
+#: the variant dirs an export writes (plain and fused, fp32 and int8; the fallback int8 only when
+#: no faster int8 variant meets the bounds)
+FALLBACK = "int8_blockwise"
+VARIANTS = ("fp32", "fp32_fused", "int8", "int8_fused", FALLBACK)
+#: the int8 variants in the order the export prefers to ship them (fastest first)
+SHIP_ORDER = ("int8_fused", "int8", FALLBACK)
 
 
 @dataclass
@@ -48,6 +61,9 @@ class ExportSettings:
         speed: measure latency/throughput at batch 1 and 32 with 1 and 2 threads.
         fuse: also build ``fp32_fused``/``int8_fused`` (onnxruntime's transformer fusions, then
             the same int8 recipe); the fused int8 is shipped when it meets the bounds.
+        fallback: the int8 recipe of ``int8_blockwise`` (on the fused graph when ``fuse``), built
+            and checked only when neither ``int8_fused`` nor ``int8`` meets the bounds; it is
+            more accurate and slower (docs/ship.md). None = no fallback.
     """
 
     bounds: Bounds = field(default_factory=Bounds)
@@ -62,6 +78,9 @@ class ExportSettings:
     parity_texts: int = 64
     speed: bool = True
     fuse: bool = True
+    fallback: Int8Recipe | None = field(
+        default_factory=lambda: Int8Recipe(blockwise=[r"MatMul$"], name=FALLBACK)
+    )
 
 
 def resolve_source(source: str | Path) -> tuple[Path, Path | None]:
@@ -114,8 +133,9 @@ def export_model(
         source: a run dir (``model/``, ``metrics.json``, ``.hydra/config.yaml``) or a model dir.
         out: output dir (default ``<run>/onnx`` or ``<model_dir>-onnx``); gets ``fp32/``,
             ``int8/`` (with ``fuse``: ``fp32_fused/``, ``int8_fused/``) and
-            ``export_report.json``, whose ``shipped_int8`` names the int8 variant to serve (the
-            fused one when it meets the bounds). The model dir also gets ``onnx/`` in
+            ``export_report.json``, whose ``shipped_int8`` names the int8 variant to serve: the
+            first of :data:`SHIP_ORDER` that meets the bounds (``int8_blockwise/`` is built
+            only when neither of the others does). The model dir also gets ``onnx/`` in
             sentence-transformers' layout (:func:`write_st_layout`) with that int8 graph.
         settings: see ``ExportSettings``.
 
@@ -154,13 +174,26 @@ def export_model(
         "doc": list(rset.corpus.values())[: s.parity_texts],
         "query": list(rset.queries.values())[: s.parity_texts],
     }
-    report["torch"], ref = _torch_reference(model_dir, rset, texts, s.speed)
-    report["variants"] = {
-        name: _check_variant(name, vdir, rset, texts, ref, report["torch"]["metrics"], s)
-        for name, vdir in dirs.items()
-    }
-    fused_ok = report["variants"].get("int8_fused", {}).get("good", False)
-    report["shipped_int8"] = "int8_fused" if fused_ok else "int8"
+    report["torch"], ref, torch_per_query = _torch_reference(model_dir, rset, texts, s.speed)
+    variants = report["variants"] = {}
+
+    def check(name: str) -> None:
+        variants[name] = _check_variant(
+            name, dirs[name], rset, texts, ref, report["torch"]["metrics"], torch_per_query, s
+        )
+
+    for name in dirs:
+        check(name)
+    if s.fallback is not None and not any(v["good"] for n, v in variants.items() if "int8" in n):
+        t3 = time.perf_counter()
+        src = dirs["fp32_fused" if s.fuse else "fp32"]
+        dirs[FALLBACK] = quantize_int8(src, out / FALLBACK, s.fallback)
+        report["seconds"]["quantize"] += round(time.perf_counter() - t3, 2)
+        check(FALLBACK)
+    report["shipped_int8"] = next(
+        (n for n in SHIP_ORDER if variants.get(n, {}).get("good")),
+        next(n for n in reversed(SHIP_ORDER) if n in dirs),  # none good: the most accurate
+    )
     # SentenceTransformer(model_dir, backend="onnx", model_kwargs={"file_name": ...}) loads these
     report["sentence_transformers_files"] = write_st_layout(
         model_dir, dirs["fp32"], dirs[report["shipped_int8"]]
@@ -189,17 +222,16 @@ def _gate_and_eval_set(
 
 def _torch_reference(
     model_dir: Path, rset: RetrievalSet, texts: dict[str, list[str]], speed: bool
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The PyTorch model's size, metrics (and speed), and its embeddings of ``texts``."""
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    """The PyTorch model's size, metrics (and speed), its embeddings of ``texts`` and its
+    per-query metrics (for the variants' paired intervals)."""
     enc = _torch_encoder(model_dir)
     ref = {kind: enc.encode(t, kind) for kind, t in texts.items()}
-    info: dict[str, Any] = {
-        "size_mb": dir_size_mb(model_dir),
-        "metrics": evaluate(enc, rset, DEFAULT_METRICS).metrics,
-    }
+    res = evaluate(enc, rset, DEFAULT_METRICS)
+    info: dict[str, Any] = {"size_mb": dir_size_mb(model_dir), "metrics": res.metrics}
     if speed:
         info["speed"] = _speed_torch(model_dir, texts["doc"][:32])
-    return info, ref
+    return info, ref, res.per_query
 
 
 def _check_variant(
@@ -209,19 +241,23 @@ def _check_variant(
     texts: dict[str, list[str]],
     ref: dict[str, np.ndarray],
     torch_metrics: dict[str, float],
+    torch_per_query: dict[str, dict[str, float]],
     s: ExportSettings,
 ) -> dict[str, Any]:
-    """One ONNX variant against the PyTorch model: size, parity, metrics, speed, verdict."""
+    """One ONNX variant against the PyTorch model: size, parity, metrics with the paired bootstrap
+    interval of each headline drop, speed, verdict (:func:`embedforge.export.checks.judge`)."""
     onnx = OnnxEncoder(vdir)
     emb = np.concatenate([onnx.encode(texts["doc"], "doc"), onnx.encode(texts["query"], "query")])
+    res = evaluate(onnx, rset, DEFAULT_METRICS)
     v: dict[str, Any] = {
         "path": str(vdir),
         "size_mb": onnx_size_mb(vdir),
         "parity": parity(np.concatenate([ref["doc"], ref["query"]]), emb),
-        "metrics": evaluate(onnx, rset, DEFAULT_METRICS).metrics,
+        "metrics": res.metrics,
+        "drop_ci": {m: drop_interval(torch_per_query, res.per_query, m) for m in HEADLINE_METRICS},
     }
-    if name.startswith("int8"):
-        v["recipe"] = asdict(s.recipe)
+    if (vdir / RECIPE_FILE).is_file():
+        v["recipe"] = json.loads((vdir / RECIPE_FILE).read_text())
     v["fused_ops"] = fused_ops(vdir)  # None for a plain graph
     v["delta_vs_torch"] = {k: round(v["metrics"][k] - torch_metrics[k], 6) for k in torch_metrics}
     if s.speed:
