@@ -256,7 +256,9 @@ def _validate_paths(cfg: DictConfig) -> None:
         if OmegaConf.is_missing(node, leaf):
             raise EmbedforgeError(f"{key} is required: add {key}=/path/to/your/data")
         value = node[leaf]
-        if OmegaConf.is_config(value):  # built by a `_target_` (a trusted saved run): not a path yet
+        if OmegaConf.is_config(
+            value
+        ):  # built by a `_target_` (a trusted saved run): not a path yet
             continue
         if value and not Path(str(value)).expanduser().exists():
             raise EmbedforgeError(f"{key}: no such file or folder: {value}")

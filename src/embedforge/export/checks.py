@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from embedforge.eval.metrics import HEADLINE_METRICS
+from embedforge.eval.significance import ALPHA, paired_delta
 
 
 @dataclass
@@ -31,43 +32,38 @@ class Bounds:
     min_min_cosine: float = 0.0
 
 
-#: confidence level of the paired bootstrap interval on a metric drop, and its resamples
-CI_LEVEL = 0.95
-N_BOOTSTRAP = 2000
+#: confidence level of the interval on a metric drop (:mod:`embedforge.eval.significance`)
+CI_LEVEL = 1 - ALPHA
 
 
 def drop_interval(
     reference: dict[str, dict[str, float]],
     variant: dict[str, dict[str, float]],
     metric: str,
-    n_boot: int = N_BOOTSTRAP,
-    level: float = CI_LEVEL,
     seed: int = 0,
 ) -> dict[str, float]:
     """Paired bootstrap interval of the mean drop (reference - variant) of ``metric``.
 
-    Both models answered the same queries, so the per-query differences are resampled (with
-    replacement, ``n_boot`` times, seeded) and the interval is their mean's percentile range.
+    Both models answered the same queries: the interval is
+    :func:`embedforge.eval.significance.paired_delta`'s (resampled per-query differences).
 
     Args:
         reference, variant: per-query metrics ``{qid: {metric: value}}`` (``EvalResult.per_query``).
 
     Returns:
-        ``{"drop", "lo", "hi", "n_queries"}``: the point drop and the ``level`` interval.
+        ``{"drop", "lo", "hi", "n_queries"}``: the point drop and the ``CI_LEVEL`` interval.
     """
     qids = sorted(set(reference) & set(variant))
     if not qids:
         raise ValueError("no common queries to compare")
-    d = np.array([reference[q][metric] - variant[q][metric] for q in qids])
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
-    means = d[idx].mean(axis=1)  # (n_boot,)
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(means, [tail, 100 - tail])
+    rec = paired_delta(
+        [variant[q][metric] for q in qids], [reference[q][metric] for q in qids], seed=seed
+    )
     return {
-        "drop": round(float(d.mean()), 6),
-        "lo": round(float(lo), 6),
-        "hi": round(float(hi), 6),
-        "n_queries": len(d),
+        "drop": round(rec["delta"], 6),
+        "lo": round(rec["low"], 6),
+        "hi": round(rec["high"], 6),
+        "n_queries": rec["n"],
     }
 
 
