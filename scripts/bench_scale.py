@@ -162,13 +162,12 @@ def search_child(n: int, args: argparse.Namespace) -> dict[str, Any]:
     q, d = stage("vectors", vectors, rows)
     exact, _ = stage("exact_top100", lambda: search(q, d, 100), rows)
     try:
-        from embedforge.eval.ann import SearchSettings, faiss_search
+        from embedforge.eval.ann import SearchSettings, faiss_search, recall_vs_exact
     except ImportError:  # an older checkout
         return rows
     settings = SearchSettings(approx_above=0, nprobe=args.nprobe)
     approx, _, info = stage("approx_top100", lambda: faiss_search(q, d, 100, settings), rows)
-    hits = [len(set(a) & set(b)) / 100 for a, b in zip(approx, exact)]
-    rows["approx"] = {**info, "recall@100": round(float(np.mean(hits)), 4)}
+    rows["approx"] = {**info, **recall_vs_exact(approx, exact, np.arange(len(q)))}
     return rows
 
 

@@ -200,11 +200,7 @@ def check_command_line(args: list[str], path: Path | None = None) -> DictConfig 
     )
     for o in overrides:
         if o.key_or_group not in groups and not o.is_delete():
-            _check_type(
-                o.key_or_group,
-                OmegaConf.select(base, o.key_or_group, default=None),
-                OmegaConf.select(cfg, o.key_or_group, default=None),
-            )
+            _check_type(o.key_or_group, _typed(base, o.key_or_group), _typed(cfg, o.key_or_group))
     validate(cfg)
     return cfg
 
@@ -284,6 +280,12 @@ def _keys(node: Any, prefix: str = "") -> list[str]:
             out.append(key)
             out += _keys(node._get_node(k), key + ".")
     return out
+
+
+def _typed(cfg: DictConfig, key: str) -> Any:
+    """``cfg``'s value at ``key``; None where it is an interpolation of Hydra's run-time values
+    (``paths.output_dir: ${hydra:runtime.output_dir}``), which exist only inside a job."""
+    return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
 
 
 def _check_type(key: str, default: Any, value: Any) -> None:

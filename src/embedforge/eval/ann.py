@@ -1,6 +1,6 @@
 """Approximate top-k search with FAISS, for corpora past ``search.approx_above`` documents.
 
-Exact search (:func:`embedforge.eval.retrieval.search`) costs ``Q x N`` dot products; past a few
+Exact search (``embedforge.eval.retrieval.search``) costs ``Q x N`` dot products; past a few
 million documents an inverted-file index answers in a fraction of that. The index is a FAISS
 ``index_factory`` string (default ``IVF{nlist},SQ8``: ``nlist = sqrt(N)`` k-means cells, 8-bit
 scalar-quantized vectors, a quarter of the float32 memory), trained on a seeded sample of 40
@@ -81,21 +81,19 @@ def faiss_search(
     return idx.astype(np.int64), scores.astype(np.float32), info
 
 
-def recall_vs_exact(
-    q_emb: np.ndarray, d_emb: np.ndarray, approx_idx: np.ndarray, settings: SearchSettings
-) -> dict[str, Any]:
-    """recall@k of the approximate top-k against the exact one on a seeded sample of queries."""
-    from embedforge.eval.retrieval import search
+def recall_sample(n_queries: int, settings: SearchSettings) -> np.ndarray:
+    """The seeded, sorted sample of query rows on which the approximate top-k is checked."""
+    n = min(n_queries, int(settings.recall_sample))
+    return np.sort(np.random.default_rng(settings.seed).choice(n_queries, n, replace=False))
 
+
+def recall_vs_exact(
+    approx_idx: np.ndarray, exact_idx: np.ndarray, sample: np.ndarray
+) -> dict[str, Any]:
+    """recall@k of the approximate top-k (all queries) against the exact top-k of ``sample``'s
+    rows (:func:`recall_sample`; ``exact_idx[i]`` is row ``sample[i]``'s)."""
     k = approx_idx.shape[1]
-    n_q = q_emb.shape[0]
-    sample = np.sort(
-        np.random.default_rng(settings.seed).choice(
-            n_q, min(n_q, int(settings.recall_sample)), replace=False
-        )
-    )
     if not len(sample) or not k:
         return {"recall_sample": 0}
-    exact, _ = search(np.ascontiguousarray(q_emb[sample]), d_emb, k)
-    hits = [len(set(exact[i]) & set(approx_idx[s])) / k for i, s in enumerate(sample)]
+    hits = [len(set(exact_idx[i]) & set(approx_idx[s])) / k for i, s in enumerate(sample)]
     return {"recall_sample": int(len(sample)), f"recall@{k}": round(float(np.mean(hits)), 4)}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedforge.eval.ann import SearchSettings, faiss_search, recall_vs_exact
+from embedforge.eval.ann import SearchSettings, faiss_search, recall_sample, recall_vs_exact
 from embedforge.eval.metrics import DEFAULT_METRICS, compute_metrics, parse_metric
 
 if TYPE_CHECKING:
@@ -99,7 +99,9 @@ def retrieve(
         idx, val = search(q_emb, d_emb, top_k)
         return idx, val, {"method": "exact", "n_docs": int(d_emb.shape[0])}
     idx, val, info = faiss_search(q_emb, d_emb, top_k, settings)
-    info.update(recall_vs_exact(q_emb, d_emb, idx, settings))
+    sample = recall_sample(q_emb.shape[0], settings)
+    exact, _ = search(np.ascontiguousarray(q_emb[sample]), d_emb, idx.shape[1])
+    info.update(recall_vs_exact(idx, exact, sample))
     return idx, val, info
 
 
