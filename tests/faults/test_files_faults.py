@@ -260,13 +260,18 @@ def test_row14_compare_marks_a_broken_run_and_shows_the_good_ones(tmp_path, caps
     assert f"{torn / 'metrics.json'}" in err and f"{yaml / '.hydra' / 'config.yaml'}" in err
 
 
-@pytest.mark.parametrize("damage", ["metrics", "config", "overrides", "metrics_list"])
-@pytest.mark.parametrize("command", ["export", "reproduce"])
+DAMAGED_RUN_CASES = [
+    (command, damage)
+    for command in ("export", "reproduce")
+    for damage in ("metrics", "config", "overrides", "metrics_list")
+    if (command, damage) != ("export", "overrides")  # export does not read overrides.yaml
+]
+
+
+@pytest.mark.parametrize(("command", "damage"), DAMAGED_RUN_CASES)
 def test_row14_export_and_reproduce_of_a_damaged_run_are_one_line_errors(
     tmp_path, capsys, tiny_dir, command, damage
 ):
-    if command == "export" and damage == "overrides":
-        pytest.skip("export does not read overrides.yaml")
     run = make_run(tmp_path / "run", 1e-5, "MultipleNegativesRankingLoss", 0.6)
     shutil.copytree(tiny_dir, run / "model")
     path, text = {
