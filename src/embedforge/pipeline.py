@@ -685,14 +685,7 @@ def run_metrics(
         list(finetuned),
         seed=int(cfg.seed),
     )
-    min_gain = float(cfg.ship.min_gain)
-    encoder: Encoder = trainer.lightning_module.encoder
-    steps, n_pairs = int(trainer.global_step), len(train_set.pairs)
     generated = train_set.eval_set.info.get("kind") == HELD_OUT_SYNTHETIC
-    per_epoch = trainer.num_training_batches  # optimizer steps per pass (one per batch)
-    if not isinstance(per_epoch, int) or per_epoch < 1:
-        per_epoch = max(1, -(-n_pairs // data.batch_size))
-    queries = f"{result.n_queries} {'generated' if generated else 'real'} queries"
     return RunMetrics(
         task=cfg.task,
         baseline=baseline,
@@ -704,7 +697,7 @@ def run_metrics(
         n_skipped=result.n_skipped,
         empty_queries=cfg.eval.empty_queries,
         n_docs=result.n_docs,
-        n_train_pairs=n_pairs,
+        n_train_pairs=len(train_set.pairs),
         pairs_by_source=train_set.by_source,
         pair_diagnostics=train_set.diagnostics,
         hard_negatives=train_set.negatives or None,
@@ -714,31 +707,11 @@ def run_metrics(
         selected=choice.selected,
         val=choice.val,
         wise=choice.wise.to_dict() if choice.wise else None,
-        ship={
-            **verdict(
-                delta.get(SHIP_METRIC, 0.0),
-                min_gain,
-                significance.get(SHIP_METRIC),
-                bool(cfg.ship.get("require_significant", False)),
-            ),
-            "gated_on": f"{SHIP_METRIC} of {queries} ({train_set.eval_set.name})",
-        },
+        ship=ship_record(cfg, delta, significance, result, train_set.eval_set.name, generated),
         eval_set=train_set.eval_set.summary(),
         val_set=train_set.val_set.summary(),
         data=data.summary(),
-        training={
-            "model": encoder.name,
-            "loss": cfg.loss._target_.rsplit(".", 1)[-1],
-            "batch_size": data.batch_size,
-            "steps": steps,
-            # passes over the training pairs actually made (max_steps can stop mid-epoch), and
-            # how many of them were whole: 0.298 and 0, 2.0 and 2
-            "epochs": round(steps / per_epoch, 3),
-            "epochs_completed": steps // per_epoch,
-            "lr": cfg.optim.get("lr"),
-            "precision": str(cfg.trainer.precision),
-            "max_seq_length": encoder.max_seq_length,
-        },
+        training=training_record(cfg, trainer, data, len(train_set.pairs)),
         seconds=seconds,
         eval_backend={
             "baseline": base.result.backend if base.result else {},
@@ -754,6 +727,51 @@ def run_metrics(
         },
         significance=significance,
     )
+
+
+def ship_record(
+    cfg: DictConfig,
+    delta: dict[str, float],
+    significance: dict[str, dict[str, Any]],
+    result: EvalResult,
+    eval_name: str,
+    generated: bool,
+) -> dict[str, Any]:
+    """The ship gate's verdict on ``SHIP_METRIC`` (``metrics.json`` ``ship``), and what it gated on."""
+    queries = f"{result.n_queries} {'generated' if generated else 'real'} queries"
+    return {
+        **verdict(
+            delta.get(SHIP_METRIC, 0.0),
+            float(cfg.ship.min_gain),
+            significance.get(SHIP_METRIC),
+            bool(cfg.ship.get("require_significant", False)),
+        ),
+        "gated_on": f"{SHIP_METRIC} of {queries} ({eval_name})",
+    }
+
+
+def training_record(
+    cfg: DictConfig, trainer: pl.Trainer, data: DataSource, n_pairs: int
+) -> dict[str, Any]:
+    """What was trained, how long and how (``metrics.json`` ``training``)."""
+    encoder: Encoder = trainer.lightning_module.encoder
+    steps = int(trainer.global_step)
+    per_epoch = trainer.num_training_batches  # optimizer steps per pass (one per batch)
+    if not isinstance(per_epoch, int) or per_epoch < 1:
+        per_epoch = max(1, -(-n_pairs // data.batch_size))
+    return {
+        "model": encoder.name,
+        "loss": cfg.loss._target_.rsplit(".", 1)[-1],
+        "batch_size": data.batch_size,
+        "steps": steps,
+        # passes over the training pairs actually made (max_steps can stop mid-epoch), and
+        # how many of them were whole: 0.298 and 0, 2.0 and 2
+        "epochs": round(steps / per_epoch, 3),
+        "epochs_completed": steps // per_epoch,
+        "lr": cfg.optim.get("lr"),
+        "precision": str(cfg.trainer.precision),
+        "max_seq_length": encoder.max_seq_length,
+    }
 
 
 def _rounded(r: EvalResult) -> dict[str, float]:
