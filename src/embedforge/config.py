@@ -193,6 +193,15 @@ def _validate_batches(cfg: DictConfig) -> None:
                 "module.mini_batch_size (gradient caching) cannot be combined with trainer.accumulate_grad_batches>1:"
                 " raise data.batch_size instead (caching keeps every pair a negative of every other)"
             )
+    budget = _get(cfg, "module.activation_budget_gb", None)
+    if (
+        budget is not None
+        and budget != "auto"
+        and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0)
+    ):
+        raise EmbedforgeError(
+            f"module.activation_budget_gb must be auto, null or a positive number, got {budget!r}"
+        )
     precision = str(_get(cfg, "trainer.precision", "32-true"))
     if precision not in PRECISIONS:
         raise EmbedforgeError(

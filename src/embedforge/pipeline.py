@@ -771,6 +771,8 @@ def training_record(
         "lr": cfg.optim.get("lr"),
         "precision": str(cfg.trainer.precision),
         "max_seq_length": encoder.max_seq_length,
+        # the first batch's activation estimate and whether layers were recomputed in backward
+        "activations": getattr(trainer.lightning_module, "activation_plan", None),
     }
 
 

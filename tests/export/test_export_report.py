@@ -207,3 +207,27 @@ def test_judge_decides_a_drop_over_the_bound_with_its_interval():
     v["drop_ci"] = {"ndcg@10": {"drop": 0.013, "lo": 0.004, "hi": 0.022}}
     (failed,) = judge(v, ref, Bounds())
     assert failed.startswith("ndcg@10 drop 0.0130 > 0.01") and "CI [0.0040, 0.0220]" in failed
+
+
+def test_each_text_is_encoded_once_and_a_second_export_reads_the_store(
+    tiny_dir, tmp_path, monkeypatch
+):
+    """The eval's embeddings serve the parity check (no second encode of its texts), and the
+    PyTorch reference goes through the embedding store: a second export encodes nothing."""
+    from embedforge.models.store import EmbeddingStore
+
+    monkeypatch.setattr(runner, "_embedding_store", lambda run_dir: EmbeddingStore(tmp_path / "s"))
+    small = {**FAST, "fuse": False, "fallback": None}
+    first = export_model(tiny_dir, tmp_path / "a", ExportSettings(**small))
+    n_texts = first["eval_set"]["n_docs"] + first["eval_set"]["n_queries"]
+
+    def store_counts(report):  # summed over the query and document fingerprints (prompts differ)
+        counts = report["torch"]["encodes"]["by_weights"].values()
+        return sum(c["texts_encoded"] for c in counts), sum(c["cache_hits"] for c in counts)
+
+    assert store_counts(first) == (n_texts, 0)
+    for v in first["variants"].values():
+        assert v["texts_encoded"] == n_texts  # parity's texts came from the eval's embeddings
+    second = export_model(tiny_dir, tmp_path / "b", ExportSettings(**small))
+    assert store_counts(second) == (0, n_texts)
+    assert second["torch"]["metrics"] == first["torch"]["metrics"]

@@ -32,7 +32,13 @@ def main(argv: list[str] | None = None, prog: str = "embedforge evaluate") -> in
     ap.add_argument("--metrics", default=",".join(cfg.eval.metrics))
     ap.add_argument("--batch-size", type=int, default=cfg.eval.batch_size)
     ap.add_argument("--out", default=None, help="write the metrics JSON here")
+    ap.add_argument(
+        "--no-store",
+        action="store_true",
+        help="encode everything afresh (default: through the embedding store, docs/scale.md)",
+    )
     args = parse(ap, argv)
+    from embedforge.config import build
     from embedforge.data.sources import BeirSource
     from embedforge.eval.retrieval import evaluate
     from embedforge.io import write_json
@@ -44,6 +50,8 @@ def main(argv: list[str] | None = None, prog: str = "embedforge evaluate") -> in
         doc_prefix=args.doc_prefix,
         max_seq_length=args.max_seq_length,
     )
+    if cfg.get("embedding_store") and not args.no_store:  # the texts a run encoded are not again
+        enc.store = build(cfg.embedding_store)
     data = Path(args.data)
     if (data / "judged" / "qrels").is_dir():  # a judged run: its person-judged queries
         data = data / "judged"
@@ -66,6 +74,8 @@ def main(argv: list[str] | None = None, prog: str = "embedforge evaluate") -> in
         "n_docs": res.n_docs,
         "seconds": res.seconds,
     }
+    if enc.store is not None:
+        out["encodes"] = enc.store.summary()
     print(json.dumps(out, indent=2, default=str))
     if args.out:
         write_json(args.out, out)

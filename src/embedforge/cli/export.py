@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None, prog: str = "embedforge export") -> int:
     )
     ap.add_argument("--no-speed", action="store_true", help="skip latency/throughput")
     ap.add_argument(
+        "--no-store",
+        action="store_true",
+        help="encode the PyTorch reference afresh (default: through the embedding store)",
+    )
+    ap.add_argument(
         "--no-fuse", action="store_true", help="skip the fused variants (fp32_fused, int8_fused)"
     )
     args = parse(ap, argv)
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge export") -> int:
         max_docs=args.max_docs or None,
         speed=not args.no_speed,
         fuse=not args.no_fuse,
+        store=not args.no_store,
     )
     if args.no_fallback:
         settings.fallback = None

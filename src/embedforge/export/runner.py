@@ -30,7 +30,8 @@ from embedforge.export.onnx_encoder import OnnxEncoder, read_prompts
 from embedforge.export.onnx_export import export_onnx, write_st_layout
 from embedforge.export.quantize import RECIPE_FILE, Int8Recipe, quantize_int8
 from embedforge.io import write_json
-from embedforge.runs import load_run, run_eval_set, ship_gate
+from embedforge.models.store import EmbeddingStore
+from embedforge.runs import load_config, load_run, run_eval_set, ship_gate
 
 log = logging.getLogger(__name__)
 REPORT = "export_report.json"
@@ -64,6 +65,9 @@ class ExportSettings:
         fallback: the int8 recipe of ``int8_blockwise`` (on the fused graph when ``fuse``), built
             and checked only when neither ``int8_fused`` nor ``int8`` meets the bounds; it is
             more accurate and slower (docs/ship.md). None = no fallback.
+        store: the PyTorch reference reads and writes its embeddings through the embedding store
+            (a run's own ``embedding_store``, else the default one): what the run already
+            encoded with the shipped weights is not encoded again.
     """
 
     bounds: Bounds = field(default_factory=Bounds)
@@ -81,6 +85,7 @@ class ExportSettings:
     fallback: Int8Recipe | None = field(
         default_factory=lambda: Int8Recipe(blockwise=[r"MatMul$"], name=FALLBACK)
     )
+    store: bool = True
 
 
 def resolve_source(source: str | Path) -> tuple[Path, Path | None]:
@@ -174,7 +179,8 @@ def export_model(
         "doc": list(rset.corpus.values())[: s.parity_texts],
         "query": list(rset.queries.values())[: s.parity_texts],
     }
-    report["torch"], ref, torch_per_query = _torch_reference(model_dir, rset, texts, s.speed)
+    store = _embedding_store(run_dir) if s.store else None
+    report["torch"], ref, torch_per_query = _torch_reference(model_dir, rset, texts, s.speed, store)
     variants = report["variants"] = {}
 
     def check(name: str) -> None:
@@ -220,15 +226,56 @@ def _gate_and_eval_set(
     return subset(rset, s.max_queries, s.max_docs)
 
 
+def _embedding_store(run_dir: Path | None) -> EmbeddingStore | None:
+    """The embedding store of the run's config (None if it has none), or the default one. Built
+    from its settings, not its ``_target_``: a saved config runs no code here (issue 25)."""
+    from embedforge.cli.common import compose_defaults
+
+    cfg = load_config(run_dir) if run_dir is not None else compose_defaults()
+    store = cfg.get("embedding_store")
+    if not store:
+        return None
+    return EmbeddingStore(store.root, store.get("dtype", "float32"), store.get("max_gb", 20.0))
+
+
+class EncodeOnce:
+    """Wraps an encoder so that each text is encoded at most once per kind: the eval encodes the
+    eval set, and the parity check's texts (a part of it) come from what it encoded."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.seen: dict[tuple[str, str], np.ndarray] = {}
+        self.encoded = 0  # texts the wrapped encoder was asked for
+
+    def encode(self, texts: list[str], kind: str, batch_size: int = 32, show_progress=False):
+        new = list(dict.fromkeys(t for t in texts if (kind, t) not in self.seen))
+        if new:
+            emb = self.encoder.encode(new, kind, batch_size, show_progress)
+            self.seen.update(((kind, t), e) for t, e in zip(new, emb))
+            self.encoded += len(new)
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        return np.stack([self.seen[(kind, t)] for t in texts])
+
+
 def _torch_reference(
-    model_dir: Path, rset: RetrievalSet, texts: dict[str, list[str]], speed: bool
+    model_dir: Path, rset: RetrievalSet, texts: dict[str, list[str]], speed: bool, store=None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, dict[str, float]]]:
     """The PyTorch model's size, metrics (and speed), its embeddings of ``texts`` and its
-    per-query metrics (for the variants' paired intervals)."""
-    enc = _torch_encoder(model_dir)
-    ref = {kind: enc.encode(t, kind) for kind, t in texts.items()}
+    per-query metrics (for the variants' paired intervals). With ``store`` (an embedding store)
+    texts the run already encoded with these weights are read, not encoded."""
+    torch_enc = _torch_encoder(model_dir)
+    torch_enc.store = store
+    enc = EncodeOnce(torch_enc)
     res = evaluate(enc, rset, DEFAULT_METRICS)
-    info: dict[str, Any] = {"size_mb": dir_size_mb(model_dir), "metrics": res.metrics}
+    ref = {kind: enc.encode(t, kind) for kind, t in texts.items()}
+    info: dict[str, Any] = {
+        "size_mb": dir_size_mb(model_dir),
+        "metrics": res.metrics,
+        "texts_encoded": enc.encoded,
+    }
+    if store is not None:
+        info["encodes"] = store.summary()
     if speed:
         info["speed"] = _speed_torch(model_dir, texts["doc"][:32])
     return info, ref, res.per_query
@@ -246,14 +293,15 @@ def _check_variant(
 ) -> dict[str, Any]:
     """One ONNX variant against the PyTorch model: size, parity, metrics with the paired bootstrap
     interval of each headline drop, speed, verdict (:func:`embedforge.export.checks.judge`)."""
-    onnx = OnnxEncoder(vdir)
-    emb = np.concatenate([onnx.encode(texts["doc"], "doc"), onnx.encode(texts["query"], "query")])
+    onnx = EncodeOnce(OnnxEncoder(vdir))
     res = evaluate(onnx, rset, DEFAULT_METRICS)
+    emb = np.concatenate([onnx.encode(texts["doc"], "doc"), onnx.encode(texts["query"], "query")])
     v: dict[str, Any] = {
         "path": str(vdir),
         "size_mb": onnx_size_mb(vdir),
         "parity": parity(np.concatenate([ref["doc"], ref["query"]]), emb),
         "metrics": res.metrics,
+        "texts_encoded": onnx.encoded,
         "drop_ci": {m: drop_interval(torch_per_query, res.per_query, m) for m in HEADLINE_METRICS},
     }
     if (vdir / RECIPE_FILE).is_file():

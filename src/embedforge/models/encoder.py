@@ -316,6 +316,37 @@ class Encoder(nn.Module):
         t.model = t.model.merge_and_unload()
         return merged
 
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Recompute each transformer layer in backward instead of keeping its activations
+        (non-reentrant, RNG state restored: the same dropout masks, the same gradients)."""
+        hf = self._transformer().model
+        if on:
+            hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            hf.gradient_checkpointing_disable()
+
+    def activation_bytes(self, padded_lengths: Sequence[tuple[int, int]]) -> float:
+        """Estimated bytes autograd keeps for backward when ``(n, length)`` groups of texts (each
+        group padded to ``length``) pass through the encoder with gradients (fp32, dropout on).
+
+        Per layer and sequence of L tokens (hidden H, heads A, FFN width I): ~9 L x H floats
+        (Q, K, V, context, projections, LayerNorm inputs), 2 A x L^2 (attention probabilities,
+        before and after dropout) and 2 L x I (FFN before and after GELU), plus byte masks
+        (A x L^2 + 2 L x H); x1.15 for what the layer count misses, calibrated on MiniLM
+        (32 x 254 + 32 x 48 tokens: 3,376 MB measured, ``scripts/bench_train_memory.py``).
+        """
+        conf = getattr(self._transformer().model, "config", None)
+        layers = getattr(conf, "num_hidden_layers", 12)
+        h = getattr(conf, "hidden_size", 768)
+        heads = getattr(conf, "num_attention_heads", 12)
+        inner = getattr(conf, "intermediate_size", 4 * h)
+        total = 0.0
+        for n, length in padded_lengths:
+            floats = 9 * length * h + 2 * heads * length**2 + 2 * length * inner
+            masks = heads * length**2 + 2 * length * h
+            total += n * layers * (4 * floats + masks)
+        return 1.15 * total
+
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:

@@ -96,3 +96,20 @@ def encode_sharded(
     parts = [torch.empty_like(padded) for _ in range(ws)]
     dist.all_gather(parts, padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes)]).numpy()  # (N, D)
+
+
+class ShardedEncoder:
+    """An encoder whose ``encode`` is :func:`encode_sharded`: under DDP every rank encodes a
+    share and gets the whole (each rank must encode the same texts); everything else is the
+    wrapped encoder's."""
+
+    def __init__(self, encoder: Any):
+        self.encoder = encoder
+
+    def encode(
+        self, texts: Sequence[str], kind: str, batch_size: int = 64, show_progress: bool = False
+    ) -> np.ndarray:
+        return encode_sharded(self.encoder, texts, kind, batch_size, show_progress)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoder, name)

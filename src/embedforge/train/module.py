@@ -24,8 +24,9 @@ from embedforge.eval.retrieval import RetrievalSet, evaluate
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.losses.common import Loss, candidates, similarity
 from embedforge.models.encoder import Encoder
-from embedforge.train.distributed import all_gather_with_grad, world
+from embedforge.train.distributed import ShardedEncoder, all_gather_with_grad, world
 from embedforge.train.gradcache import cached_backward
+from embedforge.train.memory import return_freed_blocks
 from embedforge.types import DEFAULT_SCORE, Pair
 
 log = logging.getLogger("embedforge")
@@ -68,6 +69,13 @@ class ContrastiveModule(pl.LightningModule):
         lora: ``{r, alpha, dropout, target_modules}``: with ``r > 0`` the encoder's transformer is
             wrapped in LoRA adapters and only they train (:meth:`Encoder.add_lora`; the saved model
             has them merged). None or ``r = 0``: full fine-tuning.
+        activation_budget_gb: the training step's saved activations are kept under this: when
+            the first batch's estimate (:meth:`Encoder.activation_bytes`: texts per step, or per
+            ``mini_batch_size`` chunk, x their padded lengths) exceeds it, each layer is
+            recomputed in backward (gradient checkpointing: the same gradients bit for bit) and,
+            on CPU, freed blocks are returned to the OS (:mod:`embedforge.train.memory`); the step
+            then takes ~1.25x as long on CPU. ``auto``: 2 GB on CPU, half the GPU's memory on a
+            GPU; None: never.
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class ContrastiveModule(pl.LightningModule):
         gather_queries: bool = False,
         empty_queries: str = "zero",
         lora: dict[str, Any] | None = None,
+        activation_budget_gb: float | str | None = "auto",
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -108,6 +117,9 @@ class ContrastiveModule(pl.LightningModule):
         self.in_batch: dict[str, torch.Tensor] = {}  # acc@1 and MRR of the last training batch
         self.empty_queries = empty_queries
         self._announced = False
+        self.activation_budget_gb = activation_budget_gb
+        #: set on the first training batch: ``{estimate_gb, budget_gb, checkpointing}``
+        self.activation_plan: dict[str, Any] | None = None
         if self.l2sp_weight > 0:
             # frozen copy of the starting weights; not a parameter, not saved in checkpoints' state
             self._theta0 = [p.detach().clone() for p in self.encoder.parameters()]
@@ -268,9 +280,47 @@ class ContrastiveModule(pl.LightningModule):
             "train/negatives_per_query": float(shared - 1 + shared * n),
         }
 
+    def budget_bytes(self) -> float | None:
+        """``activation_budget_gb`` in bytes (``auto`` resolved for this device)."""
+        budget = self.activation_budget_gb
+        if budget is None:
+            return None
+        if budget == "auto":
+            if self.device.type == "cuda":
+                return 0.5 * torch.cuda.get_device_properties(self.device).total_memory
+            return 2.0 * 2**30
+        return float(budget) * 2**30
+
+    def plan_activations(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Estimate the first batch's saved activations and turn on gradient checkpointing when
+        they exceed the budget (:attr:`activation_plan`)."""
+        groups = [(batch["query"], "query"), (batch["positive"], "doc")]
+        if batch.get("negatives"):
+            groups.append(([t for row in batch["negatives"] for t in row], "doc"))
+        lengths = [
+            (len(texts), int(self.encoder.token_counts(texts, kind).max()))
+            for texts, kind in groups
+        ]
+        if self.mini_batch_size:  # the encoder holds one chunk of one group at a time
+            n, length = max(lengths, key=lambda x: x[1])
+            lengths = [(min(self.mini_batch_size, n), length)]
+        estimate = self.encoder.activation_bytes(lengths)
+        budget = self.budget_bytes()
+        on = budget is not None and estimate > budget
+        self.encoder.set_gradient_checkpointing(on)
+        return {
+            "estimate_gb": float(f"{estimate / 2**30:.3g}"),
+            "budget_gb": None if budget is None else round(budget / 2**30, 2),
+            "checkpointing": on,
+            # over budget on the host, freed activations also go back to the OS (train/memory.py)
+            "returns_freed_blocks": on and self.device.type == "cpu" and return_freed_blocks(),
+        }
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
         scheduler = self.lr_schedulers()
+        if self.activation_plan is None:
+            self.activation_plan = self.plan_activations(batch)
         opt.zero_grad(set_to_none=True)
         contrastive = self.forward_backward(batch)
         opt.step()  # clipping happens in on_before_optimizer_step (after fp16 unscaling)
@@ -288,6 +338,16 @@ class ContrastiveModule(pl.LightningModule):
                 world()[0],
                 stats["train/negatives_per_query"],
                 self.mini_batch_size or "off",
+            )
+            plan = self.activation_plan or {}
+            log.info(
+                "training memory: ~%.1f GB of activations per step (budget %s GB): %s",
+                plan.get("estimate_gb", float("nan")),
+                plan.get("budget_gb"),
+                "layers recomputed in backward (gradient checkpointing: same gradients, slower;"
+                " module.activation_budget_gb=null: off)"
+                if plan.get("checkpointing")
+                else "kept",
             )
         self.log("train/loss", contrastive, prog_bar=True, batch_size=bsz, sync_dist=world()[0] > 1)
         for k, v in self.in_batch.items():  # in-batch retrieval of each query's own positive
@@ -336,15 +396,16 @@ class ContrastiveModule(pl.LightningModule):
         self.encoder.train()
 
     # ------------------------------------------------------------------ validation
-    def run_validation(self) -> dict[str, float]:
+    def run_validation(self, sharded: bool = False) -> dict[str, float]:
         """``val/<metric>`` of the current weights, encoded in fp32 with autocast off: Lightning
         runs ``validation_step`` inside the trainer's autocast, but every selection candidate (base,
-        best checkpoint, last) must be scored the same way."""
+        best checkpoint, last) must be scored the same way. ``sharded``: every DDP rank calls this
+        and encodes a share of the texts (:class:`ShardedEncoder`); each then scores the whole."""
         if self.val_set is None:
             return {}
         with torch.autocast(self.device.type, enabled=False):
             result = evaluate(
-                self.encoder,
+                ShardedEncoder(self.encoder) if sharded else self.encoder,
                 self.val_set,
                 self.metrics,
                 batch_size=self.eval_batch_size,
@@ -353,8 +414,9 @@ class ContrastiveModule(pl.LightningModule):
         return {f"val/{k}": v for k, v in result.metrics.items()}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        # rank 0 evaluates, every rank logs the same numbers (the checkpoint monitor needs them)
-        scores = self.run_validation() if self.trainer.is_global_zero else {}
+        # every rank encodes a share of the validation texts; rank 0's scores are logged by all
+        # (the checkpoint monitor needs one value everywhere)
+        scores = self.run_validation(sharded=True)
         scores = self.trainer.strategy.broadcast(scores, src=0)
         for k, v in scores.items():
             self.log(k, v, prog_bar=k.endswith(SHIP_METRIC), batch_size=1)
