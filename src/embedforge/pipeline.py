@@ -223,8 +223,9 @@ def build_pairs(cfg: DictConfig, data: DataSource, encoder: Encoder, clock: Cloc
 
 def rank0_pairs(path: Path, timeout_s: float = 6 * 3600) -> TrainingSet:
     """Rank 0's ``pairs.jsonl`` for a DDP rank > 0 (waiting until it is written; the file is
-    written atomically). Validation and evaluation run on rank 0 only, so their sets stay empty
-    here; ``PairDataModule.setup`` checks that every rank holds the same pairs."""
+    written atomically). Evaluation runs on rank 0 only, so its set stays empty here; in-training
+    validation gets rank 0's set by broadcast (``ContrastiveModule.validation_step``) and every
+    rank encodes a share. ``PairDataModule.setup`` checks that every rank holds the same pairs."""
     deadline = time.monotonic() + timeout_s
     while not path.is_file():
         if time.monotonic() > deadline:

@@ -214,10 +214,10 @@ def test_each_text_is_encoded_once_and_a_second_export_reads_the_store(
 ):
     """The eval's embeddings serve the parity check (no second encode of its texts), and the
     PyTorch reference goes through the embedding store: a second export encodes nothing."""
-    from embedforge.models.store import EmbeddingStore
+    from omegaconf import OmegaConf
 
-    monkeypatch.setattr(runner, "_embedding_store", lambda run_dir: EmbeddingStore(tmp_path / "s"))
-    small = {**FAST, "fuse": False, "fallback": None}
+    store = {"root": str(tmp_path / "s"), "dtype": "float32", "max_gb": 1}  # as the CLI passes it
+    small = {**FAST, "fuse": False, "fallback": None, "default_store": OmegaConf.create(store)}
     first = export_model(tiny_dir, tmp_path / "a", ExportSettings(**small))
     n_texts = first["eval_set"]["n_docs"] + first["eval_set"]["n_queries"]
 

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None, prog: str = "embedforge export") -> int:
         speed=not args.no_speed,
         fuse=not args.no_fuse,
         store=not args.no_store,
+        default_store=compose_defaults().get("embedding_store"),
     )
     if args.no_fallback:
         settings.fallback = None

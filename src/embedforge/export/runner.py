@@ -66,8 +66,10 @@ class ExportSettings:
             and checked only when neither ``int8_fused`` nor ``int8`` meets the bounds; it is
             more accurate and slower (docs/ship.md). None = no fallback.
         store: the PyTorch reference reads and writes its embeddings through the embedding store
-            (a run's own ``embedding_store``, else the default one): what the run already
+            (a run's own ``embedding_store``, else ``default_store``): what the run already
             encoded with the shipped weights is not encoded again.
+        default_store: the ``embedding_store`` config node used for a bare model dir (the CLI
+            passes the packaged config's; None: no store).
     """
 
     bounds: Bounds = field(default_factory=Bounds)
@@ -86,6 +88,7 @@ class ExportSettings:
         default_factory=lambda: Int8Recipe(blockwise=[r"MatMul$"], name=FALLBACK)
     )
     store: bool = True
+    default_store: Any = None
 
 
 def resolve_source(source: str | Path) -> tuple[Path, Path | None]:
@@ -179,7 +182,7 @@ def export_model(
         "doc": list(rset.corpus.values())[: s.parity_texts],
         "query": list(rset.queries.values())[: s.parity_texts],
     }
-    store = _embedding_store(run_dir) if s.store else None
+    store = _embedding_store(run_dir, s) if s.store else None
     report["torch"], ref, torch_per_query = _torch_reference(model_dir, rset, texts, s.speed, store)
     variants = report["variants"] = {}
 
@@ -226,13 +229,11 @@ def _gate_and_eval_set(
     return subset(rset, s.max_queries, s.max_docs)
 
 
-def _embedding_store(run_dir: Path | None) -> EmbeddingStore | None:
-    """The embedding store of the run's config (None if it has none), or the default one. Built
-    from its settings, not its ``_target_``: a saved config runs no code here (issue 25)."""
-    from embedforge.cli.common import compose_defaults
-
-    cfg = load_config(run_dir) if run_dir is not None else compose_defaults()
-    store = cfg.get("embedding_store")
+def _embedding_store(run_dir: Path | None, s: ExportSettings) -> EmbeddingStore | None:
+    """The embedding store of the run's config (None if it has none), or ``s.default_store``'s for
+    a bare model dir. Built from its settings, not its ``_target_``: a saved config runs no code
+    here (issue 25)."""
+    store = load_config(run_dir).get("embedding_store") if run_dir else s.default_store
     if not store:
         return None
     return EmbeddingStore(store.root, store.get("dtype", "float32"), store.get("max_gb", 20.0))

@@ -86,6 +86,8 @@ def encode_sharded(
     ws, rank = world()
     if ws == 1:
         return encoder.encode(texts, kind, batch_size, show_progress)
+    # a rank with other texts would leave the others waiting in all_gather: fail on every rank
+    same_on_every_rank(f"{len(texts)} {kind} texts", "the texts to encode")
     bounds = np.linspace(0, len(texts), ws + 1).astype(int)
     sizes = np.diff(bounds)
     mine = encoder.encode(

@@ -117,6 +117,7 @@ class ContrastiveModule(pl.LightningModule):
         self.in_batch: dict[str, torch.Tensor] = {}  # acc@1 and MRR of the last training batch
         self.empty_queries = empty_queries
         self._announced = False
+        self._val_shared = False  # under DDP: rank 0's validation set sent to every rank
         self.activation_budget_gb = activation_budget_gb
         #: set on the first training batch: ``{estimate_gb, budget_gb, checkpointing}``
         self.activation_plan: dict[str, Any] | None = None
@@ -416,6 +417,9 @@ class ContrastiveModule(pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         # every rank encodes a share of the validation texts; rank 0's scores are logged by all
         # (the checkpoint monitor needs one value everywhere)
+        if world()[0] > 1 and not self._val_shared:  # ranks > 0 built no sets (rank0_pairs)
+            self.val_set = self.trainer.strategy.broadcast(self.val_set, src=0)
+            self._val_shared = True
         scores = self.run_validation(sharded=True)
         scores = self.trainer.strategy.broadcast(scores, src=0)
         for k, v in scores.items():

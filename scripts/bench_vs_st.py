@@ -1,0 +1,269 @@
+"""embedforge's default real-query run vs the sentence-transformers trainer on the same real queries.
+
+    nice -n 10 python scripts/bench_vs_st.py [--sets icd10 cuad medquad] [--steps icd10=0 cuad=20
+        medquad=60] [--work outputs/bench/vs_st] [--out outputs/bench/vs_st.json] [--force]
+
+Per dev set with real training queries (ICD-10, CUAD, medquad-qa):
+1. ``embedforge train`` with the set's default real-query configuration (:data:`SETS`; ``--steps``
+   caps ``trainer.max_steps``, 0 = the configuration's own budget), in a subprocess: wall time,
+   peak RSS, its metrics.json (baseline and fine-tuned, per query).
+2. The sentence-transformers trainer (``SentenceTransformerTrainer``, MNRL scale 20, no-duplicates
+   batches, its defaults otherwise) on **exactly the real pairs that run trained on** (the
+   ``source: real`` rows of its ``pairs.jsonl``, with the run's query/document prompts), from the
+   same base model, with the run's batch size, number of optimizer steps, learning rate, warmup
+   ratio and max length; then evaluated by embedforge on the run's own eval set (rebuilt from its
+   saved config): a subprocess too, for its own wall time and peak RSS.
+3. NDCG@10 and Recall@5 of both, the difference embedforge - ST with its paired bootstrap 95%
+   interval and randomization p-value (``eval.significance.paired_delta``), embedforge's Recall@5
+   against the base, wall times and their ratio, peak RSS.
+
+Writes the JSON after every set (a killed run keeps what it measured) and prints the table of
+docs/real-queries.md. Runs share ``EMBEDFORGE_CACHE`` under ``--work`` (the base model's
+embeddings are encoded once for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchenv import add_load_arguments, loadavg, machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EMBEDFORGE_DATA", ROOT.parent / "shared" / "data"))
+#: each set's default real-query run (the overrides a user would type)
+SETS: dict[str, list[str]] = {
+    "icd10": [],  # the demo: real ICD-10 index terms + one sibling code as negative
+    "cuad": ["experiment=cuad"],  # real train queries + one same-contract negative
+    "medquad": [  # the generic default: real queries + offline pairs 1:3, dev-split validation
+        "data=beir",
+        f"data.path={DATA / 'medquad-qa'}",
+        "data.name=medquad",
+        "data.train_queries=true",
+        "data.eval_max_queries=300",
+        "data.eval_max_docs=3000",
+    ],
+}
+DEFAULT_STEPS = {"icd10": 0, "cuad": 20, "medquad": 60}
+HEADLINE = ("ndcg@10", "recall@5")
+
+
+def run_child(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+    """Run ``cmd``; its wall seconds and peak RSS (this child alone: ``wait4``)."""
+    t = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    if rc:
+        tail = log.read_text().strip().splitlines()[-3:]
+        raise SystemExit(f"{' '.join(cmd[:4])} ... exited {rc}: {' | '.join(tail)} (log {log})")
+    return {
+        "wall_s": round(time.perf_counter() - t, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+    }
+
+
+def st_child(run_dir: str, out_dir: str) -> dict[str, Any]:
+    """In this process: the ST trainer on the run's real pairs, then embedforge's eval of it."""
+    import warnings
+
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import BatchSamplers
+
+    from embedforge.eval.retrieval import evaluate
+    from embedforge.io import read_jsonl
+    from embedforge.models.encoder import Encoder, resolve_model_path
+    from embedforge.runs import load_run, run_eval_set
+
+    warnings.simplefilter("ignore")
+    run = Path(run_dir)
+    cfg, metrics = load_run(run)
+    real = [p for p in read_jsonl(run / "pairs.jsonl") if p.get("source") == "real"]
+    qp, dp = cfg.model.get("query_prefix") or "", cfg.model.get("doc_prefix") or ""
+    model = SentenceTransformer(resolve_model_path(cfg.model.name_or_path), device="cpu")
+    model.max_seq_length = int(cfg.model.max_seq_length)
+    ds = Dataset.from_dict(
+        {"anchor": [qp + p["query"] for p in real], "positive": [dp + p["positive"] for p in real]}
+    )
+    steps = int(metrics.training["steps"])
+    targs = SentenceTransformerTrainingArguments(
+        output_dir=str(Path(out_dir) / "st_trainer"),
+        per_device_train_batch_size=int(cfg.data.batch_size),
+        max_steps=steps,
+        learning_rate=float(cfg.optim.lr),
+        warmup_ratio=float(cfg.module.warmup_ratio),
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=int(cfg.seed),
+        logging_steps=max(1, steps // 10),
+        disable_tqdm=True,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=targs,
+        train_dataset=ds,
+        loss=MultipleNegativesRankingLoss(model, scale=20.0),
+    )
+    t = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - t
+    model.save(str(Path(out_dir) / "st_model"))
+    del trainer, model
+    torch.set_num_threads(os.cpu_count() or 1)
+    enc = Encoder.from_pretrained(
+        str(Path(out_dir) / "st_model"), qp, dp, max_seq_length=int(cfg.model.max_seq_length)
+    )
+    t = time.perf_counter()
+    res = evaluate(enc, run_eval_set(cfg, run), list(cfg.eval.metrics), int(cfg.eval.batch_size))
+    return {
+        "real_pairs": len(real),
+        "steps": steps,
+        "train_s": round(train_s, 1),
+        "eval_s": round(time.perf_counter() - t, 1),
+        "metrics": res.metrics,
+        "per_query": res.per_query,
+    }
+
+
+def compare(ef: dict, st: dict) -> dict[str, Any]:
+    """embedforge - ST per headline metric, paired over the eval queries both scored."""
+    from embedforge.eval.significance import paired_delta
+
+    out = {}
+    for m in HEADLINE:
+        qids = sorted(set(ef["per_query"]) & set(st["per_query"]))
+        out[m] = paired_delta(
+            [st["per_query"][q][m] for q in qids], [ef["per_query"][q][m] for q in qids]
+        )
+    return out
+
+
+def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
+    work = Path(args.work) / name
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = work / "embedforge_run"
+    overrides = [*SETS[name], f"hydra.run.dir={run_dir}"]
+    if steps:
+        overrides.append(f"trainer.max_steps={steps}")
+    exe = Path(sys.executable).parent / "embedforge"
+    print(f"[{name}] embedforge train {' '.join(overrides)}", file=sys.stderr, flush=True)
+    ef_proc = run_child([str(exe), "train", *overrides], env, work / "embedforge.log")
+    m = json.loads((run_dir / "metrics.json").read_text())
+    print(f"[{name}] sentence-transformers trainer on the run's real pairs", file=sys.stderr)
+    st_proc = run_child(
+        [sys.executable, __file__, "--st-child", str(run_dir), str(work)], env, work / "st.log"
+    )
+    st = json.loads((work / "st.json").read_text())
+    per_query = [json.loads(line) for line in (run_dir / "per_query.jsonl").open()]
+    ef = {"per_query": {r["qid"]: r["finetuned"] for r in per_query}}
+    base = {"per_query": {r["qid"]: r["baseline"] for r in per_query}}
+    row = {
+        "overrides": overrides,
+        "eval_set": m.get("eval_set"),
+        "n_queries": m.get("n_queries"),
+        "pairs_by_source": m.get("pairs_by_source"),
+        "steps": m["training"]["steps"],
+        "selected": m.get("selected"),
+        "baseline": m["baseline"],
+        "embedforge": m["finetuned"],
+        "st": st["metrics"],
+        "embedforge_minus_st": compare(ef, st),
+        "embedforge_minus_base": compare(ef, base),
+        "st_minus_base": compare(st, base),
+        "wall_s": {
+            "embedforge_run": ef_proc["wall_s"],
+            "embedforge_train": m["seconds"].get("train"),
+            "st_train": st["train_s"],
+            "st_eval": st["eval_s"],
+            "st_process": st_proc["wall_s"],
+        },
+        "peak_rss_mb": {"embedforge": ef_proc["peak_rss_mb"], "st": st_proc["peak_rss_mb"]},
+        "st_real_pairs": st["real_pairs"],
+        "load_after": loadavg(),
+    }
+    row["wall_ratio"] = {
+        "train": round(row["wall_s"]["embedforge_train"] / st["train_s"], 2),
+        "run_vs_st_train_and_eval": round(ef_proc["wall_s"] / (st["train_s"] + st["eval_s"]), 2),
+    }
+    return row
+
+
+def table(rows: dict[str, dict]) -> str:
+    lines = [
+        "| set | steps | base NDCG@10 / R@5 | embedforge | ST trainer | embedforge − ST NDCG@10 [95% CI] | R@5 [95% CI] | embedforge R@5 − base | train s (ef / ST) | peak RSS MB (ef / ST) |",
+        "|---|---:|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        d, b = r["embedforge_minus_st"], r["embedforge_minus_base"]
+
+        def ci(x):
+            return f"{x['delta']:+.4f} [{x['low']:+.4f}, {x['high']:+.4f}]"
+
+        lines.append(
+            f"| {name} | {r['steps']} | {r['baseline']['ndcg@10']:.4f} / {r['baseline']['recall@5']:.4f}"
+            f" | {r['embedforge']['ndcg@10']:.4f} / {r['embedforge']['recall@5']:.4f}"
+            f" | {r['st']['ndcg@10']:.4f} / {r['st']['recall@5']:.4f}"
+            f" | {ci(d['ndcg@10'])} | {ci(d['recall@5'])} | {ci(b['recall@5'])}"
+            f" | {r['wall_s']['embedforge_train']} / {r['wall_s']['st_train']}"
+            f" ({r['wall_ratio']['train']}x) | {r['peak_rss_mb']['embedforge']:,} /"
+            f" {r['peak_rss_mb']['st']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--steps", nargs="*", default=[], help="SET=N (0: the config's own budget)")
+    ap.add_argument("--work", default=str(ROOT / "outputs" / "bench" / "vs_st"))
+    ap.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "vs_st.json"))
+    ap.add_argument("--st-child", nargs=2, help=argparse.SUPPRESS)
+    add_load_arguments(ap)
+    args = ap.parse_args(argv)
+    if args.st_child:
+        res = st_child(*args.st_child)
+        (Path(args.st_child[1]) / "st.json").write_text(json.dumps(res))
+        return 0
+    steps = {**DEFAULT_STEPS, **{k: int(v) for k, v in (s.split("=") for s in args.steps)}}
+    env = {
+        **os.environ,
+        "EMBEDFORGE_CACHE": str(Path(args.work) / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    record: dict[str, Any] = {"machine": machine(args.max_load, args.force), "sets": {}}
+    for name in args.sets:
+        record["sets"][name] = one_set(name, steps[name], args, env)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+        print(table({name: record["sets"][name]}), flush=True)
+    record["children_peak_rss_mb"] = round(
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    )
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    print(table(record["sets"]))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
