@@ -99,3 +99,12 @@ def test_bad_budget_is_a_one_line_error(compose, bad):
     with pytest.raises(EmbedforgeError, match="module.activation_budget_gb") as e:
         validate(compose("model=tiny", f"module.activation_budget_gb={str(bad).lower()}"))
     assert "\n" not in str(e.value)
+
+
+def test_a_model_without_checkpointing_keeps_its_activations(monkeypatch, caplog):
+    m = module(1e-9)
+    hf = m.encoder._transformer().model
+    monkeypatch.setattr(type(hf), "supports_gradient_checkpointing", False)
+    plan = m.plan_activations(make_batch(4))
+    assert plan["checkpointing"] is False and plan["returns_freed_blocks"] is False
+    assert not checkpointing(m) and "does not support gradient checkpointing" in caplog.text

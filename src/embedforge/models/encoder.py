@@ -316,14 +316,20 @@ class Encoder(nn.Module):
         t.model = t.model.merge_and_unload()
         return merged
 
-    def set_gradient_checkpointing(self, on: bool) -> None:
+    def set_gradient_checkpointing(self, on: bool) -> bool:
         """Recompute each transformer layer in backward instead of keeping its activations
-        (non-reentrant, RNG state restored: the same dropout masks, the same gradients)."""
+        (non-reentrant, RNG state restored: the same dropout masks, the same gradients). Returns
+        whether it is on: False for a model that does not support it (with a warning)."""
         hf = self._transformer().model
-        if on:
-            hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            hf.gradient_checkpointing_disable()
+        if not on:
+            if getattr(hf, "is_gradient_checkpointing", False):
+                hf.gradient_checkpointing_disable()
+            return False
+        if not getattr(hf, "supports_gradient_checkpointing", False):
+            log.warning("%s does not support gradient checkpointing: activations kept", self.name)
+            return False
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return True
 
     def activation_bytes(self, padded_lengths: Sequence[tuple[int, int]]) -> float:
         """Estimated bytes autograd keeps for backward when ``(n, length)`` groups of texts (each

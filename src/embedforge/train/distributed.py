@@ -93,11 +93,17 @@ def encode_sharded(
     mine = encoder.encode(
         list(texts[bounds[rank] : bounds[rank + 1]]), kind, batch_size, show_progress
     )
-    padded = torch.zeros(int(sizes.max()), encoder.dim)  # all_gather needs one shape on every rank
-    padded[: len(mine)] = torch.from_numpy(np.asarray(mine, dtype=np.float32))
+    # NCCL gathers CUDA tensors only (gloo: CPU); all_gather needs one shape on every rank
+    device = torch.device("cuda", torch.cuda.current_device()) if _nccl() else torch.device("cpu")
+    padded = torch.zeros(int(sizes.max()), encoder.dim, device=device)
+    padded[: len(mine)] = torch.from_numpy(np.asarray(mine, dtype=np.float32)).to(device)
     parts = [torch.empty_like(padded) for _ in range(ws)]
     dist.all_gather(parts, padded)
-    return torch.cat([p[:n] for p, n in zip(parts, sizes)]).numpy()  # (N, D)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)]).cpu().numpy()  # (N, D)
+
+
+def _nccl() -> bool:
+    return str(dist.get_backend()).lower() == "nccl"
 
 
 class ShardedEncoder:

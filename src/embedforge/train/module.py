@@ -74,7 +74,7 @@ class ContrastiveModule(pl.LightningModule):
             ``mini_batch_size`` chunk, x their padded lengths) exceeds it, each layer is
             recomputed in backward (gradient checkpointing: the same gradients bit for bit) and,
             on CPU, freed blocks are returned to the OS (:mod:`embedforge.train.memory`); the step
-            then takes ~1.25x as long on CPU. ``auto``: 2 GB on CPU, half the GPU's memory on a
+            then takes ~1.2-1.7x as long on CPU (docs/scale.md). ``auto``: 2 GB on CPU, half the GPU's memory on a
             GPU; None: never.
     """
 
@@ -307,8 +307,7 @@ class ContrastiveModule(pl.LightningModule):
             lengths = [(min(self.mini_batch_size, n), length)]
         estimate = self.encoder.activation_bytes(lengths)
         budget = self.budget_bytes()
-        on = budget is not None and estimate > budget
-        self.encoder.set_gradient_checkpointing(on)
+        on = self.encoder.set_gradient_checkpointing(budget is not None and estimate > budget)
         return {
             "estimate_gb": float(f"{estimate / 2**30:.3g}"),
             "budget_gb": None if budget is None else round(budget / 2**30, 2),
