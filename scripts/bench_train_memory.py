@@ -32,7 +32,8 @@ from benchenv import add_load_arguments, machine  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "agreement party termination notice payment clause license warranty breach term".split()
 #: the folder run (32 pairs of 254-token chunks) and experiment=cuad (32 pairs + 32 negatives,
-#: 256 tokens), each plain and with 8- and 4-text encoder chunks, and a small batch
+#: 256 tokens), each plain and with 8- and 4-text encoder chunks, and a small batch (append
+#: ``:ckpt`` to a config for gradient checkpointing)
 CONFIGS = [
     "32:254:0:0",
     "32:254:0:8",
@@ -66,7 +67,14 @@ def rss_now_mb() -> float:
 
 
 def run_one(
-    model: str, batch: int, length: int, negatives: int, mini: int, steps: int, query_words: int
+    model: str,
+    batch: int,
+    length: int,
+    negatives: int,
+    mini: int,
+    steps: int,
+    query_words: int,
+    checkpointing: bool = False,
 ) -> dict:
     """One configuration in this process."""
     import gc
@@ -89,6 +97,7 @@ def run_one(
         mini_batch_size=mini or None,
     )
     module.freeze_unused_parameters()
+    enc.set_gradient_checkpointing(checkpointing)
     params = [p for p in enc.parameters() if p.requires_grad]
     opt = module.optimizer_factory(params)
     data = {"query": texts(batch, query_words, "q"), "positive": texts(batch, 2 * length, "d")}
@@ -121,6 +130,7 @@ def run_one(
         "max_length": length,
         "negatives": negatives,
         "mini_batch_size": mini or None,
+        "checkpointing": checkpointing,
         "texts_per_step": batch * (2 + negatives),
         "rss_after_load_mb": round(rss_loaded),
         "peak_rss_mb": round(peak),
@@ -138,7 +148,12 @@ def run_one(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="packaged:all-MiniLM-L6-v2")
-    ap.add_argument("--configs", nargs="+", default=CONFIGS, help="B:L:NEG:MINI (MINI 0 = off)")
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        default=CONFIGS,
+        help="B:L:NEG:MINI[:ckpt] (MINI 0 = off; ckpt: gradient checkpointing)",
+    )
     ap.add_argument("--malloc", nargs="+", default=["default", "mmap"], choices=list(MALLOC))
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--query-words", type=int, default=40)
@@ -151,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     record = {"machine": machine(max_load=args.max_load, force=args.force), "rows": []}
     for cfg in args.configs:
-        b, length, neg, mini = (int(x) for x in cfg.split(":"))
+        b, length, neg, mini = (int(x) for x in cfg.split(":")[:4])
+        ckpt = cfg.endswith(":ckpt")
         for name in args.malloc:
             spec = dict(
                 model=args.model,
@@ -161,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 mini=mini,
                 steps=args.steps,
                 query_words=args.query_words,
+                checkpointing=ckpt,
             )
             env = {**os.environ, **MALLOC[name]}
             p = subprocess.run(
@@ -186,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| B x L | negatives | encoder chunk | malloc | peak RSS MB (rise) | saved for backward MB | s/step |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| B x L | negatives | encoder chunk | layers | malloc | peak RSS MB (rise) | saved for backward MB | s/step |",
+        "|---|---:|---:|---|---|---:|---:|---:|",
     ]
     for r in rows:
         if "error" in r:
@@ -195,7 +212,8 @@ def table(rows: list[dict]) -> str:
             continue
         lines.append(
             f"| {r['batch_size']} x {r['max_length']} | {r['negatives']} |"
-            f" {r['mini_batch_size'] or 'off'} | {r['malloc']} | {r['peak_rss_mb']:,}"
+            f" {r['mini_batch_size'] or 'off'} |"
+            f" {'recomputed' if r.get('checkpointing') else 'kept'} | {r['malloc']} | {r['peak_rss_mb']:,}"
             f" (+{r['step_rss_mb']:,}) | {r['saved_for_backward_mb']:,} | {r['seconds_per_step']} |"
         )
     return "\n".join(lines)

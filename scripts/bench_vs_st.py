@@ -1,7 +1,8 @@
 """embedforge's default real-query run vs the sentence-transformers trainer on the same real queries.
 
     nice -n 10 python scripts/bench_vs_st.py [--sets icd10 cuad medquad] [--steps icd10=0 cuad=20
-        medquad=60] [--work outputs/bench/vs_st] [--out outputs/bench/vs_st.json] [--force]
+        medquad=60] [--st-lr 5e-5|run] [--reuse] [--work outputs/bench/vs_st]
+        [--out outputs/bench/vs_st_lr_<st-lr>.json] [--force]
 
 Per dev set with real training queries (ICD-10, CUAD, medquad-qa):
 1. ``embedforge train`` with the set's default real-query configuration (:data:`SETS`; ``--steps``
@@ -10,8 +11,8 @@ Per dev set with real training queries (ICD-10, CUAD, medquad-qa):
 2. The sentence-transformers trainer (``SentenceTransformerTrainer``, MNRL scale 20, no-duplicates
    batches, its defaults otherwise) on **exactly the real pairs that run trained on** (the
    ``source: real`` rows of its ``pairs.jsonl``, with the run's query/document prompts), from the
-   same base model, with the run's batch size, number of optimizer steps, learning rate, warmup
-   ratio and max length; then evaluated by embedforge on the run's own eval set (rebuilt from its
+   same base model, with the run's batch size, number of optimizer steps, warmup ratio and max
+   length, and ``--st-lr`` (default 5e-5, its own default; ``run``: the run's learning rate); then evaluated by embedforge on the run's own eval set (rebuilt from its
    saved config): a subprocess too, for its own wall time and peak RSS.
 3. NDCG@10 and Recall@5 of both, the difference embedforge - ST with its paired bootstrap 95%
    interval and randomization p-value (``eval.significance.paired_delta``), embedforge's Recall@5
@@ -72,7 +73,7 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     }
 
 
-def st_child(run_dir: str, out_dir: str) -> dict[str, Any]:
+def st_child(run_dir: str, out_dir: str, lr: str = "run") -> dict[str, Any]:
     """In this process: the ST trainer on the run's real pairs, then embedforge's eval of it."""
     import warnings
 
@@ -106,7 +107,7 @@ def st_child(run_dir: str, out_dir: str) -> dict[str, Any]:
         output_dir=str(Path(out_dir) / "st_trainer"),
         per_device_train_batch_size=int(cfg.data.batch_size),
         max_steps=steps,
-        learning_rate=float(cfg.optim.lr),
+        learning_rate=float(cfg.optim.lr) if lr == "run" else float(lr),
         warmup_ratio=float(cfg.module.warmup_ratio),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         save_strategy="no",
@@ -136,6 +137,7 @@ def st_child(run_dir: str, out_dir: str) -> dict[str, Any]:
     return {
         "real_pairs": len(real),
         "steps": steps,
+        "lr": targs.learning_rate,
         "train_s": round(train_s, 1),
         "eval_s": round(time.perf_counter() - t, 1),
         "metrics": res.metrics,
@@ -164,14 +166,23 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
     if steps:
         overrides.append(f"trainer.max_steps={steps}")
     exe = Path(sys.executable).parent / "embedforge"
-    print(f"[{name}] embedforge train {' '.join(overrides)}", file=sys.stderr, flush=True)
-    ef_proc = run_child([str(exe), "train", *overrides], env, work / "embedforge.log")
+    ef_json = work / "embedforge_process.json"
+    if args.reuse and (run_dir / "metrics.json").is_file() and ef_json.is_file():
+        ef_proc = json.loads(ef_json.read_text())  # the run of an earlier invocation
+    else:
+        print(f"[{name}] embedforge train {' '.join(overrides)}", file=sys.stderr, flush=True)
+        ef_proc = run_child([str(exe), "train", *overrides], env, work / "embedforge.log")
+        ef_json.write_text(json.dumps(ef_proc))
     m = json.loads((run_dir / "metrics.json").read_text())
-    print(f"[{name}] sentence-transformers trainer on the run's real pairs", file=sys.stderr)
+    print(f"[{name}] sentence-transformers trainer (lr {args.st_lr})", file=sys.stderr)
+    st_dir = work / f"st_lr_{args.st_lr}"
+    st_dir.mkdir(exist_ok=True)
     st_proc = run_child(
-        [sys.executable, __file__, "--st-child", str(run_dir), str(work)], env, work / "st.log"
+        [sys.executable, __file__, "--st-child", str(run_dir), str(st_dir), args.st_lr],
+        env,
+        st_dir / "st.log",
     )
-    st = json.loads((work / "st.json").read_text())
+    st = json.loads((st_dir / "st.json").read_text())
     per_query = [json.loads(line) for line in (run_dir / "per_query.jsonl").open()]
     ef = {"per_query": {r["qid"]: r["finetuned"] for r in per_query}}
     base = {"per_query": {r["qid"]: r["baseline"] for r in per_query}}
@@ -197,6 +208,8 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
         },
         "peak_rss_mb": {"embedforge": ef_proc["peak_rss_mb"], "st": st_proc["peak_rss_mb"]},
         "st_real_pairs": st["real_pairs"],
+        "st_lr": st["lr"],
+        "embedforge_lr": load_lr(run_dir),
         "load_after": loadavg(),
     }
     row["wall_ratio"] = {
@@ -204,6 +217,12 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
         "run_vs_st_train_and_eval": round(ef_proc["wall_s"] / (st["train_s"] + st["eval_s"]), 2),
     }
     return row
+
+
+def load_lr(run_dir: Path) -> float:
+    from embedforge.runs import load_config
+
+    return float(load_config(run_dir).optim.lr)
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -235,13 +254,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", nargs="*", default=[], help="SET=N (0: the config's own budget)")
     ap.add_argument("--work", default=str(ROOT / "outputs" / "bench" / "vs_st"))
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "vs_st.json"))
-    ap.add_argument("--st-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--st-lr",
+        default="5e-5",
+        help="the ST trainer's learning rate: a number (default 5e-5, its own default) or 'run'",
+    )
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep an embedforge run already in --work (compare another ST setting to it)",
+    )
+    ap.add_argument("--st-child", nargs="+", help=argparse.SUPPRESS)  # RUN_DIR OUT_DIR [LR]
     add_load_arguments(ap)
     args = ap.parse_args(argv)
     if args.st_child:
         res = st_child(*args.st_child)
         (Path(args.st_child[1]) / "st.json").write_text(json.dumps(res))
         return 0
+    if args.out == ap.get_default("out"):
+        args.out = str(Path(args.out).with_name(f"vs_st_lr_{args.st_lr}.json"))
     steps = {**DEFAULT_STEPS, **{k: int(v) for k, v in (s.split("=") for s in args.steps)}}
     env = {
         **os.environ,
