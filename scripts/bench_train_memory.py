@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORDS = "agreement party termination notice payment clause license warranty breach term".split()
 #: the folder run (32 pairs of 254-token chunks) and experiment=cuad (32 pairs + 32 negatives,
 #: 256 tokens), each plain and with 8- and 4-text encoder chunks, and a small batch (append
-#: ``:ckpt`` to a config for gradient checkpointing)
+#: ``:ckpt`` to a config to recompute every layer in backward, ``:ckptN`` for the lowest N)
 CONFIGS = [
     "32:254:0:0",
     "32:254:0:8",
@@ -74,7 +74,7 @@ def run_one(
     mini: int,
     steps: int,
     query_words: int,
-    checkpointing: bool = False,
+    checkpointing: int = 0,
 ) -> dict:
     """One configuration in this process."""
     import gc
@@ -97,7 +97,9 @@ def run_one(
         mini_batch_size=mini or None,
     )
     module.freeze_unused_parameters()
-    enc.set_gradient_checkpointing(checkpointing)
+    checkpointing = enc.set_gradient_checkpointing(
+        enc.num_layers if checkpointing < 0 else checkpointing
+    )
     params = [p for p in enc.parameters() if p.requires_grad]
     opt = module.optimizer_factory(params)
     data = {"query": texts(batch, query_words, "q"), "positive": texts(batch, 2 * length, "d")}
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "--configs",
         nargs="+",
         default=CONFIGS,
-        help="B:L:NEG:MINI[:ckpt] (MINI 0 = off; ckpt: gradient checkpointing)",
+        help="B:L:NEG:MINI[:ckpt[N]] (MINI 0 = off; ckpt: every layer recomputed in backward, ckptN: N)",
     )
     ap.add_argument("--malloc", nargs="+", default=["default", "mmap"], choices=list(MALLOC))
     ap.add_argument("--steps", type=int, default=3)
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {"machine": machine(max_load=args.max_load, force=args.force), "rows": []}
     for cfg in args.configs:
         b, length, neg, mini = (int(x) for x in cfg.split(":")[:4])
-        ckpt = cfg.endswith(":ckpt")
+        tail = cfg.split(":")[4:]
+        ckpt = 0 if not tail else -1 if tail[0] == "ckpt" else int(tail[0].removeprefix("ckpt"))
         for name in args.malloc:
             spec = dict(
                 model=args.model,
@@ -213,7 +216,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['batch_size']} x {r['max_length']} | {r['negatives']} |"
             f" {r['mini_batch_size'] or 'off'} |"
-            f" {'recomputed' if r.get('checkpointing') else 'kept'} | {r['malloc']} | {r['peak_rss_mb']:,}"
+            f" {r.get('checkpointing') or 0} recomputed | {r['malloc']} | {r['peak_rss_mb']:,}"
             f" (+{r['step_rss_mb']:,}) | {r['saved_for_backward_mb']:,} | {r['seconds_per_step']} |"
         )
     return "\n".join(lines)

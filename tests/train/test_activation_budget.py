@@ -49,6 +49,13 @@ def checkpointing(m: ContrastiveModule) -> bool:
     return bool(m.encoder._transformer().model.is_gradient_checkpointing)
 
 
+def recomputed_blocks(m: ContrastiveModule) -> list[bool]:
+    """Each transformer layer: is it recomputed in backward?"""
+    return [
+        bool(layer.gradient_checkpointing) for layer in m.encoder._transformer().model.encoder.layer
+    ]
+
+
 @pytest.mark.parametrize("mini_batch_size", [None, 3])
 def test_over_budget_recomputes_layers_with_the_same_gradients(
     mini_batch_size, keep_this_process_malloc
@@ -59,6 +66,7 @@ def test_over_budget_recomputes_layers_with_the_same_gradients(
     assert not keep_this_process_malloc  # under budget: the allocator is left alone
     plan = recomputed.plan_activations(batch)
     assert plan["checkpointing"] is True and checkpointing(recomputed)
+    assert plan["recomputed_layers"] == "2/2" and recomputed_blocks(recomputed) == [True, True]
     assert plan["returns_freed_blocks"] is True and keep_this_process_malloc == [1]
     assert plan["estimate_gb"] >= 0 and plan["budget_gb"] == 0.0
     torch.manual_seed(5)  # dropout on: recomputation must replay the same masks
@@ -69,13 +77,48 @@ def test_over_budget_recomputes_layers_with_the_same_gradients(
     assert_same_grads(grads(recomputed), grads(plain), rtol=0, atol=0)
 
 
+def test_a_budget_between_recomputes_only_the_layers_it_must():
+    batch = make_batch(6, 2)
+    estimate = module(None).plan_activations(batch)["estimate_gb"] * 2**30
+    # room for one of the two layers: the lower one is recomputed
+    plain, partial = module(None), module(estimate / 2**30 * 0.99)
+    plan = partial.plan_activations(batch)
+    assert plan["recomputed_layers"] == "1/2" and recomputed_blocks(partial) == [True, False]
+    torch.manual_seed(5)
+    loss_plain = plain.forward_backward(batch)
+    torch.manual_seed(5)
+    assert torch.equal(loss_plain, partial.forward_backward(batch))
+    assert_same_grads(grads(partial), grads(plain), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("estimate", "budget", "layers", "recomputed"),
+    [
+        (10, None, 6, 0),  # no budget
+        (10, 10, 6, 0),  # fits
+        (12, 10, 6, 1),  # 2 per layer: 5 kept
+        (12, 2.5, 6, 5),  # 1 kept
+        (12, 1.9, 6, 6),  # not even one layer fits: all recomputed (peak: one layer's)
+        (60, 30, 12, 6),
+    ],
+)
+def test_recompute_layers_keeps_what_fits(estimate, budget, layers, recomputed):
+    from embedforge.train.module import recompute_layers
+
+    n = recompute_layers(estimate, budget, layers)
+    assert n == recomputed
+    if budget is not None and n:  # the kept layers fit, one more would not
+        per = estimate / layers
+        assert n == layers or (layers - n) * per <= budget < (layers - n + 1) * per
+
+
 def test_under_budget_and_auto_on_cpu_keep_activations():
     batch = make_batch(6, 2)
     for budget in ("auto", 10.0):
         m = module(budget)
         plan = m.plan_activations(batch)
         assert plan["checkpointing"] is False and not checkpointing(m)
-    assert module("auto").budget_bytes() == 2 * 2**30  # CPU
+    assert module("auto").budget_bytes() == 1.5 * 2**30  # CPU
 
 
 def test_estimate_grows_with_batch_length_and_negatives():

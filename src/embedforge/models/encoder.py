@@ -316,20 +316,34 @@ class Encoder(nn.Module):
         t.model = t.model.merge_and_unload()
         return merged
 
-    def set_gradient_checkpointing(self, on: bool) -> bool:
-        """Recompute each transformer layer in backward instead of keeping its activations
-        (non-reentrant, RNG state restored: the same dropout masks, the same gradients). Returns
-        whether it is on: False for a model that does not support it (with a warning)."""
+    def set_gradient_checkpointing(self, layers: int) -> int:
+        """Recompute ``layers`` transformer layers (the lowest ones) in backward instead of
+        keeping their activations (non-reentrant, RNG state restored: the same dropout masks, the
+        same gradients); 0 = none. Returns how many are recomputed: every layer where the model
+        only switches them all together, none for a model without checkpointing (a warning)."""
         hf = self._transformer().model
-        if not on:
+        if layers <= 0:
             if getattr(hf, "is_gradient_checkpointing", False):
                 hf.gradient_checkpointing_disable()
-            return False
+            return 0
         if not getattr(hf, "supports_gradient_checkpointing", False):
             log.warning("%s does not support gradient checkpointing: activations kept", self.name)
-            return False
+            return 0
         hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return True
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        blocks = [m for m in hf.modules() if isinstance(m, GradientCheckpointingLayer)]
+        if not blocks:  # checkpointing switched in the model's own loop: all layers or none
+            return self.num_layers
+        for i, block in enumerate(blocks):
+            block.gradient_checkpointing = i < layers
+        return min(layers, len(blocks))
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer layers (12 where the config does not say)."""
+        conf = getattr(self._transformer().model, "config", None)
+        return int(getattr(conf, "num_hidden_layers", 12))
 
     def activation_bytes(self, padded_lengths: Sequence[tuple[int, int]]) -> float:
         """Estimated bytes autograd keeps for backward when ``(n, length)`` groups of texts (each
@@ -342,7 +356,7 @@ class Encoder(nn.Module):
         (32 x 254 + 32 x 48 tokens: 3,376 MB measured, ``scripts/bench_train_memory.py``).
         """
         conf = getattr(self._transformer().model, "config", None)
-        layers = getattr(conf, "num_hidden_layers", 12)
+        layers = self.num_layers
         h = getattr(conf, "hidden_size", 768)
         heads = getattr(conf, "num_attention_heads", 12)
         inner = getattr(conf, "intermediate_size", 4 * h)

@@ -43,6 +43,18 @@ def warmup_linear(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return f
 
 
+def recompute_layers(estimate: float, budget: float | None, layers: int) -> int:
+    """How many of ``layers`` equal layers to recompute in backward so that a step's saved
+    activations (``estimate`` bytes with none recomputed) stay under ``budget``. The recomputed
+    layers are the lowest: backward reaches them after the kept layers above have freed theirs,
+    so the peak is the kept layers' activations (one layer's when all are recomputed). 0 when
+    the estimate fits or there is no budget."""
+    if budget is None or estimate <= budget:
+        return 0
+    kept = min(layers - 1, int(budget // (estimate / layers)))
+    return layers - kept
+
+
 class ContrastiveModule(pl.LightningModule):
     """Fine-tunes an :class:`Encoder` with a contrastive loss on (query, positive[, negatives]) batches.
 
@@ -71,10 +83,11 @@ class ContrastiveModule(pl.LightningModule):
             has them merged). None or ``r = 0``: full fine-tuning.
         activation_budget_gb: the training step's saved activations are kept under this: when
             the first batch's estimate (:meth:`Encoder.activation_bytes`: texts per step, or per
-            ``mini_batch_size`` chunk, x their padded lengths) exceeds it, each layer is
-            recomputed in backward (gradient checkpointing: the same gradients bit for bit) and,
-            on CPU, freed blocks are returned to the OS (:mod:`embedforge.train.memory`); the step
-            then takes ~1.2-1.7x as long on CPU (docs/scale.md). ``auto``: 2 GB on CPU, half the GPU's memory on a
+            ``mini_batch_size`` chunk, x their padded lengths) exceeds it, the fewest layers
+            that bring it under are recomputed in backward (:func:`recompute_layers`; gradient
+            checkpointing: the same gradients bit for bit) and, on CPU, freed blocks are returned
+            to the OS (:mod:`embedforge.train.memory`); each recomputed layer costs a forward
+            pass of it again (all six of MiniLM: ~1.5x the step on CPU, docs/scale.md). ``auto``: 1.5 GB on CPU, half the GPU's memory on a
             GPU; None: never.
     """
 
@@ -289,7 +302,7 @@ class ContrastiveModule(pl.LightningModule):
         if budget == "auto":
             if self.device.type == "cuda":
                 return 0.5 * torch.cuda.get_device_properties(self.device).total_memory
-            return 2.0 * 2**30
+            return 1.5 * 2**30
         return float(budget) * 2**30
 
     def plan_activations(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -307,13 +320,19 @@ class ContrastiveModule(pl.LightningModule):
             lengths = [(min(self.mini_batch_size, n), length)]
         estimate = self.encoder.activation_bytes(lengths)
         budget = self.budget_bytes()
-        on = self.encoder.set_gradient_checkpointing(budget is not None and estimate > budget)
+        layers = self.encoder.num_layers
+        recomputed = self.encoder.set_gradient_checkpointing(
+            recompute_layers(estimate, budget, layers)
+        )
         return {
             "estimate_gb": float(f"{estimate / 2**30:.3g}"),
             "budget_gb": None if budget is None else round(budget / 2**30, 2),
-            "checkpointing": on,
+            "checkpointing": recomputed > 0,
+            "recomputed_layers": f"{recomputed}/{layers}",
             # over budget on the host, freed activations also go back to the OS (train/memory.py)
-            "returns_freed_blocks": on and self.device.type == "cpu" and return_freed_blocks(),
+            "returns_freed_blocks": recomputed > 0
+            and self.device.type == "cpu"
+            and return_freed_blocks(),
         }
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -344,8 +363,8 @@ class ContrastiveModule(pl.LightningModule):
                 "training memory: ~%.1f GB of activations per step (budget %s GB): %s",
                 plan.get("estimate_gb", float("nan")),
                 plan.get("budget_gb"),
-                "layers recomputed in backward (gradient checkpointing: same gradients, slower;"
-                " module.activation_budget_gb=null: off)"
+                f"{plan.get('recomputed_layers')} layers recomputed in backward (gradient"
+                " checkpointing: same gradients, slower; module.activation_budget_gb=null: off)"
                 if plan.get("checkpointing")
                 else "kept",
             )
