@@ -135,6 +135,7 @@ def st_child(run_dir: str, out_dir: str, lr: str = "run") -> dict[str, Any]:
     t = time.perf_counter()
     res = evaluate(enc, run_eval_set(cfg, run), list(cfg.eval.metrics), int(cfg.eval.batch_size))
     return {
+        "key": st_key(run, lr),
         "real_pairs": len(real),
         "steps": steps,
         "lr": targs.learning_rate,
@@ -174,15 +175,29 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
         ef_proc = run_child([str(exe), "train", *overrides], env, work / "embedforge.log")
         ef_json.write_text(json.dumps(ef_proc))
     m = json.loads((run_dir / "metrics.json").read_text())
-    print(f"[{name}] sentence-transformers trainer (lr {args.st_lr})", file=sys.stderr)
     st_dir = work / f"st_lr_{args.st_lr}"
     st_dir.mkdir(exist_ok=True)
-    st_proc = run_child(
-        [sys.executable, __file__, "--st-child", str(run_dir), str(st_dir), args.st_lr],
-        env,
-        st_dir / "st.log",
+    key, st_json, proc_json = (
+        st_key(run_dir, args.st_lr),
+        st_dir / "st.json",
+        st_dir / "process.json",
     )
-    st = json.loads((st_dir / "st.json").read_text())
+    if (
+        st_json.is_file()
+        and proc_json.is_file()
+        and json.loads(st_json.read_text()).get("key") == key
+    ):
+        print(f"[{name}] ST trainer: same real pairs and settings, result kept", file=sys.stderr)
+        st_proc = json.loads(proc_json.read_text())
+    else:
+        print(f"[{name}] sentence-transformers trainer (lr {args.st_lr})", file=sys.stderr)
+        st_proc = run_child(
+            [sys.executable, __file__, "--st-child", str(run_dir), str(st_dir), args.st_lr],
+            env,
+            st_dir / "st.log",
+        )
+        proc_json.write_text(json.dumps(st_proc))
+    st = json.loads(st_json.read_text())
     per_query = [json.loads(line) for line in (run_dir / "per_query.jsonl").open()]
     ef = {"per_query": {r["qid"]: r["finetuned"] for r in per_query}}
     base = {"per_query": {r["qid"]: r["baseline"] for r in per_query}}
@@ -201,7 +216,9 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
         "st_minus_base": compare(st, base),
         "wall_s": {
             "embedforge_run": ef_proc["wall_s"],
-            "embedforge_train": m["seconds"].get("train"),
+            # training includes choosing the pairs on validation (data.mix_select_steps)
+            "embedforge_train": round(m["seconds"]["train"] + m["seconds"].get("mix_choice", 0), 2),
+            "embedforge_mix_choice": m["seconds"].get("mix_choice", 0),
             "st_train": st["train_s"],
             "st_eval": st["eval_s"],
             "st_process": st_proc["wall_s"],
@@ -217,6 +234,30 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
         "run_vs_st_train_and_eval": round(ef_proc["wall_s"] / (st["train_s"] + st["eval_s"]), 2),
     }
     return row
+
+
+def st_key(run_dir: Path, lr: str) -> str:
+    """What the ST trainer's result depends on: the run's real pairs, steps, batch, seed, model
+    and the learning rate (an unchanged key reuses the result: the trainer is seeded)."""
+    from embedforge.io import read_jsonl, stable_hash
+    from embedforge.runs import load_run
+
+    cfg, metrics = load_run(run_dir)
+    real = [
+        (p["query"], p["positive"])
+        for p in read_jsonl(run_dir / "pairs.jsonl")
+        if p.get("source") == "real"
+    ]
+    return stable_hash(
+        real,
+        int(metrics.training["steps"]),
+        int(cfg.data.batch_size),
+        int(cfg.seed),
+        str(cfg.model.name_or_path),
+        int(cfg.model.max_seq_length),
+        float(cfg.module.warmup_ratio),
+        str(cfg.optim.lr) if lr == "run" else lr,
+    )
 
 
 def load_lr(run_dir: Path) -> float:

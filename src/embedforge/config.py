@@ -222,6 +222,13 @@ def _validate_data(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"data.mix_real / data.mix_synthetic must be non-negative integers, not both 0, got {mix}"
         )
+    probe = _get(cfg, "data.mix_select_steps", None)
+    if probe not in (None, "auto") and (
+        isinstance(probe, bool) or not isinstance(probe, int) or probe < 0
+    ):
+        raise EmbedforgeError(
+            f"data.mix_select_steps must be auto, null or a non-negative integer, got {probe!r}"
+        )
     vmb = _get(cfg, "data.val_max_base")
     if vmb is not None and (not isinstance(vmb, int | float) or not 0 < vmb <= 1):
         raise EmbedforgeError(f"data.val_max_base must be null or in (0, 1], got {vmb!r}")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -52,6 +53,7 @@ from embedforge.tracking import WandbRunLogger, finishes_wandb
 from embedforge.train.datamodule import PairDataModule, equal_negatives, token_lengths
 from embedforge.train.distributed import launch_rank_zero
 from embedforge.train.log_progress import LogLinesProgress, quiet_lightning
+from embedforge.train.mix_choice import choose_mix
 from embedforge.train.module import ContrastiveModule
 from embedforge.train.wise import WiseCurve, wise_select
 from embedforge.types import Pair
@@ -84,6 +86,7 @@ def run_stages(cfg: DictConfig) -> float:
     module.check_pairs(train_set.pairs)  # a graded loss needs scored pairs: fail before encoding
     trainer = build_trainer(cfg)
     base = evaluate_base(cfg, module, train_set.eval_set, trainer, clock)
+    train_set = choose_pairs(cfg, module, train_set, trainer, clock)
     fit(cfg, trainer, module, train_set.pairs, data, base, clock)
     if not trainer.is_global_zero:  # under DDP every rank runs train(); rank 0 reports
         return float("nan")
@@ -148,6 +151,8 @@ class TrainingSet:
         negatives: counts of mined / group negatives (empty when none).
         diagnostics: length and overlap statistics of the pairs.
         generation: the generator's ``stats`` (offline: pairs per strategy, copy filter, probe).
+        mix_choice: how real validation chose between the real pairs alone and the mix
+            (:mod:`embedforge.train.mix_choice`), or None when it did not choose.
     """
 
     pairs: list[Pair]
@@ -157,6 +162,7 @@ class TrainingSet:
     negatives: dict[str, Any]
     diagnostics: dict[str, Any]
     generation: dict[str, Any] | None = None
+    mix_choice: dict[str, Any] | None = None
 
     @property
     def by_source(self) -> dict[str, int]:
@@ -285,6 +291,49 @@ def mix_pairs(
     pairs = real + synthetic
     rng.shuffle(pairs)
     return pairs
+
+
+def choose_pairs(
+    cfg: DictConfig,
+    module: ContrastiveModule,
+    train_set: TrainingSet,
+    trainer: pl.Trainer,
+    clock: Clock,
+) -> TrainingSet:
+    """Real validation's choice between the real pairs alone and the mix (``data.mix_select_steps``,
+    :mod:`embedforge.train.mix_choice`); ``pairs.jsonl`` then holds what the run trains on. The
+    random state is the same afterwards, so the run trains as if it had been given those pairs."""
+    with clock("mix_choice"), rng_kept():
+        pairs, record = choose_mix(
+            cfg,
+            module,
+            train_set.pairs,
+            train_set.val_set,
+            trainer.world_size,
+            lambda: build_module(cfg, module.encoder, train_set.val_set),
+        )
+    if record is None:
+        return train_set
+    if len(pairs) != len(train_set.pairs):
+        write_jsonl(train_set.path, pairs)
+        diagnostics = pair_diagnostics(pairs, Path(cfg.paths.output_dir))
+    else:
+        diagnostics = train_set.diagnostics
+    return dataclasses.replace(train_set, pairs=pairs, diagnostics=diagnostics, mix_choice=record)
+
+
+@contextmanager
+def rng_kept() -> Iterator[None]:
+    """Python's, NumPy's and torch's random state as they were on entry, on exit."""
+    import numpy as np
+
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
 
 
 def build_sets(
@@ -703,6 +752,7 @@ def run_metrics(
         pair_diagnostics=train_set.diagnostics,
         hard_negatives=train_set.negatives or None,
         generation=train_set.generation,
+        mix_choice=train_set.mix_choice,
         monitor=cfg.monitor,
         monitor_value=choice.value,
         selected=choice.selected,

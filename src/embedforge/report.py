@@ -52,6 +52,8 @@ def _results(m: RunMetrics) -> list[str]:
         f" {m.val['base']:.4f}, {best}, last {m.val['last']:.4f}).",
         "",
     ]
+    if m.mix_choice:
+        lines += _mix_choice(m.mix_choice)
     if m.wise:
         lines += _wise(m)
     if m.selected == "base":
@@ -151,6 +153,23 @@ def _dims(m: RunMetrics) -> list[str]:
         f = scores[SHIP_METRIC]
         lines.append(f"| {dim} | {b:.4f} | {f:.4f} | {f - b:+.4f} |")
     return lines + [""]
+
+
+def _mix_choice(c: dict) -> list[str]:
+    """How real validation chose the training pairs (``metrics.json`` ``mix_choice``)."""
+    scores = ", ".join(
+        f"{name} {t[f'val/{SHIP_METRIC}']:.4f} ({t['pairs']:,} pairs)"
+        for name, t in c["tried"].items()
+    )
+    d = c["mixed_minus_real"]
+    return [
+        f"Training pairs chosen on validation: **{c['chosen']}** ({SHIP_METRIC} of"
+        f" {c['n_queries']} real queries ({c['val_set']}) after {c['steps_each']} steps each from"
+        f" the base: {scores}; generated pairs' effect {d['delta']:+.4f}"
+        f" [{d['low']:+.4f}, {d['high']:+.4f}]; {c['extra_steps']} extra steps,"
+        f" {c['seconds']:.0f} s; `data.mix_select_steps=0`: off).",
+        "",
+    ]
 
 
 def _wise(m: RunMetrics) -> list[str]:

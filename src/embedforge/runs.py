@@ -97,6 +97,9 @@ class RunMetrics:
         pair_diagnostics: length and overlap statistics of the pairs (``data.diagnostics``).
         hard_negatives: counts of mined or group negatives, or None.
         generation: the generator's stats (offline: pairs per strategy, copy filter, probe table), or None.
+        mix_choice: with real and generated pairs and real validation, the probes that chose the
+            pairs (``chosen``, ``tried``, ``mixed_minus_real`` with its interval, ``extra_steps``;
+            :mod:`embedforge.train.mix_choice`), or None.
         monitor: the validation metric that selects the model (``cfg.monitor``).
         monitor_value: its value for the shipped model.
         selected: ``base``, ``best_checkpoint`` or ``last``.
@@ -141,6 +144,7 @@ class RunMetrics:
     pair_diagnostics: dict[str, Any] | None = None
     hard_negatives: dict[str, Any] | None = None
     generation: dict[str, Any] | None = None
+    mix_choice: dict[str, Any] | None = None
     monitor: str = ""
     monitor_value: float | None = None
     selected: str = ""

@@ -32,6 +32,9 @@ class DataSource:
         generate: turn ``chunks()`` into pairs with the configured generator.
         mix_real: real pairs in the real:synthetic mix (default 1 : 3).
         mix_synthetic: generated pairs per ``mix_real`` real pairs (caps the generated ones when real pairs exist).
+        mix_select_steps: with real and generated pairs and real validation, train the real pairs
+            alone and the mix this many steps each and keep the one that validates better
+            (:mod:`embedforge.train.mix_choice`); ``auto``: a quarter of the run; 0/null: off.
         max_train_pairs: cap on the final training set (seeded sample), null = all.
         holdout: fraction of training pairs held out for validation when the source has no dev split.
         val_max_queries / val_max_docs: size of the in-training validation set (queries sampled; the
@@ -55,6 +58,7 @@ class DataSource:
         generate: bool = True,
         mix_real: int = 1,
         mix_synthetic: int = 3,
+        mix_select_steps: int | str | None = "auto",
         max_train_pairs: int | None = None,
         holdout: float = 0.05,
         val_max_queries: int | None = 200,
@@ -70,6 +74,7 @@ class DataSource:
         self.generate = bool(generate)
         self.mix_real = int(mix_real)
         self.mix_synthetic = int(mix_synthetic)
+        self.mix_select_steps = mix_select_steps
         self.max_train_pairs = max_train_pairs
         self.holdout = float(holdout)
         self.val_max_queries = val_max_queries

@@ -1,0 +1,261 @@
+"""Real validation chooses between the real pairs alone and the real + generated mix: the
+generated pairs stay only when they validate better, the base weights and random state come back,
+the choice is recorded, kept for a resumed run, and skipped where validation is not real."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from embedforge.data.validation import DEV_SPLIT, HELD_OUT_SYNTHETIC
+from embedforge.eval.retrieval import EvalResult, RetrievalSet
+from embedforge.train.mix_choice import (
+    CHOICE_FILE,
+    MIXED,
+    REAL_ONLY,
+    candidates,
+    choose_mix,
+    planned_steps,
+    probe,
+    probe_steps,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+WORDS = (
+    "apple river guitar tiger castle pepper rocket violin forest copper lemon harbor silver"
+    " garden desert candle bridge falcon marble winter"
+).split()
+
+
+def doc(i: int) -> str:
+    return f"{WORDS[i]} {WORDS[i]} field notes"
+
+
+def pairs(shift: int, source: str, copies: int = 1) -> list[dict]:
+    """``about <word i>`` -> document ``i + shift``: shift 0 poses the validation task, 1 the
+    opposite of it."""
+    n = len(WORDS)
+    return [
+        {
+            "query": f"about {WORDS[i]} {'please ' * c}",
+            "positive": doc((i + shift) % n),
+            "source": source,
+        }
+        for c in range(copies)
+        for i in range(n)
+    ]
+
+
+def val_set(kind: str = DEV_SPLIT) -> RetrievalSet:
+    n = len(WORDS)
+    return RetrievalSet(
+        corpus={f"d{i}": doc(i) for i in range(n)},
+        queries={f"q{i}": f"tell me about {WORDS[i]}" for i in range(n)},
+        qrels={f"q{i}": {f"d{i}": 1} for i in range(n)},
+        name="toy/dev",
+        info={"kind": kind},
+    )
+
+
+@pytest.fixture()
+def run(compose, tiny_encoder, tmp_path):
+    from embedforge.pipeline import build_module
+
+    cfg = compose(
+        "model=tiny",
+        "trainer=debug",
+        "logger=none",
+        "optim.lr=3e-3",
+        "data.batch_size=8",
+        "data.mix_select_steps=12",
+        "module.activation_budget_gb=null",
+        f"paths.output_dir={tmp_path}",
+    )
+    module = build_module(cfg, copy.deepcopy(tiny_encoder), val_set())
+    return cfg, module
+
+
+def fresh(cfg, module):
+    """A new module around the run's encoder, as the pipeline builds one for each probe."""
+    from embedforge.pipeline import build_module
+
+    return lambda: build_module(cfg, module.encoder, module.val_set)
+
+
+def weights(module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.encoder.state_dict().items()}
+
+
+def fake_probe(scores: dict[int, list[float]]):
+    """A probe that scores each candidate (known by its number of pairs) with ``scores`` per
+    validation query, and moves the weights as training would."""
+
+    def probe(cfg, module, chosen, vset, steps):
+        with torch.no_grad():
+            for p in module.encoder.parameters():
+                p.add_(0.01)
+        per_query = {f"q{i}": {"ndcg@10": v} for i, v in enumerate(scores[len(chosen)])}
+        mean = sum(scores[len(chosen)]) / len(per_query)
+        return EvalResult({"ndcg@10": mean}, per_query, len(per_query), 0, 20, {})
+
+    return probe
+
+
+@pytest.mark.parametrize(
+    ("real_score", "mixed_score", "chosen"),
+    [(0.8, 0.6, REAL_ONLY), (0.6, 0.8, MIXED), (0.7, 0.7, REAL_ONLY)],  # a tie keeps real only
+)
+def test_the_pairs_that_validate_better_train_the_run(
+    run, monkeypatch, real_score, mixed_score, chosen
+):
+    cfg, module = run
+    mixed = pairs(0, "real") + pairs(1, "offline", copies=3)
+    scores = {20: [real_score] * 20, 80: [mixed_score] * 20}
+    monkeypatch.setattr("embedforge.train.mix_choice.probe", fake_probe(scores))
+    before = weights(module)
+    kept, record = choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module))
+    assert record["chosen"] == chosen
+    assert kept == (mixed if chosen == MIXED else [p for p in mixed if p["source"] == "real"])
+    tried = record["tried"]
+    assert tried[REAL_ONLY] == {"pairs": 20, "val/ndcg@10": pytest.approx(real_score)}
+    assert tried[MIXED] == {"pairs": 80, "val/ndcg@10": pytest.approx(mixed_score)}
+    delta = record["mixed_minus_real"]
+    assert delta["delta"] == pytest.approx(mixed_score - real_score) and delta["n"] == 20
+    assert record["steps_each"] == 12 and record["extra_steps"] == 24
+    after = weights(module)  # each probe and the run start from the base weights
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    saved = json.loads((Path(cfg.paths.output_dir) / CHOICE_FILE).read_text())
+    assert saved["chosen"] == chosen
+
+
+def test_a_probe_trains_its_steps_from_the_given_weights_and_scores_validation(run, monkeypatch):
+    from embedforge.train.module import ContrastiveModule
+
+    cfg, module = run
+    steps = []
+    step = ContrastiveModule.training_step
+    monkeypatch.setattr(
+        ContrastiveModule, "training_step", lambda self, b, i: steps.append(i) or step(self, b, i)
+    )
+    before = weights(module)
+    result = probe(
+        cfg, fresh(cfg, module)(), pairs(0, "real") + pairs(1, "offline"), module.val_set, 5
+    )
+    assert len(steps) == 5
+    after = weights(module)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert result.n_queries == 20 and set(result.per_query) == set(module.val_set.queries)
+    assert 0 <= result.metrics["ndcg@10"] <= 1
+
+
+def test_a_resumed_run_trains_on_its_earlier_choice_without_probing(run, monkeypatch):
+    cfg, module = run
+    mixed = pairs(0, "real") + pairs(1, "offline", copies=3)
+    monkeypatch.setattr(
+        "embedforge.train.mix_choice.probe", fake_probe({20: [0.8] * 20, 80: [0.6] * 20})
+    )
+    _, first = choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module))
+    monkeypatch.setattr(
+        "embedforge.train.mix_choice.probe", lambda *a, **k: pytest.fail("probed again")
+    )
+    cfg.resume = True
+    kept, again = choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module))
+    assert again == json.loads(json.dumps(first)) and len(kept) == 20
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["off", "no generated pairs", "generated only", "synthetic validation", "ddp"],
+)
+def test_no_choice_where_there_is_nothing_to_choose_or_no_real_validation(run, monkeypatch, case):
+    cfg, module = run
+    monkeypatch.setattr("embedforge.train.mix_choice.probe", lambda *a, **k: pytest.fail("probed"))
+    given = pairs(0, "real") + pairs(1, "offline")
+    vset, world = module.val_set, 1
+    if case == "off":
+        cfg.data.mix_select_steps = 0
+    elif case == "no generated pairs":
+        given = pairs(0, "real")
+    elif case == "generated only":
+        given = pairs(1, "offline")
+    elif case == "synthetic validation":
+        vset = val_set(HELD_OUT_SYNTHETIC)
+    else:
+        world = 2
+    kept, record = choose_mix(cfg, module, given, vset, world, fresh(cfg, module))
+    assert kept is given and record is None
+
+
+def test_probe_length_and_the_runs_planned_steps(compose):
+    assert probe_steps("auto", 60) == 15 and probe_steps("auto", 20) == 10
+    assert probe_steps("auto", 6) == 6 and probe_steps(7, 60) == 7
+    assert probe_steps(0, 60) == 0 and probe_steps(None, 60) == 0
+    assert planned_steps(compose("trainer.max_steps=60"), 10_000) == 60
+    cfg = compose("trainer.max_steps=-1", "trainer.max_epochs=2", "data.batch_size=32")
+    assert planned_steps(cfg, 100) == 8  # 2 x ceil(100 / 32)
+    assert candidates([{"query": "a", "positive": "b"}] * 3) is None  # untagged pairs are real
+
+
+@pytest.mark.parametrize("bad", ["lots", -1, 2.5, True])
+def test_bad_probe_length_is_a_one_line_error(compose, bad):
+    from embedforge.config import validate
+    from embedforge.errors import EmbedforgeError
+
+    with pytest.raises(EmbedforgeError, match="data.mix_select_steps") as e:
+        validate(compose("model=tiny", f"data.mix_select_steps={str(bad).lower()}"))
+    assert "\n" not in str(e.value)
+
+
+def test_a_run_with_real_and_generated_pairs_chooses_reports_and_trains_on_its_choice(
+    compose, tmp_path
+):
+    from tests.conftest import CUAD
+    from tests.test_pipeline import run_pipeline
+
+    run = tmp_path / "run"
+    _, m = run_pipeline(
+        compose,
+        run,
+        "data=beir",
+        f"data.path={CUAD}",
+        "data.train_queries=true",
+        "data.generate=true",
+        "data.gen_max_docs=40",
+        "data.eval_max_queries=20",
+        "data.eval_max_docs=120",
+        "data.val_max_queries=20",
+        "data.val_max_docs=120",
+        "data.mix_select_steps=2",
+        "data.batch_size=8",
+    )
+    choice = m["mix_choice"]
+    assert choice["chosen"] in (REAL_ONLY, MIXED) and choice["extra_steps"] == 4
+    assert choice["val_set"] == m["val_set"]["name"] and m["val_set"]["kind"] == DEV_SPLIT
+    trained = [json.loads(x) for x in (run / "pairs.jsonl").read_text().splitlines()]
+    assert len(trained) == choice["tried"][choice["chosen"]]["pairs"] == m["n_train_pairs"]
+    assert ({p["source"] for p in trained} == {"real"}) == (choice["chosen"] == REAL_ONLY)
+    assert m["pairs_by_source"]["real"] == choice["tried"][REAL_ONLY]["pairs"]
+    assert "mix_choice" in m["seconds"] and (run / CHOICE_FILE).is_file()
+    assert "Training pairs chosen on validation" in (run / "report.md").read_text()
+
+
+def test_rng_kept_restores_every_random_state():
+    import random
+
+    import numpy as np
+
+    from embedforge.pipeline import rng_kept
+
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = random.random(), np.random.rand(), torch.rand(1)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    with rng_kept():
+        random.random(), np.random.rand(), torch.rand(3)
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(
+        torch.rand(1), expected[2]
+    )
