@@ -85,13 +85,13 @@ def choose_mix(
     steps = probe_steps(cfg.data.get("mix_select_steps"), planned_steps(cfg, len(pairs)))
     if options is None or steps <= 0:
         return pairs, None
-    if val_set.info.get("kind") not in (DEV_SPLIT, HELD_OUT_REAL):
-        log.info("mix choice: off (validation is %s, not real queries)", val_set.info.get("kind"))
-        return pairs, None
-    if world_size > 1:
+    if world_size > 1:  # ranks > 0 hold no validation set (pipeline.rank0_pairs)
         log.info(
             "mix choice: off under DDP (choose with data.mix_synthetic, or run it on one device)"
         )
+        return pairs, None
+    if val_set.info.get("kind") not in (DEV_SPLIT, HELD_OUT_REAL):
+        log.info("mix choice: off (validation is %s, not real queries)", val_set.info.get("kind"))
         return pairs, None
     path = Path(cfg.paths.output_dir) / CHOICE_FILE
     if cfg.get("resume") and path.is_file():  # a resumed run trains on what it chose
@@ -117,7 +117,7 @@ def choose_mix(
         "steps_each": steps,
         "extra_steps": 2 * steps,
         "tried": {
-            name: {"pairs": len(options[name]), **{f"val/{SHIP_METRIC}": r.metrics[SHIP_METRIC]}}
+            name: {"pairs": len(options[name]), f"val/{SHIP_METRIC}": r.metrics[SHIP_METRIC]}
             for name, r in results.items()
         },
         "mixed_minus_real": delta,
