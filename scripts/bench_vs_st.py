@@ -1,7 +1,7 @@
 """embedforge's default real-query run vs the sentence-transformers trainer on the same real queries.
 
     nice -n 10 python scripts/bench_vs_st.py [--sets icd10 cuad medquad] [--steps icd10=0 cuad=20
-        medquad=60] [--st-lr 5e-5|run] [--reuse] [--work outputs/bench/vs_st]
+        medquad=60] [--st-lr 5e-5|run] [--st-seed N] [--reuse] [--work outputs/bench/vs_st]
         [--out outputs/bench/vs_st_lr_<st-lr>.json] [--force]
 
 Per dev set with real training queries (ICD-10, CUAD, medquad-qa):
@@ -73,7 +73,7 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     }
 
 
-def st_child(run_dir: str, out_dir: str, lr: str = "run") -> dict[str, Any]:
+def st_child(run_dir: str, out_dir: str, lr: str = "run", seed: str = "run") -> dict[str, Any]:
     """In this process: the ST trainer on the run's real pairs, then embedforge's eval of it."""
     import warnings
 
@@ -113,7 +113,7 @@ def st_child(run_dir: str, out_dir: str, lr: str = "run") -> dict[str, Any]:
         save_strategy="no",
         report_to="none",
         use_cpu=True,
-        seed=int(cfg.seed),
+        seed=int(cfg.seed) if seed == "run" else int(seed),
         logging_steps=max(1, steps // 10),
         disable_tqdm=True,
     )
@@ -135,7 +135,8 @@ def st_child(run_dir: str, out_dir: str, lr: str = "run") -> dict[str, Any]:
     t = time.perf_counter()
     res = evaluate(enc, run_eval_set(cfg, run), list(cfg.eval.metrics), int(cfg.eval.batch_size))
     return {
-        "key": st_key(run, lr),
+        "key": st_key(run, lr, seed),
+        "seed": int(cfg.seed) if seed == "run" else int(seed),
         "real_pairs": len(real),
         "steps": steps,
         "lr": targs.learning_rate,
@@ -175,10 +176,12 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
         ef_proc = run_child([str(exe), "train", *overrides], env, work / "embedforge.log")
         ef_json.write_text(json.dumps(ef_proc))
     m = json.loads((run_dir / "metrics.json").read_text())
-    st_dir = work / f"st_lr_{args.st_lr}"
-    st_dir.mkdir(exist_ok=True)
+    st_dir = (
+        work / f"st_lr_{args.st_lr}" / ("" if args.st_seed == "run" else f"seed_{args.st_seed}")
+    )
+    st_dir.mkdir(parents=True, exist_ok=True)
     key, st_json, proc_json = (
-        st_key(run_dir, args.st_lr),
+        st_key(run_dir, args.st_lr, args.st_seed),
         st_dir / "st.json",
         st_dir / "process.json",
     )
@@ -192,7 +195,15 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
     else:
         print(f"[{name}] sentence-transformers trainer (lr {args.st_lr})", file=sys.stderr)
         st_proc = run_child(
-            [sys.executable, __file__, "--st-child", str(run_dir), str(st_dir), args.st_lr],
+            [
+                sys.executable,
+                __file__,
+                "--st-child",
+                str(run_dir),
+                str(st_dir),
+                args.st_lr,
+                args.st_seed,
+            ],
             env,
             st_dir / "st.log",
         )
@@ -236,7 +247,7 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
     return row
 
 
-def st_key(run_dir: Path, lr: str) -> str:
+def st_key(run_dir: Path, lr: str, seed: str = "run") -> str:
     """What the ST trainer's result depends on: the run's real pairs, steps, batch, seed, model
     and the learning rate (an unchanged key reuses the result: the trainer is seeded)."""
     from embedforge.io import read_jsonl, stable_hash
@@ -252,7 +263,7 @@ def st_key(run_dir: Path, lr: str) -> str:
         real,
         int(metrics.training["steps"]),
         int(cfg.data.batch_size),
-        int(cfg.seed),
+        int(cfg.seed) if seed == "run" else int(seed),
         str(cfg.model.name_or_path),
         int(cfg.model.max_seq_length),
         float(cfg.module.warmup_ratio),
@@ -301,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the ST trainer's learning rate: a number (default 5e-5, its own default) or 'run'",
     )
     ap.add_argument(
+        "--st-seed",
+        default="run",
+        help="the ST trainer's seed (default: the run's); another seed shows the spread of its result",
+    )
+    ap.add_argument(
         "--reuse",
         action="store_true",
         help="keep an embedforge run already in --work (compare another ST setting to it)",
@@ -313,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         (Path(args.st_child[1]) / "st.json").write_text(json.dumps(res))
         return 0
     if args.out == ap.get_default("out"):
-        args.out = str(Path(args.out).with_name(f"vs_st_lr_{args.st_lr}.json"))
+        seed = "" if args.st_seed == "run" else f"_seed_{args.st_seed}"
+        args.out = str(Path(args.out).with_name(f"vs_st_lr_{args.st_lr}{seed}.json"))
     steps = {**DEFAULT_STEPS, **{k: int(v) for k, v in (s.split("=") for s in args.steps)}}
     env = {
         **os.environ,
