@@ -96,8 +96,9 @@ def choose_mix(
     path = Path(cfg.paths.output_dir) / CHOICE_FILE
     if cfg.get("resume") and path.is_file():  # a resumed run trains on what it chose
         record = json.loads(path.read_text())
-        log.info("mix choice: %s (from %s)", record["chosen"], path)
-        return options[record["chosen"]], record
+        if record.get("chosen") in options:
+            log.info("mix choice: %s (from %s)", record["chosen"], path)
+            return options[record["chosen"]], record
     t = time.perf_counter()
     base_state = copy.deepcopy(module.encoder.state_dict())
     results: dict[str, EvalResult] = {}

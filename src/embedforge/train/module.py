@@ -87,8 +87,8 @@ class ContrastiveModule(pl.LightningModule):
             that bring it under are recomputed in backward (:func:`recompute_layers`; gradient
             checkpointing: the same gradients bit for bit) and, on CPU, freed blocks are returned
             to the OS (:mod:`embedforge.train.memory`); each recomputed layer costs a forward
-            pass of it again (all six of MiniLM: ~1.5x the step on CPU, docs/scale.md). ``auto``: 1.5 GB on CPU, half the GPU's memory on a
-            GPU; None: never.
+            pass of it again (all six of MiniLM: ~1.5x the step on CPU, docs/scale.md).
+            ``auto``: 1.5 GB on CPU, half the GPU's memory on a GPU; None: never.
     """
 
     def __init__(
