@@ -95,7 +95,7 @@ def fake_probe(scores: dict[int, list[float]]):
     """A probe that scores each candidate (known by its number of pairs) with ``scores`` per
     validation query, and moves the weights as training would."""
 
-    def probe(cfg, module, chosen, vset, steps):
+    def probe(cfg, module, chosen, steps):
         with torch.no_grad():
             for p in module.encoder.parameters():
                 p.add_(0.01)
@@ -143,9 +143,7 @@ def test_a_probe_trains_its_steps_from_the_given_weights_and_scores_validation(r
         ContrastiveModule, "training_step", lambda self, b, i: steps.append(i) or step(self, b, i)
     )
     before = weights(module)
-    result = probe(
-        cfg, fresh(cfg, module)(), pairs(0, "real") + pairs(1, "offline"), module.val_set, 5
-    )
+    result = probe(cfg, fresh(cfg, module)(), pairs(0, "real") + pairs(1, "offline"), 5)
     assert len(steps) == 5
     after = weights(module)
     assert any(not torch.equal(before[k], after[k]) for k in before)

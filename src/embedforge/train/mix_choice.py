@@ -22,12 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from embedforge.config import build
 from embedforge.data.validation import DEV_SPLIT, HELD_OUT_REAL
-from embedforge.eval import retrieval
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.eval.significance import paired_delta
@@ -104,7 +102,7 @@ def choose_mix(
     results: dict[str, EvalResult] = {}
     for name, chosen in options.items():
         log.info("mix choice: %d steps on %s (%d pairs)", steps, name, len(chosen))
-        results[name] = probe(cfg, new_module(), chosen, val_set, steps)
+        results[name] = probe(cfg, new_module(), chosen, steps)
         module.encoder.load_state_dict(base_state)
     qids = sorted(results[REAL_ONLY].per_query)
     delta = paired_delta(
@@ -144,12 +142,10 @@ def choose_mix(
     return options[chosen_name], record
 
 
-def probe(
-    cfg: DictConfig, module: Any, pairs: list[Pair], val_set: RetrievalSet, steps: int
-) -> EvalResult:
+def probe(cfg: DictConfig, module: Any, pairs: list[Pair], steps: int) -> EvalResult:
     """``steps`` optimizer steps of ``module`` (a fresh one: its optimizer and schedule start
     anew) on ``pairs`` from its encoder's current weights, with the run's trainer settings but no
-    validation, checkpoints or logger; then the encoder's scores on ``val_set``."""
+    validation, checkpoints or logger; then its scores on its validation set, per query."""
     from embedforge.train.datamodule import PairDataModule
 
     trainer = build(
@@ -169,12 +165,4 @@ def probe(
     )
     dm = PairDataModule(pairs, cfg.data.batch_size, cfg.seed, cfg.data.num_workers, has_val=False)
     trainer.fit(module, datamodule=dm)
-    module.encoder.eval()
-    with torch.autocast(module.encoder.device.type, enabled=False):
-        return retrieval.evaluate(
-            module.encoder,
-            val_set,
-            list(cfg.eval.metrics),
-            cfg.eval.batch_size,
-            empty_queries=cfg.eval.empty_queries,
-        )
+    return module.validation_result()

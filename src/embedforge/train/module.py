@@ -20,7 +20,7 @@ from torch import nn
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.in_batch import in_batch_metrics
 from embedforge.eval.metrics import DEFAULT_METRICS
-from embedforge.eval.retrieval import RetrievalSet, evaluate
+from embedforge.eval.retrieval import EvalResult, RetrievalSet, evaluate
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.losses.common import Loss, candidates, similarity
 from embedforge.models.encoder import Encoder
@@ -416,21 +416,25 @@ class ContrastiveModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def run_validation(self, sharded: bool = False) -> dict[str, float]:
-        """``val/<metric>`` of the current weights, encoded in fp32 with autocast off: Lightning
-        runs ``validation_step`` inside the trainer's autocast, but every selection candidate (base,
-        best checkpoint, last) must be scored the same way. ``sharded``: every DDP rank calls this
-        and encodes a share of the texts (:class:`ShardedEncoder`); each then scores the whole."""
+        """``val/<metric>`` of the current weights (:meth:`validation_result`'s means)."""
         if self.val_set is None:
             return {}
+        return {f"val/{k}": v for k, v in self.validation_result(sharded).metrics.items()}
+
+    def validation_result(self, sharded: bool = False) -> EvalResult:
+        """The current weights on the validation set, per query, encoded in fp32 with autocast
+        off: Lightning runs ``validation_step`` inside the trainer's autocast, but every selection
+        candidate (base, best checkpoint, last, a mix probe) must be scored the same way.
+        ``sharded``: every DDP rank calls this and encodes a share of the texts
+        (:class:`ShardedEncoder`); each then scores the whole."""
         with torch.autocast(self.device.type, enabled=False):
-            result = evaluate(
+            return evaluate(
                 ShardedEncoder(self.encoder) if sharded else self.encoder,
                 self.val_set,
                 self.metrics,
                 batch_size=self.eval_batch_size,
                 empty_queries=self.empty_queries,
             )
-        return {f"val/{k}": v for k, v in result.metrics.items()}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         # every rank encodes a share of the validation texts; rank 0's scores are logged by all
