@@ -229,6 +229,15 @@ def _validate_data(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"data.mix_select_steps must be auto, null or a non-negative integer, got {probe!r}"
         )
+    guard = _get(cfg, "eval.label_free_guard")
+    if guard is not None and guard.get("signal") is not None:
+        from embedforge.eval.label_free import MEASURES
+
+        if guard.signal not in MEASURES:
+            raise EmbedforgeError(
+                f"eval.label_free_guard.signal must be null or one of {list(MEASURES)},"
+                f" got {guard.signal!r}"
+            )
     vmb = _get(cfg, "data.val_max_base")
     if vmb is not None and (not isinstance(vmb, int | float) or not 0 < vmb <= 1):
         raise EmbedforgeError(f"data.val_max_base must be null or in (0, 1], got {vmb!r}")

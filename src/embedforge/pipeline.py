@@ -35,6 +35,7 @@ from embedforge.data.validation import DEV_SPLIT, GENERATED_EVAL_NOTE, HELD_OUT_
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
 from embedforge.eval.ann import SearchSettings
+from embedforge.eval.label_free import Guard, build_guard, trust_text
 from embedforge.eval.matryoshka import TruncatedEncoder, evaluate_dims
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, verdict
@@ -87,10 +88,12 @@ def run_stages(cfg: DictConfig) -> float:
     trainer = build_trainer(cfg)
     base = evaluate_base(cfg, module, train_set.eval_set, trainer, clock)
     train_set = choose_pairs(cfg, module, train_set, trainer, clock)
+    guard = label_free_guard(cfg, data, train_set, encoder, trainer, clock)
     fit(cfg, trainer, module, train_set.pairs, data, base, clock)
     if not trainer.is_global_zero:  # under DDP every rank runs train(); rank 0 reports
         return float("nan")
     choice = select(cfg, module, trainer.checkpoint_callback, base, clock)
+    choice = guarded(choice, guard, module, base, clock)
     with clock("finetuned_eval"):
         shared = dims_cache(cfg)  # the per-dimension eval reuses the full eval's embeddings
         result = evaluate(cfg, encoder, train_set.eval_set, shared)
@@ -533,6 +536,7 @@ class Choice:
     value: float
     val: dict[str, float | None]
     wise: WiseCurve | None = None
+    label_free: dict[str, Any] | None = None  # the label-free guard's record (guarded)
 
 
 def select(
@@ -603,6 +607,81 @@ def wise_choice(
     log.info("WiSE: alpha %.2f selected (%s %.4f)", curve.alpha, cfg.monitor, curve.value)
     val = {"base": candidates["base"], "best": best, "last": last.get(cfg.monitor, float("nan"))}
     return Choice(selected, curve.value, val, curve)
+
+
+def label_free_guard(
+    cfg: DictConfig,
+    data: DataSource,
+    train_set: TrainingSet,
+    encoder: Encoder,
+    trainer: pl.Trainer,
+    clock: Clock,
+) -> Guard | None:
+    """A run validated on generated pairs only (no real queries): the set of
+    ``eval.label_free_guard.signal`` from its documents, with the base model's score on it, taken
+    before training (rank 0); else None (docs/offline-pairs.md, "Label-free signals")."""
+    settings = cfg.eval.get("label_free_guard")
+    kind = train_set.val_set.info.get("kind")
+    if not settings or not settings.get("signal") or kind != HELD_OUT_SYNTHETIC:
+        return None
+    if not trainer.is_global_zero:
+        return None
+    with clock("label_free_guard"):
+        guard = build_guard(
+            str(settings.signal),
+            data.chunks(),
+            set((train_set.generation or {}).get("by_strategy") or {}),
+            encoder,
+            probe_docs=int(settings.probe_docs),
+            max_queries=int(settings.max_queries),
+            min_delta=float(settings.min_delta),
+            batch_size=int(cfg.eval.batch_size),
+            seed=int(cfg.seed),
+        )
+    if guard is None:
+        log.warning("label-free guard: the documents give no %s query; off", settings.signal)
+    else:
+        log.info(
+            "label-free guard: %s on %d queries, base %.4f",
+            guard.signal,
+            len(guard.rset.qrels),
+            guard.base,
+        )
+    return guard
+
+
+def guarded(
+    choice: Choice, guard: Guard | None, module: ContrastiveModule, base: Base, clock: Clock
+) -> Choice:
+    """With a :class:`Guard` (a label-free run), fine-tuned weights chosen on generated validation
+    are shipped only when the guard's signal rose too; else the base model is."""
+    if guard is None:
+        return choice
+    if choice.selected == "base":
+        record = {"signal": guard.signal, "checked": False, "shipped": "base"}
+        return dataclasses.replace(choice, label_free=record)
+    with clock("label_free_check"):
+        record = guard.check(module.encoder)
+    shown = f"{guard.signal} {record['base']:.4f} -> {record['finetuned']:.4f}"
+    if record["supports"] or base.state is None:
+        if not record["supports"]:  # eval.keep_best=false: the trained weights ship regardless
+            log.warning("label-free guard: %s did not rise; eval.keep_best=false ships them", shown)
+        else:
+            log.info("label-free guard: %s; %s shipped", shown, choice.selected)
+        return dataclasses.replace(choice, label_free={**record, "shipped": choice.selected})
+    module.encoder.load_state_dict(base.state)
+    log.warning(
+        "label-free guard: %s did not rise; the base model is shipped (validation on generated"
+        " pairs alone does not predict real retrieval)",
+        shown,
+    )
+    return Choice(
+        "base",
+        choice.val["base"],
+        choice.val,
+        choice.wise,
+        label_free={**record, "shipped": "base", "overruled": choice.selected},
+    )
 
 
 def load_weights(module: ContrastiveModule, checkpoint_path: str) -> None:
@@ -711,6 +790,8 @@ def write_run(
     if metrics.baseline:
         shown = f"{metrics.baseline[SHIP_METRIC]:.4f} -> {shown} ({metrics.ship_gain:+.4f})"
     note = f" ({metrics.eval_note})" if metrics.eval_note else ""
+    if metrics.label_free:
+        note += f"; model {trust_text(metrics.label_free)}"
     log.info("%s %s%s; report: %s", SHIP_METRIC, shown, note, run_dir / "report.md")
     return metrics
 
@@ -758,6 +839,7 @@ def run_metrics(
         selected=choice.selected,
         val=choice.val,
         wise=choice.wise.to_dict() if choice.wise else None,
+        label_free=choice.label_free,
         ship=ship_record(cfg, delta, significance, result, train_set.eval_set.name, generated),
         eval_set=train_set.eval_set.summary(),
         val_set=train_set.val_set.summary(),

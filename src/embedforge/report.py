@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embedforge.eval.label_free import trust_text
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.eval.significance import interval_text
 from embedforge.io import atomic_write_text
@@ -15,6 +16,9 @@ def write_report(run_dir: Path, m: RunMetrics) -> Path:
     lines = [f"# embedforge run: {m.task}", ""]
     if m.eval_note:  # the headline says what the numbers below can and cannot say
         lines += [f"**{m.eval_note[0].upper()}{m.eval_note[1:]}.**", ""]
+    if m.label_free:  # and what chose the model when no real query could
+        text = trust_text(m.label_free)
+        lines += [f"**Model {text}.**", ""]
     lines += _results(m)
     lines += _dims(m)
     if m.per_query is not None:
@@ -54,6 +58,8 @@ def _results(m: RunMetrics) -> list[str]:
     ]
     if m.mix_choice:
         lines += _mix_choice(m.mix_choice)
+    if m.label_free:
+        lines += _label_free(m.label_free)
     if m.wise:
         lines += _wise(m)
     if m.selected == "base":
@@ -262,3 +268,36 @@ def _backend(m: RunMetrics) -> str:
         else:
             notes.append(f"{which} fell back to {rec.get('used')}: {rec.get('fallback')}")
     return "; " + "; ".join(notes) if notes else ""
+
+
+def _label_free(r: dict) -> list[str]:
+    """The label-free guard's check (``metrics.json`` ``label_free``)."""
+    if not r.get("checked", True):
+        return [
+            f"Label-free guard ({r['signal']}): not needed, validation already kept the base"
+            " model.",
+            "",
+        ]
+    verdict = (
+        "rose: the fine-tuned model is shipped"
+        if r["supports"]
+        else f"did not rise: **the base model is shipped** instead of {r['overruled']}"
+        if r.get("overruled")
+        else "did not rise (eval.keep_best=false: the trained weights are shipped anyway)"
+    )
+    trust = r.get("trust")
+    measured = (
+        f" Measured over {trust['runs']} label-free runs on sets with real test queries, it"
+        f" predicted the test change with Spearman {trust['spearman']:+.2f}"
+        f" [{trust['low']:+.2f}, {trust['high']:+.2f}]; shipping only when it rose shipped"
+        f" {trust['harm_shipped']} harmful model(s) and kept {trust['gain_kept']:.0%} of the gain"
+        " (docs/offline-pairs.md)."
+        if trust
+        else ""
+    )
+    return [
+        f"Label-free guard: {r['signal']} ({r['measures']}, {r['n_queries']} queries): base"
+        f" {r['base']:.4f}, fine-tuned {r['finetuned']:.4f} ({r['delta']:+.4f}): {verdict}."
+        + measured,
+        "",
+    ]

@@ -106,6 +106,10 @@ class RunMetrics:
         val: the monitored value of the ``base``, ``best`` checkpoint and ``last`` weights.
         wise: with ``eval.wise_alphas``, the weight-interpolation curve (``alphas``, their ``val``,
             the chosen ``alpha`` and ``value``, the fine-tuned ``endpoint``), else None.
+        label_free: a run validated on generated pairs only: the label-free guard's record
+            (:meth:`embedforge.eval.label_free.Guard.check`: ``signal``, what it ``measures``, its
+            ``base`` / ``finetuned`` / ``delta``, ``supports``, ``trust`` (its measured correlation
+            with real test changes), ``shipped``, ``overruled``), or None.
         ship: ``{"min_gain", "passed", "gated_on"}``: the ship gate's verdict and what it compared.
         eval_set / val_set / data: summaries of the eval set, validation set and data source.
         training: model, loss, batch size, steps, epochs, lr, precision, max_seq_length.
@@ -150,6 +154,7 @@ class RunMetrics:
     selected: str = ""
     val: dict[str, float | None] = field(default_factory=dict)
     wise: dict[str, Any] | None = None
+    label_free: dict[str, Any] | None = None
     ship: dict[str, Any] = field(default_factory=dict)
     eval_set: dict[str, Any] = field(default_factory=dict)
     val_set: dict[str, Any] = field(default_factory=dict)

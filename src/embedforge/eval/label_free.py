@@ -1,0 +1,220 @@
+"""Label-free signals: what a run without real queries can measure about its fine-tuned weights.
+
+A run trained on pairs generated from the corpus has no labelled query to tell it whether the
+fine-tuned model retrieves better for its users. These are the candidate signals it can compute
+from the corpus alone, base model vs fine-tuned; ``scripts/meta_eval_signals.py`` measures how
+well each predicts the real test change on sets that do have labels (docs/offline-pairs.md,
+"Label-free signals"), and :data:`MEASURED` keeps what it found, for runs to state.
+
+- **cross-strategy validation** (:func:`cross_strategy_set`): queries of the offline strategies a
+  run did *not* train on, each judged by the passage it was cut from, among every probe passage;
+- **pseudo-qrels** (:func:`pseudo_qrels_set`): for generated queries of every strategy, the
+  passages that both BM25 and the base model rank in their top 10 count as relevant;
+- **neighbourhood overlap** (:func:`neighbour_overlap`): the share of each passage's 10 nearest
+  passages that stay the same after fine-tuning.
+
+All three are built on a :class:`ProbeSet`: a seeded sample of the run's documents and offline
+pairs of every strategy from them (the copy filter applies, as in training).
+
+A label-free run ships its fine-tuned weights only when the signal chosen by the meta-evaluation
+(``eval.label_free_guard``) also rose from the base model (:class:`Guard`), and says in its
+report what that signal measured and how well it predicted real test changes (:data:`MEASURED`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from embedforge.eval.retrieval import RetrievalSet, search
+from embedforge.types import Chunk, Pair
+
+
+@dataclass
+class ProbeSet:
+    """``docs``: every pair's positive (its passage with the query cut out where the copy filter
+    did), then the sampled documents that gave no pair, as distractors; ``pairs``: offline pairs
+    of every strategy, shuffled; ``pairs[i]``'s positive is ``docs[i]``."""
+
+    docs: list[str]
+    pairs: list[Pair]
+
+    def corpus(self) -> dict[str, str]:
+        return {f"d{i}": t for i, t in enumerate(self.docs)}
+
+
+def probe_set(chunks: list[Chunk], n_docs: int = 400, seed: int = 0) -> ProbeSet:
+    """:class:`ProbeSet` of ``n_docs`` documents sampled from ``chunks`` with ``seed``."""
+    from embedforge.generate.offline import STRATEGIES, OfflineGenerator
+
+    rng = random.Random(seed)
+    sample = rng.sample(chunks, min(n_docs, len(chunks)))
+    pairs = OfflineGenerator(strategies=list(STRATEGIES), seed=seed).generate(sample)
+    rng.shuffle(pairs)
+    paired = {p["doc_id"] for p in pairs}
+    docs = [p["positive"] for p in pairs] + [c["text"] for c in sample if c["id"] not in paired]
+    return ProbeSet(docs, pairs)
+
+
+def cross_strategy_set(
+    probe: ProbeSet, trained: set[str], max_queries: int = 120
+) -> RetrievalSet | None:
+    """Queries of the strategies not in ``trained``, each relevant to its own positive; None when
+    every probe pair comes from a trained strategy."""
+    held = [(i, p) for i, p in enumerate(probe.pairs) if p["strategy"] not in trained]
+    held = held[:max_queries]
+    if not held:
+        return None
+    return RetrievalSet(
+        corpus=probe.corpus(),
+        queries={f"q{n}": p["query"] for n, (_, p) in enumerate(held)},
+        qrels={f"q{n}": {f"d{i}": 1} for n, (i, _) in enumerate(held)},
+        name="cross-strategy",
+        info={"strategies": sorted({p["strategy"] for _, p in held})},
+    )
+
+
+def pseudo_qrels_set(
+    probe: ProbeSet, base: Any, max_queries: int = 120, k: int = 10, batch_size: int = 64
+) -> RetrievalSet:
+    """The first ``max_queries`` probe queries, relevant to the passages in both BM25's and the
+    ``base`` encoder's top ``k`` (queries with no such passage are left out)."""
+    import bm25s
+
+    def tokens(texts: list[str]) -> list[list[str]]:
+        return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+
+    queries = [p["query"] for p in probe.pairs[:max_queries]]
+    index = bm25s.BM25()
+    index.index(tokens(probe.docs), show_progress=False)
+    lexical, _ = index.retrieve(tokens(queries), k=min(k, len(probe.docs)), show_progress=False)
+    q_emb = base.encode(queries, "query", batch_size, show_progress=False)
+    d_emb = base.encode(probe.docs, "doc", batch_size, show_progress=False)
+    dense, _ = search(q_emb, d_emb, k)
+    qrels = {}
+    for n in range(len(queries)):
+        both = {int(j) for j in lexical[n]} & {int(j) for j in dense[n]}
+        if both:
+            qrels[f"q{n}"] = {f"d{j}": 1 for j in sorted(both)}
+    return RetrievalSet(
+        corpus=probe.corpus(),
+        queries={f"q{n}": q for n, q in enumerate(queries)},
+        qrels=qrels,
+        name="pseudo-qrels",
+    )
+
+
+def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """Mean share of each row's ``k`` nearest rows (itself excluded) that ``a``'s and ``b``'s
+    embeddings (normalized, same rows) have in common: 1 = no neighbourhood moved."""
+
+    def nearest(e: np.ndarray) -> np.ndarray:
+        s = e @ e.T
+        np.fill_diagonal(s, -np.inf)
+        return np.argsort(-s, axis=1, kind="stable")[:, :k]
+
+    na, nb = nearest(a), nearest(b)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+
+
+#: what each guard signal measures, for the run's report and log
+MEASURES = {
+    "cross_strategy": "NDCG@10 on queries of the offline strategies the run did not train on",
+    "pseudo_qrels": "NDCG@10 against the passages BM25 and the base model agree on",
+}
+#: how well each signal predicted the real test change of label-free runs
+#: (scripts/meta_eval_signals.py over the runs of docs/offline-pairs.md, "Label-free signals"):
+#: Spearman's rho with test delta NDCG@10 and its bootstrap interval over runs, and what shipping
+#: only when the signal rose kept
+MEASURED: dict[str, dict[str, Any]] = {}
+
+
+def score(encoder: Any, rset: RetrievalSet, batch_size: int = 64) -> float:
+    """NDCG@10 of ``encoder`` on ``rset``."""
+    from embedforge.eval.retrieval import evaluate
+
+    return evaluate(encoder, rset, ["ndcg@10"], batch_size, show_progress=False).metrics["ndcg@10"]
+
+
+@dataclass
+class Guard:
+    """A label-free run's second opinion: ``signal``'s set and the base model's score on it
+    (taken before training); :meth:`check` scores the fine-tuned weights."""
+
+    signal: str
+    rset: RetrievalSet
+    base: float
+    min_delta: float = 0.0
+    batch_size: int = 64
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, encoder: Any) -> dict[str, Any]:
+        """The record ``metrics.json`` keeps (``label_free``): the signal's base and fine-tuned
+        values, whether it supports shipping (rose by more than ``min_delta``), what it measures
+        and how well it was measured to predict real test changes."""
+        finetuned = score(encoder, self.rset, self.batch_size)
+        delta = finetuned - self.base
+        return {
+            "signal": self.signal,
+            "measures": MEASURES[self.signal],
+            "n_queries": len(self.rset.qrels),
+            "base": round(self.base, 6),
+            "finetuned": round(finetuned, 6),
+            "delta": round(delta, 6),
+            "min_delta": self.min_delta,
+            "supports": delta > self.min_delta,
+            "trust": MEASURED.get(self.signal),
+            **self.info,
+        }
+
+
+def build_guard(
+    signal: str,
+    chunks: list[Chunk],
+    trained: set[str],
+    base: Any,
+    probe_docs: int = 400,
+    max_queries: int = 120,
+    min_delta: float = 0.0,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> Guard | None:
+    """The :class:`Guard` of ``signal`` (:data:`MEASURES`) from the run's documents, the
+    strategies it trains on and its ``base`` encoder (scored now); None when the documents give
+    no query for it."""
+    probe = probe_set(chunks, probe_docs, seed)
+    if signal == "cross_strategy":
+        rset = cross_strategy_set(probe, trained, max_queries)
+    elif signal == "pseudo_qrels":
+        rset = pseudo_qrels_set(probe, base, max_queries, batch_size=batch_size)
+    else:
+        from embedforge.errors import EmbedforgeError
+
+        raise EmbedforgeError(
+            f"eval.label_free_guard.signal: unknown {signal!r}; choose from {list(MEASURES)}"
+        )
+    if rset is None or not rset.qrels:
+        return None
+    info = {"probe_docs": len(probe.docs), **rset.info}
+    return Guard(signal, rset, score(base, rset, batch_size), min_delta, batch_size, info)
+
+
+def trust_text(record: dict[str, Any]) -> str:
+    """One sentence for a label-free run's headline and log: what chose its model and how far
+    that can be trusted, and the way to a real number."""
+    trust = record.get("trust")
+    measured = (
+        f" (measured over {trust['runs']} label-free runs with labels to judge them: Spearman"
+        f" {trust['spearman']:+.2f} [{trust['low']:+.2f}, {trust['high']:+.2f}] with the real test"
+        f" change)"
+        if trust
+        else " (its agreement with real test changes is not measured)"
+    )
+    return (
+        "chosen without real queries: validation on generated pairs, checked by the"
+        f" {record['signal'].replace('_', '-')} signal{measured}; a few real queries"
+        " (data.eval_path) give a real number"
+    )

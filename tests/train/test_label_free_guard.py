@@ -1,0 +1,165 @@
+"""The label-free guard: a run validated on generated pairs only ships its fine-tuned weights when
+the guard's signal (cross-strategy validation by default) rose too, and says what chose it."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+
+from embedforge.errors import EmbedforgeError
+from embedforge.eval.label_free import Guard, build_guard, score
+from embedforge.eval.retrieval import RetrievalSet
+from tests.conftest import LEGAL
+
+RSET = RetrievalSet(
+    corpus={"a": "alpha clause", "b": "beta clause", "c": "gamma term"},
+    queries={"q1": "alpha", "q2": "gamma"},
+    qrels={"q1": {"a": 1}, "q2": {"c": 1}},
+)
+
+
+@pytest.fixture()
+def trained(tiny_encoder):
+    """A module whose weights moved from the base model's (the "last" weights), and its Base."""
+    from embedforge.losses import MultipleNegativesRankingLoss
+    from embedforge.pipeline import Base
+    from embedforge.train.module import ContrastiveModule
+
+    module = ContrastiveModule(
+        copy.deepcopy(tiny_encoder),
+        MultipleNegativesRankingLoss(),
+        functools.partial(torch.optim.SGD, lr=0.1),
+        val_set=RSET,
+        metrics=["ndcg@10"],
+    )
+    state = {k: v.clone() for k, v in module.encoder.state_dict().items()}
+    with torch.no_grad():
+        for p in module.encoder.parameters():
+            p.add_(0.05)
+    return module, Base(None, {"val/ndcg@10": 0.5}, state)
+
+
+def chosen(selected: str = "last"):
+    from embedforge.pipeline import Choice
+
+    return Choice(selected, 0.7, {"base": 0.5, "best": None, "last": 0.7})
+
+
+def weights(module):
+    return {k: v.clone() for k, v in module.encoder.state_dict().items()}
+
+
+def test_a_signal_that_did_not_rise_ships_the_base_model(trained):
+    from embedforge.pipeline import Clock, guarded
+
+    module, base = trained
+    now = score(module.encoder, RSET)
+    guard = Guard("cross_strategy", RSET, base=now + 0.1)  # the base model scored higher
+    choice = guarded(chosen(), guard, module, base, Clock())
+    assert choice.selected == "base" and choice.value == 0.5
+    assert all(torch.equal(base.state[k], v) for k, v in module.encoder.state_dict().items())
+    r = choice.label_free
+    assert r["supports"] is False and r["shipped"] == "base" and r["overruled"] == "last"
+    assert r["finetuned"] == pytest.approx(now, abs=1e-6) and r["delta"] == pytest.approx(-0.1)
+    assert r["n_queries"] == 2 and "did not train on" in r["measures"]
+
+
+def test_a_signal_that_rose_ships_the_fine_tuned_weights(trained):
+    from embedforge.pipeline import Clock, guarded
+
+    module, base = trained
+    before = weights(module)
+    guard = Guard("cross_strategy", RSET, base=score(module.encoder, RSET) - 0.1)
+    choice = guarded(chosen(), guard, module, base, Clock())
+    assert choice.selected == "last" and choice.value == 0.7
+    assert all(torch.equal(before[k], v) for k, v in module.encoder.state_dict().items())
+    assert choice.label_free["supports"] is True and choice.label_free["shipped"] == "last"
+    # a rise must exceed min_delta
+    strict = Guard("cross_strategy", RSET, base=score(module.encoder, RSET) - 0.1, min_delta=0.2)
+    assert guarded(chosen(), strict, module, base, Clock()).selected == "base"
+
+
+def test_without_the_base_weights_the_guard_records_but_does_not_act(trained):
+    from embedforge.pipeline import Clock, guarded
+
+    module, base = trained
+    base.state = None  # eval.keep_best=false: the trained weights ship
+    before = weights(module)
+    guard = Guard("cross_strategy", RSET, base=2.0)
+    choice = guarded(chosen(), guard, module, base, Clock())
+    assert choice.selected == "last" and choice.label_free["supports"] is False
+    assert all(torch.equal(before[k], v) for k, v in module.encoder.state_dict().items())
+
+
+def test_a_base_model_already_selected_needs_no_check(trained):
+    from embedforge.pipeline import Clock, guarded
+
+    module, base = trained
+    guard = Guard("cross_strategy", RSET, base=2.0)
+    guard.check = lambda enc: pytest.fail("checked although validation kept the base model")
+    choice = guarded(chosen("base"), guard, module, base, Clock())
+    assert choice.selected == "base" and choice.label_free == {
+        "signal": "cross_strategy",
+        "checked": False,
+        "shipped": "base",
+    }
+    assert guarded(chosen(), None, module, base, Clock()).label_free is None
+
+
+def test_build_guard_scores_the_base_model_on_held_out_strategies(tiny_encoder):
+    chunks = [
+        {"id": f"c{i}", "title": f"Lease {i} rent", "text": f"tenant pays rent {i} " * 12}
+        for i in range(20)
+    ]
+    guard = build_guard("cross_strategy", chunks, {"span"}, tiny_encoder, probe_docs=20)
+    assert guard is not None and "span" not in guard.info["strategies"]
+    assert guard.base == pytest.approx(score(tiny_encoder, guard.rset))
+    with pytest.raises(EmbedforgeError, match="unknown 'nope'"):
+        build_guard("nope", chunks, set(), tiny_encoder)
+
+
+def test_bad_guard_signal_fails_validation(compose):
+    from embedforge.config import validate
+
+    with pytest.raises(EmbedforgeError, match="eval.label_free_guard.signal"):
+        validate(compose("eval.label_free_guard.signal=bogus"))
+    validate(compose("eval.label_free_guard.signal=null"))
+
+
+def test_a_label_free_run_records_and_reports_its_guard(compose, tmp_path):
+    """End to end: offline pairs, held-out generated validation: the guard runs and is reported."""
+    from tests.test_pipeline import run_pipeline
+
+    _, m = run_pipeline(
+        compose,
+        tmp_path,
+        "data=beir",
+        f"data.path={LEGAL}",
+        "data.val_max_docs=200",
+        "trainer.max_steps=4",
+        "data.batch_size=8",
+        "eval.label_free_guard.probe_docs=60",
+        "eval.keep_best=false",  # the trained weights are always checked (and shipped)
+    )
+    r = m["label_free"]
+    assert r["signal"] == "cross_strategy" and r["shipped"] == m["selected"] == "last"
+    assert r["supports"] == (r["delta"] > 0) and r["n_queries"] > 0
+    assert set(r["strategies"]).isdisjoint(m["generation"]["by_strategy"])
+    assert r["delta"] == pytest.approx(r["finetuned"] - r["base"], abs=2e-6)
+    assert {"label_free_guard", "label_free_check"} <= set(m["seconds"])
+    report = (tmp_path / "report.md").read_text()
+    assert "**Model chosen without real queries" in report and "data.eval_path" in report
+    assert "Label-free guard" in report
+
+
+def test_a_run_with_real_validation_has_no_guard(compose, tmp_path):
+    from tests.test_pipeline import run_pipeline
+
+    _, m = run_pipeline(
+        compose, tmp_path, "data.chapters=[1]", "trainer.max_steps=2", "data.batch_size=8"
+    )
+    assert m["val_set"]["kind"] == "dev split" and m["label_free"] is None
+    assert "without real queries" not in (tmp_path / "report.md").read_text()
