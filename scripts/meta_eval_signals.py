@@ -17,8 +17,9 @@ how well each candidate signal would have decided, on four sets that do have rea
    - ``val_synth``: the run's own held-out generated validation (today's selection signal),
      NDCG@10 last - base (``metrics.json`` ``val``).
    - ``xstrat``: cross-strategy validation: offline pairs of the strategies the run did *not*
-     train on, from a seeded sample of :data:`PROBE_DOCS` corpus documents, searched among all
-     probe positives; NDCG@10 fine-tuned - base.
+     train on, from a seeded sample of the corpus documents, searched among all probe positives;
+     NDCG@10 fine-tuned - base: exactly what a run's own guard computes (same sample, seed and
+     caps: ``eval.label_free_guard``; checked against its ``label_free`` record).
    - ``pseudo``: pseudo-qrels: for generated queries of every strategy, the documents both BM25
      and the base model rank in their top 10 count as relevant; NDCG@10 fine-tuned - base.
    - ``overlap``: how much of each probe document's 10 nearest documents stay the same after
@@ -104,8 +105,6 @@ RECIPES: dict[str, list[str]] = {
 }
 #: ``ict`` needs passages of >= 20 words: ICD-10's one-line descriptions have none
 SUBSTITUTES = {("icd10", "ict"): ["generator.strategies=[title_body]"]}
-PROBE_DOCS = 400
-PROBE_QUERIES = 120
 SIGNALS = ("val_synth", "xstrat", "pseudo", "overlap", "wise")
 HARM = -0.005  # the issue's bound: no shipped model below this test delta NDCG@10
 
@@ -130,21 +129,30 @@ def run_one(set_name: str, recipe: str, work: Path, env: dict[str, str]) -> Path
 
 
 class Probe:
-    """A set's :class:`~embedforge.eval.label_free.ProbeSet` with the base model (its embeddings
+    """A set's :class:`~embedforge.generate.label_free.ProbeSet` with the base model (its embeddings
     kept in the store) and pseudo-qrels; built once per set from a run's config."""
 
     def __init__(self, run_dir: Path, cache: Path):
+        from omegaconf import OmegaConf
+
         from embedforge.config import build
-        from embedforge.eval.label_free import probe_set, pseudo_qrels_set
+        from embedforge.generate.label_free import probe_set, pseudo_qrels_set
         from embedforge.models.store import EmbeddingStore
         from embedforge.runs import load_run
 
         self.cfg, _ = load_run(run_dir)
         self.store = EmbeddingStore(root=str(cache))
-        self.probe = probe_set(build(self.cfg.data).chunks(), PROBE_DOCS)
+        # the documents, sample and caps a run's own guard uses (eval.label_free_guard, seed)
+        settings = (
+            self.cfg.eval.get("label_free_guard")
+            or OmegaConf.load(ROOT / "conf" / "train.yaml").eval.label_free_guard
+        )  # runs from before the guard: today's defaults
+        self.max_queries = int(settings.max_queries)
+        chunks = build(self.cfg.data).chunks()
+        self.probe = probe_set(chunks, int(settings.probe_docs), int(self.cfg.seed))
         self.base = self.encoder(self.cfg.model.name_or_path)
         self.base_state = {k: v.clone() for k, v in self.base.model.state_dict().items()}
-        self.pseudo = pseudo_qrels_set(self.probe, self.base, PROBE_QUERIES)
+        self.pseudo = pseudo_qrels_set(self.probe, self.base, self.max_queries)
 
     def encoder(self, path: str | Path):
         from embedforge.models.encoder import Encoder
@@ -168,20 +176,29 @@ class Probe:
         return evaluate(enc, rset, ["ndcg@10"], 64, show_progress=False).metrics["ndcg@10"]
 
     def signals(self, run_dir: Path, metrics: dict) -> dict[str, Any]:
-        from embedforge.eval.label_free import cross_strategy_set, neighbour_overlap
+        from embedforge.generate.label_free import cross_strategy_set, neighbour_overlap
+        from embedforge.runs import load_run, run_eval_set
         from embedforge.train.wise import interpolate
 
         trained = set(metrics["generation"].get("by_strategy") or {})
         ft = self.encoder(run_dir / "model")
         out: dict[str, Any] = {"val_synth": metrics["val"]["last"] - metrics["val"]["base"]}
-        xset = cross_strategy_set(self.probe, trained, PROBE_QUERIES)
+        xset = cross_strategy_set(self.probe, trained, self.max_queries)
         out["xstrat_queries"] = len(xset.qrels) if xset else 0
         if xset:
             ft_x = self.ndcg(ft, xset)
             out["xstrat"] = ft_x - self.ndcg(self.base, xset)
+            in_run = metrics.get("label_free") or {}
+            if "delta" in in_run and abs(in_run["delta"] - out["xstrat"]) > 1e-4:
+                print(f"warning: {run_dir}: the run's own guard gave {in_run['delta']:+.4f}")
             half = self.encoder(run_dir / "model")
             half.model.load_state_dict(interpolate(self.base_state, ft.model.state_dict(), 0.5))
             out["wise"] = ft_x - self.ndcg(half, xset)
+            # what the half-way weights score on the real test set (judging WiSE policies)
+            out["test_delta_half"] = (
+                self.ndcg(half, run_eval_set(load_run(run_dir)[0]))
+                - (metrics["baseline"]["ndcg@10"])
+            )
         out["pseudo_queries"] = len(self.pseudo.qrels)
         out["pseudo"] = self.ndcg(ft, self.pseudo) - self.ndcg(self.base, self.pseudo)
         out["overlap"] = neighbour_overlap(self.docs(self.base), self.docs(ft))
@@ -219,9 +236,46 @@ def guard(ship: list[bool], delta: list[float]) -> dict[str, Any]:
     }
 
 
+def policies(rows: list[dict]) -> dict[str, Any]:
+    """Shipping rules over the runs, each judged by the test delta of what it ships (base: 0):
+    the guard on cross-strategy validation alone, and with WiSE alpha 0.5 as a second candidate
+    chosen by the same signal, or fixed."""
+    have = [r for r in rows if r.get("xstrat") is not None and "test_delta_half" in r]
+    full = [r["test_delta"] for r in have]
+    pos = sum(max(d, 0.0) for d in full)
+
+    def judged(shipped: list[float]) -> dict[str, Any]:
+        return {
+            "harm_shipped": sum(d < HARM for d in shipped),
+            "worst": round(min(shipped), 4),
+            "gain_kept": round(sum(shipped) / pos, 3) if pos else None,
+            "total": round(sum(shipped), 4),
+        }
+
+    def by_xstrat(r: dict) -> float:
+        half = r["xstrat"] - r["wise"]  # the signal at alpha 0.5
+        if max(r["xstrat"], half) <= 0:
+            return 0.0
+        return r["test_delta"] if r["xstrat"] >= half else r["test_delta_half"]
+
+    return {
+        "runs": len(have),
+        "ship all (alpha 1)": judged(full),
+        "xstrat > 0, else base": judged(
+            [r["test_delta"] if r["xstrat"] > 0 else 0.0 for r in have]
+        ),
+        "xstrat picks alpha 1 / 0.5 / base": judged([by_xstrat(r) for r in have]),
+        "alpha 0.5 always": judged([r["test_delta_half"] for r in have]),
+        "alpha 0.5 if xstrat > 0, else base": judged(
+            [r["test_delta_half"] if r["xstrat"] > 0 else 0.0 for r in have]
+        ),
+    }
+
+
 def analyse(rows: list[dict]) -> dict[str, Any]:
     delta = [r["test_delta"] for r in rows]
     out: dict[str, Any] = {"runs": len(rows), "unguarded": guard([True] * len(rows), delta)}
+    out["policies"] = policies(rows)
     for s in SIGNALS:
         have = [r for r in rows if r.get(s) is not None]
         if len(have) < 4:
@@ -242,14 +296,15 @@ def analyse(rows: list[dict]) -> dict[str, Any]:
 
 def table(rows: list[dict], analysis: dict) -> str:
     lines = [
-        "| set | recipe | test ΔNDCG@10 [95% CI] | val_synth | xstrat | pseudo | overlap | wise |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| set | recipe | test ΔNDCG@10 [95% CI] | α 0.5 test Δ | val_synth | xstrat | pseudo"
+        " | overlap | wise |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     f = lambda v: "–" if v is None else f"{v:+.4f}"  # noqa: E731
     for r in rows:
         lines.append(
             f"| {r['set']} | {r['recipe']} | {r['test_delta']:+.4f} [{r['test_low']:+.3f},"
-            f" {r['test_high']:+.3f}] | {f(r.get('val_synth'))} | {f(r.get('xstrat'))} |"
+            f" {r['test_high']:+.3f}] | {f(r.get('test_delta_half'))} | {f(r.get('val_synth'))} | {f(r.get('xstrat'))} |"
             f" {f(r.get('pseudo'))} | {r['overlap']:.3f} | {f(r.get('wise'))} |"
         )
     lines += [
@@ -274,6 +329,17 @@ def table(rows: list[dict], analysis: dict) -> str:
             f" {g['ship_good']} | {g['ship_harm']} | {g['hold_good']} | {g['hold_harm']} |"
             f" {g['gain_kept']} |"
         )
+    lines += [
+        "",
+        "| shipping rule | harmful shipped (<−0.005) | worst shipped | total Δ | gain kept |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, p in analysis["policies"].items():
+        if isinstance(p, dict):
+            lines.append(
+                f"| {name} | {p['harm_shipped']} | {p['worst']:+.4f} | {p['total']:+.4f} |"
+                f" {p['gain_kept']} |"
+            )
     return "\n".join(lines)
 
 
@@ -300,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     for set_name in args.sets:
         probe = None
         for recipe in args.recipes:
-            if (set_name, recipe) in rows:
+            if "test_delta_half" in rows.get((set_name, recipe), {}):
                 continue
             run_dir = run_one(set_name, recipe, work, env)
             m = json.loads((run_dir / "metrics.json").read_text())

@@ -231,7 +231,7 @@ def _validate_data(cfg: DictConfig) -> None:
         )
     guard = _get(cfg, "eval.label_free_guard")
     if guard is not None and guard.get("signal") is not None:
-        from embedforge.eval.label_free import MEASURES
+        from embedforge.generate.label_free import MEASURES
 
         if guard.signal not in MEASURES:
             raise EmbedforgeError(

@@ -35,7 +35,7 @@ from embedforge.data.validation import DEV_SPLIT, GENERATED_EVAL_NOTE, HELD_OUT_
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
 from embedforge.eval.ann import SearchSettings
-from embedforge.eval.label_free import Guard, build_guard, trust_text
+from embedforge.generate.label_free import Guard, build_guard, trust_text
 from embedforge.eval.matryoshka import TruncatedEncoder, evaluate_dims
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, verdict

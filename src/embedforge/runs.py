@@ -107,7 +107,7 @@ class RunMetrics:
         wise: with ``eval.wise_alphas``, the weight-interpolation curve (``alphas``, their ``val``,
             the chosen ``alpha`` and ``value``, the fine-tuned ``endpoint``), else None.
         label_free: a run validated on generated pairs only: the label-free guard's record
-            (:meth:`embedforge.eval.label_free.Guard.check`: ``signal``, what it ``measures``, its
+            (:meth:`embedforge.generate.label_free.Guard.check`: ``signal``, what it ``measures``, its
             ``base`` / ``finetuned`` / ``delta``, ``supports``, ``trust`` (its measured correlation
             with real test changes), ``shipped``, ``overruled``), or None.
         ship: ``{"min_gain", "passed", "gated_on"}``: the ship gate's verdict and what it compared.

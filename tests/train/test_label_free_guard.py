@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from embedforge.errors import EmbedforgeError
-from embedforge.eval.label_free import Guard, build_guard, score
+from embedforge.generate.label_free import Guard, build_guard, score
 from embedforge.eval.retrieval import RetrievalSet
 from tests.conftest import LEGAL
 

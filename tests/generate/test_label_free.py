@@ -1,4 +1,4 @@
-"""Label-free signals (embedforge.eval.label_free): the probe set, cross-strategy validation,
+"""Label-free signals (embedforge.generate.label_free): the probe set, cross-strategy validation,
 pseudo-qrels and neighbourhood overlap."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedforge.eval.label_free import (
+from embedforge.generate.label_free import (
     ProbeSet,
     cross_strategy_set,
     neighbour_overlap,
