@@ -269,6 +269,12 @@ def policies(rows: list[dict]) -> dict[str, Any]:
         "alpha 0.5 if xstrat > 0, else base": judged(
             [r["test_delta_half"] if r["xstrat"] > 0 else 0.0 for r in have]
         ),
+        "alpha 0.5 if xstrat at 0.5 > 0, else base": judged(
+            [r["test_delta_half"] if r["xstrat"] - r["wise"] > 0 else 0.0 for r in have]
+        ),
+        "alpha 1 if wise >= 0, else base": judged(
+            [r["test_delta"] if r["wise"] >= 0 else 0.0 for r in have]
+        ),
     }
 
 

@@ -35,13 +35,13 @@ from embedforge.data.validation import DEV_SPLIT, GENERATED_EVAL_NOTE, HELD_OUT_
 from embedforge.errors import EmbedforgeError
 from embedforge.eval import retrieval
 from embedforge.eval.ann import SearchSettings
-from embedforge.generate.label_free import Guard, build_guard, trust_text
 from embedforge.eval.matryoshka import TruncatedEncoder, evaluate_dims
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC, verdict
 from embedforge.eval.significance import delta_significance
 from embedforge.export.eval_backend import eval_encoder
 from embedforge.export.model_card import base_model_info, write_model_card
+from embedforge.generate.label_free import Guard, build_guard, trust_text
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
 from embedforge.models import encoder as models_encoder
 from embedforge.models.encoder import Encoder
@@ -56,7 +56,7 @@ from embedforge.train.distributed import launch_rank_zero
 from embedforge.train.log_progress import LogLinesProgress, quiet_lightning
 from embedforge.train.mix_choice import choose_mix
 from embedforge.train.module import ContrastiveModule
-from embedforge.train.wise import WiseCurve, wise_select
+from embedforge.train.wise import WiseCurve, interpolate, wise_select
 from embedforge.types import Pair
 
 log = logging.getLogger("embedforge")
@@ -93,7 +93,7 @@ def run_stages(cfg: DictConfig) -> float:
     if not trainer.is_global_zero:  # under DDP every rank runs train(); rank 0 reports
         return float("nan")
     choice = select(cfg, module, trainer.checkpoint_callback, base, clock)
-    choice = guarded(choice, guard, module, base, clock)
+    choice = guarded(cfg, choice, guard, module, base, clock)
     with clock("finetuned_eval"):
         shared = dims_cache(cfg)  # the per-dimension eval reuses the full eval's embeddings
         result = evaluate(cfg, encoder, train_set.eval_set, shared)
@@ -635,6 +635,7 @@ def label_free_guard(
             probe_docs=int(settings.probe_docs),
             max_queries=int(settings.max_queries),
             min_delta=float(settings.min_delta),
+            alpha=float(settings.get("alpha", 1.0)),
             batch_size=int(cfg.eval.batch_size),
             seed=int(cfg.seed),
         )
@@ -651,10 +652,16 @@ def label_free_guard(
 
 
 def guarded(
-    choice: Choice, guard: Guard | None, module: ContrastiveModule, base: Base, clock: Clock
+    cfg: DictConfig,
+    choice: Choice,
+    guard: Guard | None,
+    module: ContrastiveModule,
+    base: Base,
+    clock: Clock,
 ) -> Choice:
     """With a :class:`Guard` (a label-free run), fine-tuned weights chosen on generated validation
-    are shipped only when the guard's signal rose too; else the base model is."""
+    are shipped only when the guard's signal rose too, and then interpolated with the base weights
+    at the guard's ``alpha`` (WiSE-FT; 1 = as trained); else the base model is shipped."""
     if guard is None:
         return choice
     if choice.selected == "base":
@@ -663,25 +670,32 @@ def guarded(
     with clock("label_free_check"):
         record = guard.check(module.encoder)
     shown = f"{guard.signal} {record['base']:.4f} -> {record['finetuned']:.4f}"
-    if record["supports"] or base.state is None:
-        if not record["supports"]:  # eval.keep_best=false: the trained weights ship regardless
-            log.warning("label-free guard: %s did not rise; eval.keep_best=false ships them", shown)
-        else:
-            log.info("label-free guard: %s; %s shipped", shown, choice.selected)
+    if base.state is None:  # eval.keep_best=false: the trained weights ship, whatever it says
+        log.info("label-free guard: %s (eval.keep_best=false: not acted on)", shown)
         return dataclasses.replace(choice, label_free={**record, "shipped": choice.selected})
-    module.encoder.load_state_dict(base.state)
-    log.warning(
-        "label-free guard: %s did not rise; the base model is shipped (validation on generated"
-        " pairs alone does not predict real retrieval)",
+    if not record["supports"]:
+        module.encoder.load_state_dict(base.state)
+        log.warning(
+            "label-free guard: %s did not rise; the base model is shipped (validation on"
+            " generated pairs alone does not predict real retrieval)",
+            shown,
+        )
+        record = {**record, "shipped": "base", "overruled": choice.selected}
+        return Choice("base", choice.val["base"], choice.val, choice.wise, label_free=record)
+    if guard.alpha >= 1.0:
+        log.info("label-free guard: %s; %s shipped", shown, choice.selected)
+        return dataclasses.replace(choice, label_free={**record, "shipped": choice.selected})
+    state = module.encoder.state_dict()
+    module.encoder.load_state_dict(interpolate(base.state, state, guard.alpha))
+    value = module.run_validation().get(cfg.monitor, float("nan"))
+    log.info(
+        "label-free guard: %s; %s interpolated with the base weights at alpha %.2f shipped",
         shown,
+        choice.selected,
+        guard.alpha,
     )
-    return Choice(
-        "base",
-        choice.val["base"],
-        choice.val,
-        choice.wise,
-        label_free={**record, "shipped": "base", "overruled": choice.selected},
-    )
+    record = {**record, "shipped": "wise", "alpha": guard.alpha, "interpolated": choice.selected}
+    return Choice("wise", value, choice.val, choice.wise, label_free=record)
 
 
 def load_weights(module: ContrastiveModule, checkpoint_path: str) -> None:

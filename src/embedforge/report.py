@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedforge.generate.label_free import trust_text
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.eval.significance import interval_text
+from embedforge.generate.label_free import trust_text
 from embedforge.io import atomic_write_text
 from embedforge.runs import RunMetrics
 

@@ -8,10 +8,11 @@ import functools
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from embedforge.errors import EmbedforgeError
-from embedforge.generate.label_free import Guard, build_guard, score
 from embedforge.eval.retrieval import RetrievalSet
+from embedforge.generate.label_free import Guard, build_guard, score
 from tests.conftest import LEGAL
 
 RSET = RetrievalSet(
@@ -42,6 +43,9 @@ def trained(tiny_encoder):
     return module, Base(None, {"val/ndcg@10": 0.5}, state)
 
 
+CFG = OmegaConf.create({"monitor": "val/ndcg@10"})
+
+
 def chosen(selected: str = "last"):
     from embedforge.pipeline import Choice
 
@@ -58,7 +62,7 @@ def test_a_signal_that_did_not_rise_ships_the_base_model(trained):
     module, base = trained
     now = score(module.encoder, RSET)
     guard = Guard("cross_strategy", RSET, base=now + 0.1)  # the base model scored higher
-    choice = guarded(chosen(), guard, module, base, Clock())
+    choice = guarded(CFG, chosen(), guard, module, base, Clock())
     assert choice.selected == "base" and choice.value == 0.5
     assert all(torch.equal(base.state[k], v) for k, v in module.encoder.state_dict().items())
     r = choice.label_free
@@ -73,13 +77,29 @@ def test_a_signal_that_rose_ships_the_fine_tuned_weights(trained):
     module, base = trained
     before = weights(module)
     guard = Guard("cross_strategy", RSET, base=score(module.encoder, RSET) - 0.1)
-    choice = guarded(chosen(), guard, module, base, Clock())
+    choice = guarded(CFG, chosen(), guard, module, base, Clock())
     assert choice.selected == "last" and choice.value == 0.7
     assert all(torch.equal(before[k], v) for k, v in module.encoder.state_dict().items())
     assert choice.label_free["supports"] is True and choice.label_free["shipped"] == "last"
     # a rise must exceed min_delta
     strict = Guard("cross_strategy", RSET, base=score(module.encoder, RSET) - 0.1, min_delta=0.2)
-    assert guarded(chosen(), strict, module, base, Clock()).selected == "base"
+    assert guarded(CFG, chosen(), strict, module, base, Clock()).selected == "base"
+
+
+def test_a_signal_that_rose_ships_the_interpolation_at_the_guards_alpha(trained):
+    from embedforge.pipeline import Clock, guarded
+    from embedforge.train.wise import interpolate
+
+    module, base = trained
+    last = weights(module)
+    guard = Guard("cross_strategy", RSET, base=score(module.encoder, RSET) - 0.1, alpha=0.5)
+    choice = guarded(CFG, chosen(), guard, module, base, Clock())
+    want = interpolate(base.state, last, 0.5)
+    assert all(torch.equal(want[k], v) for k, v in module.encoder.state_dict().items())
+    assert choice.selected == "wise" and choice.label_free["alpha"] == 0.5
+    assert choice.label_free["interpolated"] == "last" and choice.label_free["shipped"] == "wise"
+    # its value is the validation score of the shipped (interpolated) weights
+    assert choice.value == pytest.approx(module.run_validation()["val/ndcg@10"])
 
 
 def test_without_the_base_weights_the_guard_records_but_does_not_act(trained):
@@ -89,7 +109,7 @@ def test_without_the_base_weights_the_guard_records_but_does_not_act(trained):
     base.state = None  # eval.keep_best=false: the trained weights ship
     before = weights(module)
     guard = Guard("cross_strategy", RSET, base=2.0)
-    choice = guarded(chosen(), guard, module, base, Clock())
+    choice = guarded(CFG, chosen(), guard, module, base, Clock())
     assert choice.selected == "last" and choice.label_free["supports"] is False
     assert all(torch.equal(before[k], v) for k, v in module.encoder.state_dict().items())
 
@@ -100,13 +120,13 @@ def test_a_base_model_already_selected_needs_no_check(trained):
     module, base = trained
     guard = Guard("cross_strategy", RSET, base=2.0)
     guard.check = lambda enc: pytest.fail("checked although validation kept the base model")
-    choice = guarded(chosen("base"), guard, module, base, Clock())
+    choice = guarded(CFG, chosen("base"), guard, module, base, Clock())
     assert choice.selected == "base" and choice.label_free == {
         "signal": "cross_strategy",
         "checked": False,
         "shipped": "base",
     }
-    assert guarded(chosen(), None, module, base, Clock()).label_free is None
+    assert guarded(CFG, chosen(), None, module, base, Clock()).label_free is None
 
 
 def test_build_guard_scores_the_base_model_on_held_out_strategies(tiny_encoder):

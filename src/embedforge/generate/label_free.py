@@ -148,6 +148,7 @@ class Guard:
     rset: RetrievalSet
     base: float
     min_delta: float = 0.0
+    alpha: float = 1.0  # when it rose: ship alpha * fine-tuned + (1 - alpha) * base (WiSE-FT)
     batch_size: int = 64
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -179,6 +180,7 @@ def build_guard(
     probe_docs: int = 400,
     max_queries: int = 120,
     min_delta: float = 0.0,
+    alpha: float = 1.0,
     batch_size: int = 64,
     seed: int = 0,
 ) -> Guard | None:
@@ -199,7 +201,7 @@ def build_guard(
     if rset is None or not rset.qrels:
         return None
     info = {"probe_docs": len(probe.docs), **rset.info}
-    return Guard(signal, rset, score(base, rset, batch_size), min_delta, batch_size, info)
+    return Guard(signal, rset, score(base, rset, batch_size), min_delta, alpha, batch_size, info)
 
 
 def trust_text(record: dict[str, Any]) -> str:
