@@ -59,8 +59,11 @@ def test_end_to_end_tiny_on_legal_summarization(compose, tmp_path):
         "/val"
     )  # held out of training pairs, not the reported split
     # the returned and recorded value is the validation score of the model that was shipped
-    slot = {"base": "base", "best_checkpoint": "best", "last": "last"}[m["selected"]]
-    assert value == m["monitor_value"] == pytest.approx(m["val"][slot])
+    if m["selected"] == "wise":  # label-free: the guard's interpolation with the base, validated
+        assert value == m["monitor_value"] and m["label_free"]["alpha"] == 0.5
+    else:
+        slot = {"base": "base", "best_checkpoint": "best", "last": "last"}[m["selected"]]
+        assert value == m["monitor_value"] == pytest.approx(m["val"][slot])
     assert (tmp_path / "report.md").read_text().count("| ndcg@10 |") == 1
     # no dev split, no real pairs: validation says it is held out of generated pairs, hardened
     assert m["val_set"]["kind"] == "held-out synthetic" and "guard" in m["val_set"]

@@ -41,7 +41,7 @@ from embedforge.eval.ship import SHIP_METRIC, verdict
 from embedforge.eval.significance import delta_significance
 from embedforge.export.eval_backend import eval_encoder
 from embedforge.export.model_card import base_model_info, write_model_card
-from embedforge.generate.label_free import Guard, build_guard, trust_text
+from embedforge.generate.label_free import MEASURED, MEASURES, Guard, build_guard, trust_text
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
 from embedforge.models import encoder as models_encoder
 from embedforge.models.encoder import Encoder
@@ -641,7 +641,7 @@ def label_free_guard(
         )
     if guard is None:
         log.warning("label-free guard: the documents give no %s query; off", settings.signal)
-    else:
+    elif guard.rset is not None:
         log.info(
             "label-free guard: %s on %d queries, base %.4f",
             guard.signal,
@@ -665,11 +665,19 @@ def guarded(
     if guard is None:
         return choice
     if choice.selected == "base":
-        record = {"signal": guard.signal, "checked": False, "shipped": "base"}
+        record = {
+            "signal": guard.signal,
+            "measures": MEASURES[guard.signal],
+            "trust": MEASURED.get(guard.signal),
+            "checked": False,
+            "shipped": "base",
+        }
         return dataclasses.replace(choice, label_free=record)
     with clock("label_free_check"):
         record = guard.check(module.encoder)
-    shown = f"{guard.signal} {record['base']:.4f} -> {record['finetuned']:.4f}"
+    shown = guard.signal + (
+        f" {record['base']:.4f} -> {record['finetuned']:.4f}" if "delta" in record else " rose"
+    )
     if base.state is None:  # eval.keep_best=false: the trained weights ship, whatever it says
         log.info("label-free guard: %s (eval.keep_best=false: not acted on)", shown)
         return dataclasses.replace(choice, label_free={**record, "shipped": choice.selected})

@@ -279,25 +279,31 @@ def _label_free(r: dict) -> list[str]:
             "",
         ]
     verdict = (
-        "rose: the fine-tuned model is shipped"
+        f"the interpolation {r['alpha']:g} x fine-tuned + {1 - r['alpha']:g} x base is shipped"
+        if r.get("alpha") is not None
+        else "the fine-tuned model is shipped"
         if r["supports"]
-        else f"did not rise: **the base model is shipped** instead of {r['overruled']}"
+        else f"**the base model is shipped** instead of {r['overruled']}"
         if r.get("overruled")
-        else "did not rise (eval.keep_best=false: the trained weights are shipped anyway)"
+        else "the trained weights are shipped anyway (eval.keep_best=false)"
+    )
+    values = (
+        f" ({r['n_queries']} queries): base {r['base']:.4f}, fine-tuned {r['finetuned']:.4f}"
+        f" ({r['delta']:+.4f}), {'rose' if r['supports'] else 'did not rise'}"
+        if "delta" in r
+        else ""
     )
     trust = r.get("trust")
     measured = (
-        f" Measured over {trust['runs']} label-free runs on sets with real test queries, it"
+        f" Over {trust['runs']} label-free runs on sets with real test queries this signal"
         f" predicted the test change with Spearman {trust['spearman']:+.2f}"
-        f" [{trust['low']:+.2f}, {trust['high']:+.2f}]; shipping only when it rose shipped"
-        f" {trust['harm_shipped']} harmful model(s) and kept {trust['gain_kept']:.0%} of the gain"
-        " (docs/offline-pairs.md)."
+        f" [{trust['low']:+.2f}, {trust['high']:+.2f}] ({trust['within_set']:+.2f} within a set);"
+        f" shipping the 0.5 interpolation only when it rose shipped {trust['harm_shipped']}"
+        f" harmful model(s) and kept {trust['gain_kept']:.0%} of the gain (docs/offline-pairs.md)."
         if trust
         else ""
     )
     return [
-        f"Label-free guard: {r['signal']} ({r['measures']}, {r['n_queries']} queries): base"
-        f" {r['base']:.4f}, fine-tuned {r['finetuned']:.4f} ({r['delta']:+.4f}): {verdict}."
-        + measured,
+        f"Label-free guard: {r['signal']} ({r['measures']}){values}: {verdict}." + measured,
         "",
     ]

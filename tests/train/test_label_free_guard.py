@@ -121,11 +121,9 @@ def test_a_base_model_already_selected_needs_no_check(trained):
     guard = Guard("cross_strategy", RSET, base=2.0)
     guard.check = lambda enc: pytest.fail("checked although validation kept the base model")
     choice = guarded(CFG, chosen("base"), guard, module, base, Clock())
-    assert choice.selected == "base" and choice.label_free == {
-        "signal": "cross_strategy",
-        "checked": False,
-        "shipped": "base",
-    }
+    r = choice.label_free
+    assert choice.selected == "base" and r["checked"] is False and r["shipped"] == "base"
+    assert r["signal"] == "cross_strategy" and r["trust"]["runs"] == 28
     assert guarded(CFG, chosen(), None, module, base, Clock()).label_free is None
 
 
@@ -139,6 +137,15 @@ def test_build_guard_scores_the_base_model_on_held_out_strategies(tiny_encoder):
     assert guard.base == pytest.approx(score(tiny_encoder, guard.rset))
     with pytest.raises(EmbedforgeError, match="unknown 'nope'"):
         build_guard("nope", chunks, set(), tiny_encoder)
+
+
+def test_the_validation_guard_adds_no_check(tiny_encoder):
+    from embedforge.generate.label_free import VALIDATION
+
+    guard = build_guard(VALIDATION, [], set(), tiny_encoder, alpha=0.5)
+    assert guard.rset is None and guard.alpha == 0.5
+    r = guard.check(tiny_encoder)
+    assert r["supports"] is True and r["trust"]["runs"] == 28 and "delta" not in r
 
 
 def test_bad_guard_signal_fails_validation(compose):
@@ -162,6 +169,7 @@ def test_a_label_free_run_records_and_reports_its_guard(compose, tmp_path):
         "trainer.max_steps=4",
         "data.batch_size=8",
         "eval.label_free_guard.probe_docs=60",
+        "eval.label_free_guard.signal=cross_strategy",
         "eval.keep_best=false",  # the trained weights are always checked (and shipped)
     )
     r = m["label_free"]
@@ -172,7 +180,33 @@ def test_a_label_free_run_records_and_reports_its_guard(compose, tmp_path):
     assert {"label_free_guard", "label_free_check"} <= set(m["seconds"])
     report = (tmp_path / "report.md").read_text()
     assert "**Model chosen without real queries" in report and "data.eval_path" in report
-    assert "Label-free guard" in report
+    assert "Label-free guard: cross_strategy" in report and "Spearman +0.18" in report
+
+
+def test_by_default_a_label_free_run_ships_half_way_to_the_base_model(compose, tmp_path):
+    from tests.test_pipeline import run_pipeline
+
+    _, m = run_pipeline(
+        compose,
+        tmp_path,
+        "data=beir",
+        f"data.path={LEGAL}",
+        "data.val_max_docs=200",
+        "trainer.max_steps=4",
+        "data.batch_size=8",
+        "optim.lr=1e-2",  # the tiny model's validation moves
+        "data.val_max_base=null",
+    )
+    r = m["label_free"]
+    assert r["signal"] == "generated_validation" and r["trust"]["runs"] == 28
+    report = (tmp_path / "report.md").read_text()
+    assert "**Model chosen without real queries: validation on generated pairs (over 28" in report
+    if m["selected"] == "base":  # validation kept the base model: nothing to interpolate
+        assert r["checked"] is False and r["shipped"] == "base"
+        return
+    assert m["selected"] == "wise" and r["alpha"] == 0.5 and r["shipped"] == "wise"
+    assert "the interpolation 0.5 x fine-tuned + 0.5 x base is shipped" in report
+    assert m["monitor_value"] != m["val"]["last"] or m["val"]["last"] == m["val"]["base"]
 
 
 def test_a_run_with_real_validation_has_no_guard(compose, tmp_path):
