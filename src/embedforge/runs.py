@@ -102,7 +102,8 @@ class RunMetrics:
             :mod:`embedforge.train.mix_choice`), or None.
         monitor: the validation metric that selects the model (``cfg.monitor``).
         monitor_value: its value for the shipped model.
-        selected: ``base``, ``best_checkpoint`` or ``last``.
+        selected: ``base``, ``best_checkpoint``, ``last`` or ``wise`` (an interpolation with the base
+            weights: ``eval.wise_alphas`` or the label-free guard).
         val: the monitored value of the ``base``, ``best`` checkpoint and ``last`` weights.
         wise: with ``eval.wise_alphas``, the weight-interpolation curve (``alphas``, their ``val``,
             the chosen ``alpha`` and ``value``, the fine-tuned ``endpoint``), else None.
