@@ -524,19 +524,23 @@ def fit(
 # ---------------------------------------------------------------------------------------- select
 @dataclass
 class Choice:
-    """The shipped model: ``base``, ``best_checkpoint`` or ``last``, by the monitored validation value.
+    """The shipped model: ``base``, ``best_checkpoint`` or ``last``, by the monitored validation
+    value, or ``wise`` (their interpolation with the base weights: ``eval.wise_alphas``, or the
+    label-free guard's alpha).
 
     Args:
         selected: which weights the encoder now holds.
         value: their monitored validation value.
         val: the monitored value of the ``base`` model, ``best`` checkpoint and ``last`` weights.
+        wise: the WiSE curve of ``eval.wise_alphas``, or None.
+        label_free: the label-free guard's record (:func:`guarded`), or None.
     """
 
     selected: str
     value: float
     val: dict[str, float | None]
     wise: WiseCurve | None = None
-    label_free: dict[str, Any] | None = None  # the label-free guard's record (guarded)
+    label_free: dict[str, Any] | None = None
 
 
 def select(
