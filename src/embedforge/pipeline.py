@@ -694,7 +694,7 @@ def guarded(
         )
         record = {**record, "shipped": "base", "overruled": choice.selected}
         return Choice("base", choice.val["base"], choice.val, choice.wise, label_free=record)
-    if guard.alpha >= 1.0:
+    if guard.alpha >= 1.0 or choice.selected == "wise":  # eval.wise_alphas already chose one
         log.info("label-free guard: %s; %s shipped", shown, choice.selected)
         return dataclasses.replace(choice, label_free={**record, "shipped": choice.selected})
     state = module.encoder.state_dict()

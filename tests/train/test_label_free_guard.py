@@ -102,6 +102,17 @@ def test_a_signal_that_rose_ships_the_interpolation_at_the_guards_alpha(trained)
     assert choice.value == pytest.approx(module.run_validation()["val/ndcg@10"])
 
 
+def test_an_alpha_chosen_by_eval_wise_alphas_is_not_interpolated_again(trained):
+    from embedforge.pipeline import Clock, guarded
+
+    module, base = trained
+    before = weights(module)
+    guard = Guard("cross_strategy", RSET, base=score(module.encoder, RSET) - 0.1, alpha=0.5)
+    choice = guarded(CFG, chosen("wise"), guard, module, base, Clock())
+    assert choice.selected == "wise" and "alpha" not in choice.label_free
+    assert all(torch.equal(before[k], v) for k, v in module.encoder.state_dict().items())
+
+
 def test_without_the_base_weights_the_guard_records_but_does_not_act(trained):
     from embedforge.pipeline import Clock, guarded
 
