@@ -173,14 +173,8 @@ class Probe:
     def docs(self, enc) -> np.ndarray:
         return enc.encode(self.probe.docs, "doc", 64, show_progress=False)
 
-    @staticmethod
-    def ndcg(enc, rset) -> float:
-        from embedforge.eval.retrieval import evaluate
-
-        return evaluate(enc, rset, ["ndcg@10"], 64, show_progress=False).metrics["ndcg@10"]
-
     def signals(self, run_dir: Path, metrics: dict) -> dict[str, Any]:
-        from embedforge.generate.label_free import cross_strategy_set, neighbour_overlap
+        from embedforge.generate.label_free import cross_strategy_set, neighbour_overlap, score
         from embedforge.runs import load_run, run_eval_set
         from embedforge.train.wise import interpolate
 
@@ -190,21 +184,20 @@ class Probe:
         xset = cross_strategy_set(self.probe, trained, self.max_queries)
         out["xstrat_queries"] = len(xset.qrels) if xset else 0
         if xset:
-            ft_x = self.ndcg(ft, xset)
-            out["xstrat"] = ft_x - self.ndcg(self.base, xset)
+            ft_x = score(ft, xset)
+            out["xstrat"] = ft_x - score(self.base, xset)
             in_run = metrics.get("label_free") or {}
             if "delta" in in_run and abs(in_run["delta"] - out["xstrat"]) > 1e-4:
                 print(f"warning: {run_dir}: the run's own guard gave {in_run['delta']:+.4f}")
             half = self.encoder(run_dir / "model")
             half.model.load_state_dict(interpolate(self.base_state, ft.model.state_dict(), 0.5))
-            out["wise"] = ft_x - self.ndcg(half, xset)
+            out["wise"] = ft_x - score(half, xset)
             # what the half-way weights score on the real test set (judging WiSE policies)
             out["test_delta_half"] = (
-                self.ndcg(half, run_eval_set(load_run(run_dir)[0]))
-                - (metrics["baseline"]["ndcg@10"])
+                score(half, run_eval_set(load_run(run_dir)[0])) - (metrics["baseline"]["ndcg@10"])
             )
         out["pseudo_queries"] = len(self.pseudo.qrels)
-        out["pseudo"] = self.ndcg(ft, self.pseudo) - self.ndcg(self.base, self.pseudo)
+        out["pseudo"] = score(ft, self.pseudo) - score(self.base, self.pseudo)
         out["overlap"] = neighbour_overlap(self.docs(self.base), self.docs(ft))
         return out
 

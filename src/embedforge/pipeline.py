@@ -41,7 +41,7 @@ from embedforge.eval.ship import SHIP_METRIC, verdict
 from embedforge.eval.significance import delta_significance
 from embedforge.export.eval_backend import eval_encoder
 from embedforge.export.model_card import base_model_info, write_model_card
-from embedforge.generate.label_free import MEASURED, MEASURES, Guard, build_guard, trust_text
+from embedforge.generate.label_free import Guard, build_guard, trust_text
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
 from embedforge.models import encoder as models_encoder
 from embedforge.models.encoder import Encoder
@@ -669,13 +669,7 @@ def guarded(
     if guard is None:
         return choice
     if choice.selected == "base":
-        record = {
-            "signal": guard.signal,
-            "measures": MEASURES[guard.signal],
-            "trust": MEASURED.get(guard.signal),
-            "checked": False,
-            "shipped": "base",
-        }
+        record = {**guard.describe(), "checked": False, "shipped": "base"}
         return dataclasses.replace(choice, label_free=record)
     with clock("label_free_check"):
         record = guard.check(module.encoder)

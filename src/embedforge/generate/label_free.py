@@ -186,16 +186,21 @@ class Guard:
     batch_size: int = 64
     info: dict[str, Any] = field(default_factory=dict)
 
+    def describe(self) -> dict[str, Any]:
+        """What the guard's signal is, what it measures and how well it was measured to predict
+        real test changes: the head of every ``label_free`` record."""
+        return {
+            "signal": self.signal,
+            "measures": MEASURES[self.signal],
+            "trust": MEASURED.get(self.signal),
+        }
+
     def check(self, encoder: Any) -> dict[str, Any]:
         """The record ``metrics.json`` keeps (``label_free``): the signal's base and fine-tuned
         values, whether it supports shipping (rose by more than ``min_delta``; always for
         :data:`VALIDATION`, which chose the weights), what it measures and how well it was
         measured to predict real test changes."""
-        record: dict[str, Any] = {
-            "signal": self.signal,
-            "measures": MEASURES[self.signal],
-            "trust": MEASURED.get(self.signal),
-        }
+        record = self.describe()
         if self.rset is None:
             return {**record, "supports": True, **self.info}
         finetuned = score(encoder, self.rset, self.batch_size)
