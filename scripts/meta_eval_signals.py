@@ -10,12 +10,16 @@ how well each candidate signal would have decided, on four sets that do have rea
 
 1. Runs: for every set (:data:`SETS`, each a label-free configuration a user would type, its dev
    split unused) and every recipe (:data:`RECIPES`: learning rates 2e-5 ... 1e-3, steps, strategy,
-   negatives), ``embedforge train`` in a subprocess with ``eval.keep_best=false`` (the trained
-   weights are judged, not a selection among them) on the same subsets (:data:`COMMON`: 200 test
-   queries over <= 1,500 documents, 128 tokens, B=16). A run with a ``metrics.json`` is reused.
+   negatives), ``embedforge train`` in a subprocess with ``eval.keep_best=false`` (the base model is
+   never chosen: the run's selection between its last weights and best checkpoint ships, and is
+   judged) on the same subsets (:data:`COMMON`: 200 test queries over <= 1,500 documents, 128
+   tokens, B=16). A run with a ``metrics.json`` is reused.
 2. Signals, per run, from its own files and its corpus (never its labels), base vs fine-tuned:
    - ``val_synth``: the run's own held-out generated validation (today's selection signal),
-     NDCG@10 last - base (``metrics.json`` ``val``).
+     NDCG@10 of the weights the run shipped (``monitor_value``: the last weights or, when it
+     validated higher, the best checkpoint) - base; with its paired 95% interval and p-value over
+     the validation queries (``val_synth_low/high/p``: the run's validation set rebuilt from its
+     config and scored per query, checked against the run's own numbers).
    - ``xstrat``: cross-strategy validation: offline pairs of the strategies the run did *not*
      train on, from a seeded sample of the corpus documents, searched among all probe positives;
      NDCG@10 fine-tuned - base: exactly what a run's own guard computes (same sample, seed and
@@ -33,6 +37,8 @@ how well each candidate signal would have decided, on four sets that do have rea
 
 Writes ``<work>/meta_eval.json`` after every run (a killed harness keeps what it measured) and
 prints the tables of docs/offline-pairs.md ("Label-free signals"). Run on a quiet machine.
+``--rescore`` computes the signals of finished runs again (no training: their embeddings are in
+the store), e.g. after a signal's definition changed.
 """
 
 from __future__ import annotations
@@ -109,6 +115,8 @@ SUBSTITUTES = {
     ("icd10", "ict"): ["generator.strategies=[title_body]"],
     ("cuad", "bm25_negative"): ["data.group_negatives=0"],
 }
+#: WiSE interpolations (alpha * fine-tuned + (1 - alpha) * base) scored on each run's test set
+TEST_ALPHAS = {"test_delta_half": 0.5, "test_delta_quarter": 0.25}
 SIGNALS = ("val_synth", "xstrat", "pseudo", "overlap", "wise")
 HARM = -0.005  # the issue's bound: no shipped model below this test delta NDCG@10
 
@@ -173,6 +181,39 @@ class Probe:
     def docs(self, enc) -> np.ndarray:
         return enc.encode(self.probe.docs, "doc", 64, show_progress=False)
 
+    def validation(self, run_dir: Path, ft, metrics: dict) -> dict[str, Any]:
+        """``val_synth`` (shipped weights - base on the run's own validation set) with its paired
+        interval: the set rebuilt from the run's config as the pipeline built it."""
+        from embedforge.config import build
+        from embedforge.eval.retrieval import evaluate
+        from embedforge.eval.significance import paired_delta
+        from embedforge.pipeline import build_sets, generate_pairs, mix_pairs
+        from embedforge.runs import load_run
+
+        cfg, _ = load_run(run_dir)
+        data = build(cfg.data)
+        generated, _ = generate_pairs(cfg, data, self.base)
+        pairs = mix_pairs(data.real_pairs(), generated, data.mix_real, data.mix_synthetic, cfg.seed)
+        _, val_set, _ = build_sets(data, cfg, pairs, self.base)
+        scores = [
+            evaluate(enc, val_set, ["ndcg@10"], 64, show_progress=False) for enc in (self.base, ft)
+        ]
+        ran = (metrics["val"]["base"], metrics["monitor_value"])
+        for r, value in zip(scores, ran):
+            if abs(r.metrics["ndcg@10"] - value) > 0.005:  # fp32 noise moves a rank or two at most
+                print(
+                    f"warning: {run_dir}: val set rebuilt scores {r.metrics['ndcg@10']:.4f}, the run {value:.4f}"
+                )
+        qids = sorted(scores[0].per_query)
+        base_q, ft_q = ([r.per_query[q]["ndcg@10"] for q in qids] for r in scores)
+        d = paired_delta(base_q, ft_q, seed=0)
+        return {
+            "val_synth": ran[1] - ran[0],  # what the run's guard saw
+            "val_synth_low": d["low"],
+            "val_synth_high": d["high"],
+            "val_synth_p": d["p_value"],
+        }
+
     def signals(self, run_dir: Path, metrics: dict) -> dict[str, Any]:
         from embedforge.generate.label_free import cross_strategy_set, neighbour_overlap, score
         from embedforge.runs import load_run, run_eval_set
@@ -180,7 +221,7 @@ class Probe:
 
         trained = set(metrics["generation"].get("by_strategy") or {})
         ft = self.encoder(run_dir / "model")
-        out: dict[str, Any] = {"val_synth": metrics["val"]["last"] - metrics["val"]["base"]}
+        out: dict[str, Any] = self.validation(run_dir, ft, metrics)
         xset = cross_strategy_set(self.probe, trained, self.max_queries)
         out["xstrat_queries"] = len(xset.qrels) if xset else 0
         if xset:
@@ -189,13 +230,16 @@ class Probe:
             in_run = metrics.get("label_free") or {}
             if "delta" in in_run and abs(in_run["delta"] - out["xstrat"]) > 1e-4:
                 print(f"warning: {run_dir}: the run's own guard gave {in_run['delta']:+.4f}")
-            half = self.encoder(run_dir / "model")
-            half.model.load_state_dict(interpolate(self.base_state, ft.model.state_dict(), 0.5))
-            out["wise"] = ft_x - score(half, xset)
-            # what the half-way weights score on the real test set (judging WiSE policies)
-            out["test_delta_half"] = (
-                score(half, run_eval_set(load_run(run_dir)[0])) - (metrics["baseline"]["ndcg@10"])
-            )
+            test_set = run_eval_set(load_run(run_dir)[0])
+            for key, alpha in TEST_ALPHAS.items():
+                mixed = self.encoder(run_dir / "model")
+                mixed.model.load_state_dict(
+                    interpolate(self.base_state, ft.model.state_dict(), alpha)
+                )
+                if alpha == 0.5:
+                    out["wise"] = ft_x - score(mixed, xset)
+                # what the interpolated weights score on the real test set (judging WiSE rules)
+                out[key] = score(mixed, test_set) - metrics["baseline"]["ndcg@10"]
         out["pseudo_queries"] = len(self.pseudo.qrels)
         out["pseudo"] = score(ft, self.pseudo) - score(self.base, self.pseudo)
         out["overlap"] = neighbour_overlap(self.docs(self.base), self.docs(ft))
@@ -237,7 +281,7 @@ def policies(rows: list[dict]) -> dict[str, Any]:
     """Shipping rules over the runs, each judged by the test delta of what it ships (base: 0):
     the guard on cross-strategy validation alone, and with WiSE alpha 0.5 as a second candidate
     chosen by the same signal, or fixed."""
-    have = [r for r in rows if r.get("xstrat") is not None and "test_delta_half" in r]
+    have = [r for r in rows if r.get("xstrat") is not None and set(TEST_ALPHAS) <= set(r)]
     full = [r["test_delta"] for r in have]
     pos = sum(max(d, 0.0) for d in full)
 
@@ -264,11 +308,25 @@ def policies(rows: list[dict]) -> dict[str, Any]:
         "alpha 0.5 if val_synth > 0, else base": judged(
             [r["test_delta_half"] if r["val_synth"] > 0 else 0.0 for r in have]
         ),
+        "alpha 0.5 if val_synth rose significantly (p < 0.05), else base": judged(
+            [
+                r["test_delta_half"]
+                if r["val_synth"] > 0 and r.get("val_synth_p", 1) < 0.05
+                else 0.0
+                for r in have
+            ]
+        ),
         "xstrat > 0, else base": judged(
             [r["test_delta"] if r["xstrat"] > 0 else 0.0 for r in have]
         ),
         "xstrat picks alpha 1 / 0.5 / base": judged([by_xstrat(r) for r in have]),
         "alpha 0.5 always": judged([r["test_delta_half"] for r in have]),
+        "alpha 0.25 if val_synth > 0, else base": judged(
+            [r["test_delta_quarter"] if r["val_synth"] > 0 else 0.0 for r in have]
+        ),
+        "alpha 0.25 if xstrat > 0, else base": judged(
+            [r["test_delta_quarter"] if r["xstrat"] > 0 else 0.0 for r in have]
+        ),
         "alpha 0.5 if xstrat > 0, else base": judged(
             [r["test_delta_half"] if r["xstrat"] > 0 else 0.0 for r in have]
         ),
@@ -281,6 +339,20 @@ def policies(rows: list[dict]) -> dict[str, Any]:
     }
 
 
+def within_set(rows: list[dict], signal: str) -> dict[str, float]:
+    """Spearman's rho of ``signal`` with the test delta among each set's runs, and their mean:
+    how well it ranks one corpus's recipes (its zero point aside)."""
+    from scipy.stats import spearmanr
+
+    per = {}
+    for name in sorted({r["set"] for r in rows}):
+        mine = [r for r in rows if r["set"] == name]
+        if len(mine) >= 3:
+            rho = spearmanr([r[signal] for r in mine], [r["test_delta"] for r in mine]).statistic
+            per[name] = round(float(rho), 2)
+    return per | {"mean": round(float(np.mean(list(per.values()))), 2)} if per else {}
+
+
 def analyse(rows: list[dict]) -> dict[str, Any]:
     delta = [r["test_delta"] for r in rows]
     out: dict[str, Any] = {"runs": len(rows), "unguarded": guard([True] * len(rows), delta)}
@@ -291,6 +363,7 @@ def analyse(rows: list[dict]) -> dict[str, Any]:
             continue
         xs, ds = [r[s] for r in have], [r["test_delta"] for r in have]
         rec: dict[str, Any] = {"n": len(have), "spearman": spearman(xs, ds)}
+        rec["within_set"] = within_set(have, s)
         if s == "overlap":  # no natural zero: the best in-sample threshold (optimistic)
             best = max(
                 (guard([x >= t for x in xs], ds) | {"threshold": t} for t in sorted(set(xs))),
@@ -305,26 +378,29 @@ def analyse(rows: list[dict]) -> dict[str, Any]:
 
 def table(rows: list[dict], analysis: dict) -> str:
     lines = [
-        "| set | recipe | test ΔNDCG@10 [95% CI] | α 0.5 test Δ | val_synth | xstrat | pseudo"
-        " | overlap | wise |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| set | recipe | test ΔNDCG@10 [95% CI] | α 0.5 test Δ | α 0.25 test Δ"
+        " | val_synth [95% CI] (queries) | xstrat | pseudo | overlap | wise |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     f = lambda v: "–" if v is None else f"{v:+.4f}"  # noqa: E731
     for r in rows:
         lines.append(
             f"| {r['set']} | {r['recipe']} | {r['test_delta']:+.4f} [{r['test_low']:+.3f},"
-            f" {r['test_high']:+.3f}] | {f(r.get('test_delta_half'))} | {f(r.get('val_synth'))} | {f(r.get('xstrat'))} |"
+            f" {r['test_high']:+.3f}] | {f(r.get('test_delta_half'))}"
+            f" | {f(r.get('test_delta_quarter'))} | {f(r.get('val_synth'))}"
+            f" [{f(r.get('val_synth_low'))}, {f(r.get('val_synth_high'))}] ({r['val_queries']})"
+            f" | {f(r.get('xstrat'))} |"
             f" {f(r.get('pseudo'))} | {r['overlap']:.3f} | {f(r.get('wise'))} |"
         )
     lines += [
         "",
-        "| signal | runs | Spearman ρ with test Δ [95% CI] | ship good | ship harm (<−0.005)"
-        " | hold good | hold harm | gain kept |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| signal | runs | Spearman ρ with test Δ [95% CI] | ρ within a set (mean) | ship good"
+        " | ship harm (<−0.005) | hold good | hold harm | gain kept |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     u = analysis["unguarded"]
     lines.append(
-        f"| none (ship all) | {analysis['runs']} | – | {u['ship_good']} | {u['ship_harm']} | 0 | 0"
+        f"| none (ship all) | {analysis['runs']} | – | – | {u['ship_good']} | {u['ship_harm']} | 0 | 0"
         f" | {u['gain_kept']} |"
     )
     for s in SIGNALS:
@@ -335,6 +411,7 @@ def table(rows: list[dict], analysis: dict) -> str:
         name = s + (f" ≥ {g['threshold']:.3f} (in-sample)" if "threshold" in g else "")
         lines.append(
             f"| {name} | {a['n']} | {sp['rho']:+.3f} [{sp['low']:+.3f}, {sp['high']:+.3f}] |"
+            f" {a['within_set'].get('mean', float('nan')):+.2f} |"
             f" {g['ship_good']} | {g['ship_harm']} | {g['hold_good']} | {g['hold_harm']} |"
             f" {g['gain_kept']} |"
         )
@@ -357,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench" / "meta_eval")
+    ap.add_argument(
+        "--rescore", action="store_true", help="compute the signals of finished runs again"
+    )
     add_load_arguments(ap)
     args = ap.parse_args(argv)
     env_info = machine(max_load=args.max_load, force=args.force)
@@ -375,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     for set_name in args.sets:
         probe = None
         for recipe in args.recipes:
-            if "test_delta_half" in rows.get((set_name, recipe), {}):
+            if set(TEST_ALPHAS) <= set(rows.get((set_name, recipe), {})) and not args.rescore:
                 continue
             run_dir = run_one(set_name, recipe, work, env)
             m = json.loads((run_dir / "metrics.json").read_text())

@@ -60,7 +60,7 @@ def test_end_to_end_tiny_on_legal_summarization(compose, tmp_path):
     )  # held out of training pairs, not the reported split
     # the returned and recorded value is the validation score of the model that was shipped
     if m["selected"] == "wise":  # label-free: the guard's interpolation with the base, validated
-        assert value == m["monitor_value"] and m["label_free"]["alpha"] == 0.5
+        assert value == m["monitor_value"] and 0 < m["label_free"]["alpha"] < 1
     else:
         slot = {"base": "base", "best_checkpoint": "best", "last": "last"}[m["selected"]]
         assert value == m["monitor_value"] == pytest.approx(m["val"][slot])

@@ -298,7 +298,8 @@ def _label_free(r: dict) -> list[str]:
         f" Over {trust['runs']} label-free runs on sets with real test queries this signal"
         f" predicted the test change with Spearman {trust['spearman']:+.2f}"
         f" [{trust['low']:+.2f}, {trust['high']:+.2f}] ({trust['within_set']:+.2f} within a set);"
-        f" shipping the 0.5 interpolation only when it rose shipped {trust['harm_shipped']}"
+        f" shipping the {trust['alpha']:g} interpolation only when it rose shipped"
+        f" {trust['harm_shipped']}"
         f" harmful model(s) and kept {trust['gain_kept']:.0%} of the gain (docs/offline-pairs.md)."
         if trust
         else ""

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.retrieval import RetrievalSet
-from embedforge.generate.label_free import Guard, build_guard, score
+from embedforge.generate.label_free import VALIDATION, Guard, build_guard, score
 from tests.conftest import LEGAL
 
 RSET = RetrievalSet(
@@ -151,8 +151,6 @@ def test_build_guard_scores_the_base_model_on_held_out_strategies(tiny_encoder):
 
 
 def test_the_validation_guard_adds_no_check(tiny_encoder):
-    from embedforge.generate.label_free import VALIDATION
-
     guard = build_guard(VALIDATION, [], set(), tiny_encoder, alpha=0.5)
     assert guard.rset is None and guard.alpha == 0.5
     r = guard.check(tiny_encoder)
@@ -194,7 +192,7 @@ def test_a_label_free_run_records_and_reports_its_guard(compose, tmp_path):
     assert "Label-free guard: cross_strategy" in report and "Spearman +0.18" in report
 
 
-def test_by_default_a_label_free_run_ships_half_way_to_the_base_model(compose, tmp_path):
+def test_a_label_free_run_says_what_chose_its_model(compose, tmp_path):
     from tests.test_pipeline import run_pipeline
 
     _, m = run_pipeline(
@@ -205,19 +203,37 @@ def test_by_default_a_label_free_run_ships_half_way_to_the_base_model(compose, t
         "data.val_max_docs=200",
         "trainer.max_steps=4",
         "data.batch_size=8",
-        "optim.lr=1e-2",  # the tiny model's validation moves
+        "optim.lr=1e-2",
         "data.val_max_base=null",
     )
     r = m["label_free"]
     assert r["signal"] == "generated_validation" and r["trust"]["runs"] == 28
     report = (tmp_path / "report.md").read_text()
     assert "**Model chosen without real queries: validation on generated pairs (over 28" in report
-    if m["selected"] == "base":  # validation kept the base model: nothing to interpolate
-        assert r["checked"] is False and r["shipped"] == "base"
-        return
-    assert m["selected"] == "wise" and r["alpha"] == 0.5 and r["shipped"] == "wise"
-    assert "the interpolation 0.5 x fine-tuned + 0.5 x base is shipped" in report
-    assert m["monitor_value"] != m["val"]["last"] or m["val"]["last"] == m["val"]["base"]
+    # the tiny random model's generated validation does not rise: the base model ships, unchecked
+    assert m["selected"] == "base" and r["checked"] is False and r["shipped"] == "base"
+    assert "not needed, validation already kept the base model" in report
+
+
+def test_by_default_a_label_free_run_ships_a_quarter_of_the_way_from_the_base_model(
+    compose, trained
+):
+    from embedforge.pipeline import Clock, guarded
+    from embedforge.report import _label_free
+    from embedforge.train.wise import interpolate
+
+    settings = compose().eval.label_free_guard
+    assert settings.signal == VALIDATION and settings.alpha == 0.25
+    module, base = trained
+    last = weights(module)
+    guard = build_guard(VALIDATION, [], set(), module.encoder, alpha=float(settings.alpha))
+    choice = guarded(CFG, chosen(), guard, module, base, Clock())
+    want = interpolate(base.state, last, 0.25)
+    assert all(torch.equal(want[k], v) for k, v in module.encoder.state_dict().items())
+    assert choice.selected == "wise" and choice.label_free["alpha"] == 0.25
+    line = _label_free(choice.label_free)[0]
+    assert "the interpolation 0.25 x fine-tuned + 0.75 x base is shipped" in line
+    assert "shipping the 0.25 interpolation only when it rose shipped 4 harmful" in line
 
 
 def test_a_run_with_real_validation_has_no_guard(compose, tmp_path):
