@@ -116,7 +116,7 @@ SUBSTITUTES = {
     ("cuad", "bm25_negative"): ["data.group_negatives=0"],
 }
 #: WiSE interpolations (alpha * fine-tuned + (1 - alpha) * base) scored on each run's test set
-TEST_ALPHAS = {"test_delta_half": 0.5, "test_delta_quarter": 0.25}
+TEST_ALPHAS = {"test_delta_half": 0.5, "test_delta_quarter": 0.25, "test_delta_eighth": 0.125}
 SIGNALS = ("val_synth", "xstrat", "pseudo", "overlap", "wise")
 HARM = -0.005  # the bound: no shipped model below this test delta NDCG@10
 
@@ -324,6 +324,9 @@ def policies(rows: list[dict]) -> dict[str, Any]:
         "alpha 0.25 if val_synth > 0, else base": judged(
             [r["test_delta_quarter"] if r["val_synth"] > 0 else 0.0 for r in have]
         ),
+        "alpha 0.125 if val_synth > 0, else base": judged(
+            [r["test_delta_eighth"] if r["val_synth"] > 0 else 0.0 for r in have]
+        ),
         "alpha 0.25 if xstrat > 0, else base": judged(
             [r["test_delta_quarter"] if r["xstrat"] > 0 else 0.0 for r in have]
         ),
@@ -378,16 +381,17 @@ def analyse(rows: list[dict]) -> dict[str, Any]:
 
 def table(rows: list[dict], analysis: dict) -> str:
     lines = [
-        "| set | recipe | test ΔNDCG@10 [95% CI] | α 0.5 test Δ | α 0.25 test Δ"
+        "| set | recipe | test ΔNDCG@10 [95% CI] | α 0.5 test Δ | α 0.25 test Δ | α 0.125 test Δ"
         " | val_synth [95% CI] (queries) | xstrat | pseudo | overlap | wise |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     f = lambda v: "–" if v is None else f"{v:+.4f}"  # noqa: E731
     for r in rows:
         lines.append(
             f"| {r['set']} | {r['recipe']} | {r['test_delta']:+.4f} [{r['test_low']:+.3f},"
             f" {r['test_high']:+.3f}] | {f(r.get('test_delta_half'))}"
-            f" | {f(r.get('test_delta_quarter'))} | {f(r.get('val_synth'))}"
+            f" | {f(r.get('test_delta_quarter'))} | {f(r.get('test_delta_eighth'))}"
+            f" | {f(r.get('val_synth'))}"
             f" [{f(r.get('val_synth_low'))}, {f(r.get('val_synth_high'))}] ({r['val_queries']})"
             f" | {f(r.get('xstrat'))} |"
             f" {f(r.get('pseudo'))} | {r['overlap']:.3f} | {f(r.get('wise'))} |"
