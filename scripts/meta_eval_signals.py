@@ -201,8 +201,9 @@ class Probe:
         ran = (metrics["val"]["base"], metrics["monitor_value"])
         for r, value in zip(scores, ran):
             if abs(r.metrics["ndcg@10"] - value) > 0.005:  # fp32 noise moves a rank or two at most
+                rebuilt = r.metrics["ndcg@10"]
                 print(
-                    f"warning: {run_dir}: val set rebuilt scores {r.metrics['ndcg@10']:.4f}, the run {value:.4f}"
+                    f"warning: {run_dir}: rebuilt val set scores {rebuilt:.4f}, the run {value:.4f}"
                 )
         qids = sorted(scores[0].per_query)
         base_q, ft_q = ([r.per_query[q]["ndcg@10"] for q in qids] for r in scores)
@@ -279,8 +280,8 @@ def guard(ship: list[bool], delta: list[float]) -> dict[str, Any]:
 
 def policies(rows: list[dict]) -> dict[str, Any]:
     """Shipping rules over the runs, each judged by the test delta of what it ships (base: 0):
-    the guard on cross-strategy validation alone, and with WiSE alpha 0.5 as a second candidate
-    chosen by the same signal, or fixed."""
+    a signal deciding whether to ship, and what (the trained weights or one of the
+    :data:`TEST_ALPHAS` interpolations with the base, fixed or chosen by the same signal)."""
     have = [r for r in rows if r.get("xstrat") is not None and set(TEST_ALPHAS) <= set(r)]
     full = [r["test_delta"] for r in have]
     pos = sum(max(d, 0.0) for d in full)
