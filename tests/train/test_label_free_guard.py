@@ -165,8 +165,9 @@ def test_bad_guard_signal_fails_validation(compose):
     validate(compose("eval.label_free_guard.signal=null"))
 
 
-def test_a_label_free_run_records_and_reports_its_guard(compose, tmp_path):
-    """End to end: offline pairs, held-out generated validation: the guard runs and is reported."""
+def label_free_run(compose, tmp_path, *overrides) -> dict:
+    """A short tiny-model run on legal-summarization (offline pairs, held-out generated
+    validation: a label-free run); its metrics.json."""
     from tests.test_pipeline import run_pipeline
 
     _, m = run_pipeline(
@@ -177,6 +178,16 @@ def test_a_label_free_run_records_and_reports_its_guard(compose, tmp_path):
         "data.val_max_docs=200",
         "trainer.max_steps=4",
         "data.batch_size=8",
+        *overrides,
+    )
+    return m
+
+
+def test_a_label_free_run_records_and_reports_its_guard(compose, tmp_path):
+    """End to end: offline pairs, held-out generated validation: the guard runs and is reported."""
+    m = label_free_run(
+        compose,
+        tmp_path,
         "eval.label_free_guard.probe_docs=60",
         "eval.label_free_guard.signal=cross_strategy",
         "eval.keep_best=false",  # the trained weights are always checked (and shipped)
@@ -193,19 +204,7 @@ def test_a_label_free_run_records_and_reports_its_guard(compose, tmp_path):
 
 
 def test_a_label_free_run_says_what_chose_its_model(compose, tmp_path):
-    from tests.test_pipeline import run_pipeline
-
-    _, m = run_pipeline(
-        compose,
-        tmp_path,
-        "data=beir",
-        f"data.path={LEGAL}",
-        "data.val_max_docs=200",
-        "trainer.max_steps=4",
-        "data.batch_size=8",
-        "optim.lr=1e-2",
-        "data.val_max_base=null",
-    )
+    m = label_free_run(compose, tmp_path, "optim.lr=1e-2", "data.val_max_base=null")
     r = m["label_free"]
     assert r["signal"] == "generated_validation" and r["trust"]["runs"] == 28
     report = (tmp_path / "report.md").read_text()
