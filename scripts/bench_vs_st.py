@@ -43,7 +43,7 @@ DATA = Path(os.environ.get("EMBEDFORGE_DATA", ROOT.parent / "shared" / "data"))
 #: each set's default real-query run (the overrides a user would type)
 SETS: dict[str, list[str]] = {
     "icd10": [],  # the demo: real ICD-10 index terms + one sibling code as negative
-    "cuad": ["experiment=cuad"],  # real train queries + one same-contract negative
+    "cuad": ["experiment=cuad"],  # real train queries, batches cut from few contracts
     "medquad": [  # the generic default: real queries + offline pairs 1:3, dev-split validation
         "data=beir",
         f"data.path={DATA / 'medquad-qa'}",

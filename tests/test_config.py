@@ -167,6 +167,10 @@ def test_trainer_args_pass_through(compose):
             ],
             "choose one source of negatives",
         ),
+        (
+            ["data=beir", f"data.path={ROOT}", "data.group_batches=true", "data.length_grouping=4"],
+            "choose one batch layout",
+        ),
         (["data.hard_negatives.method=sparse"], "data.hard_negatives.method"),
         (["module.lora.r=-1"], "module.lora.r"),
         (["module.lora.r=8", "module.lora.dropout=1.0"], "module.lora.dropout"),

@@ -182,6 +182,11 @@ def _validate_batches(cfg: DictConfig) -> None:
         raise EmbedforgeError(
             f"data.length_grouping must be null (off) or a mega-batch size in batches >= 2, got {lg!r}"
         )
+    if lg is not None and _get(cfg, "data.group_batches", False):
+        raise EmbedforgeError(
+            "data.group_batches=true and data.length_grouping: choose one batch layout (sorting by"
+            " length would scatter the groups)"
+        )
     mbs = _get(cfg, "module.mini_batch_size")
     if mbs is not None:
         if not isinstance(mbs, int) or mbs < 1 or mbs > bs:

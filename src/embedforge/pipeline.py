@@ -87,7 +87,7 @@ def run_stages(cfg: DictConfig) -> float:
     module.check_pairs(train_set.pairs)  # a graded loss needs scored pairs: fail before encoding
     trainer = build_trainer(cfg)
     base = evaluate_base(cfg, module, train_set.eval_set, trainer, clock)
-    train_set = choose_pairs(cfg, module, train_set, trainer, clock)
+    train_set = choose_pairs(cfg, module, train_set, data, trainer, clock)
     guard = label_free_guard(cfg, data, train_set, encoder, trainer, clock)
     fit(cfg, trainer, module, train_set.pairs, data, base, clock)
     if not trainer.is_global_zero:  # under DDP every rank runs train(); rank 0 reports
@@ -300,6 +300,7 @@ def choose_pairs(
     cfg: DictConfig,
     module: ContrastiveModule,
     train_set: TrainingSet,
+    data: DataSource,
     trainer: pl.Trainer,
     clock: Clock,
 ) -> TrainingSet:
@@ -314,6 +315,7 @@ def choose_pairs(
             train_set.val_set,
             trainer.world_size,
             lambda: build_module(cfg, module.encoder, train_set.val_set),
+            data.batch_groups,
         )
     if record is None:
         return train_set
@@ -514,6 +516,7 @@ def fit(
         has_val=True,
         length_grouping=grouping,
         lengths=token_lengths(pairs, module.encoder.token_counts) if grouping else None,
+        groups=data.batch_groups(pairs),
     )
     last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
     resume_from = str(last) if cfg.get("resume") and last.exists() else None

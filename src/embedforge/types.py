@@ -10,6 +10,7 @@ A pair is ``{"query": str, "positive": str, "negatives": [str] (optional), "sour
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 Chunk = dict[str, Any]
@@ -23,3 +24,13 @@ def doc_text(row: dict) -> str:
     """Title and text joined the way BEIR evaluates dense models (``title + " " + text``)."""
     title, text = (row.get("title") or "").strip(), (row.get("text") or "").strip()
     return f"{title} {text}".strip() if title else text
+
+
+@dataclass(frozen=True)
+class BatchGroups:
+    """Group-dense training batches (``data.group_batches``, :mod:`embedforge.train.datamodule`):
+    for each training pair, its group, and the document texts its query must not meet in its batch
+    (another pair's positive or negative there would be a false negative)."""
+
+    groups: list[str]
+    exclude: list[tuple[str, ...]]

@@ -175,3 +175,17 @@ def test_read_pairs_keeps_and_checks_scores(tmp_path):
             EmbedforgeError, match=r"record 1: 'score' must be a number in \[0, 1\]"
         ):
             read_pairs(p)
+
+
+def test_group_batches_group_by_contract_and_exclude_judged_passages():
+    src = BeirSource(str(CUAD), train_queries=True, group_batches=True)
+    pairs = src.real_pairs()[:400] + [{"query": "made up", "positive": "no document"}]
+    bg = src.batch_groups(pairs)
+    train = src.dataset.qrels["train"]
+    for p, g, ex in zip(pairs[:-1], bg.groups, bg.exclude):
+        assert g == src._group(p["doc_id"])
+        relevant = {src.texts[d] for d, r in train[p["query_id"]].items() if r > 0}
+        assert set(ex) == relevant - {p["positive"]}
+    assert bg.exclude[-1] == () and bg.groups[-1] not in set(bg.groups[:-1])  # its own group
+    assert sum(bool(ex) for ex in bg.exclude) > 0  # CUAD queries with several judged passages
+    assert BeirSource(str(CUAD), train_queries=True).batch_groups(pairs) is None

@@ -59,3 +59,33 @@ def test_group_negatives_are_siblings_never_family_or_judged(icd):
         else:
             categories += 1  # negatives from the whole corpus, never its own subcategories
     assert categories > 0
+
+
+def test_group_batches_group_by_category_and_exclude_family_and_judged(icd):
+    """``data.group_batches``: each pair's group is its positive's category, and its query must
+    never meet its code's ancestors/descendants or codes judged relevant to it in its batch."""
+    pairs = icd.real_pairs()
+    assert icd.batch_groups(pairs) is None  # off by default
+    icd.group_batches = True
+    try:
+        bg = icd.batch_groups(pairs)
+    finally:
+        icd.group_batches = False
+    by_text = {t: d for d, t in icd.texts.items()}
+    judged = icd.train_qrels()
+    assert len(bg.groups) == len(bg.exclude) == len(pairs)
+    family = 0
+    for p, g, ex in zip(pairs, bg.groups, bg.exclude):
+        pos = p["doc_id"]
+        # a category (no dot) names no group: its pairs keep their shuffled places
+        if "." in pos:
+            assert g == icd._group(pos)
+        else:
+            assert bg.groups.count(g) == 1
+        ex_ids = {by_text[t] for t in ex}
+        assert pos not in ex_ids  # its own positive is the batch keys' business
+        expected = {d for d in icd.dataset.corpus if icd._group(d) == g and _lineage(pos, d)}
+        expected |= {d for d, r in judged[p["query_id"]].items() if r > 0}
+        assert ex_ids == expected - {pos}
+        family += bool(ex_ids)
+    assert family > 0.3 * len(pairs)

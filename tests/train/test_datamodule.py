@@ -258,3 +258,107 @@ def test_encoder_token_counts_are_cut_at_the_max_length(tiny_encoder):
     counts = tiny_encoder.token_counts([short, long], "doc")
     assert counts[1] == tiny_encoder.max_seq_length
     assert counts[0] == len(tiny_encoder.model.tokenizer(short)["input_ids"])
+
+
+def grouped_pairs(n_groups: int = 12, per_group: int = 7, seed: int = 0):
+    """Pairs in groups of uneven size, some groups sharing a positive between two queries."""
+    import random
+
+    rng = random.Random(seed)
+    pairs, groups = [], []
+    for g in range(n_groups):
+        for i in range(rng.randint(1, per_group)):
+            pairs.append({"query": f"q{g}.{i}", "positive": f"p{g}.{i // 2}"})
+            groups.append(f"g{g}")
+    return pairs, groups
+
+
+def group_sampler(pairs, groups, exclude=None, **kw):
+    from embedforge.types import BatchGroups
+
+    exclude = exclude or [()] * len(pairs)
+    keys = [batch_keys(p) for p in pairs]
+    return UniqueBatchSampler(keys, kw.pop("batch_size", 8), groups=BatchGroups(groups, exclude), **kw)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_group_dense_batches_hold_few_groups_and_every_pair(seed):
+    """Property: each batch is cut from consecutive groups of a shuffled order, so it holds far
+    fewer groups than a random batch; no text twice; only a pair left alone at the end is lost."""
+    pairs, groups = grouped_pairs(40, 9, seed)
+    s = group_sampler(pairs, groups, seed=seed)
+    batches = list(s)
+    seen = [i for b in batches for i in b]
+    assert len(seen) == len(set(seen)) and len(pairs) - len(seen) <= 1
+    for b in batches:
+        texts = [k for i in b for k in batch_keys(pairs[i])]
+        assert len(texts) == len(set(texts))
+    dense = sum(len({groups[i] for i in b}) for b in batches) / len(batches)
+    keys = [batch_keys(p) for p in pairs]
+    loose = [len({groups[i] for i in b}) for b in UniqueBatchSampler(keys, 8, seed)]
+    assert dense < 0.6 * sum(loose) / len(loose)
+    # the group order is shuffled too: the first batch's groups change with the epoch
+    s.set_epoch(1)
+    assert [groups[i] for i in list(s)[0]] != [groups[i] for i in batches[0]]
+
+
+def test_group_dense_batches_never_show_a_query_a_document_it_must_not_see():
+    """A pair whose query must not meet another pair's positive (judged relevant to it, a related
+    code) never shares its batch, in either order of arrival."""
+    pairs = [{"query": f"q{i}", "positive": f"p{i}"} for i in range(16)]
+    groups = ["a"] * 16  # one group: without the exclusion they would share batches
+    exclude = [("p1",) if i == 0 else ("p3",) if i == 2 else () for i in range(16)]
+    for seed in range(10):
+        for b in group_sampler(pairs, groups, exclude, batch_size=4, seed=seed):
+            assert not {0, 1} <= set(b) and not {2, 3} <= set(b)
+
+
+def test_group_dense_batches_are_deterministic_and_split_across_ranks():
+    pairs, groups = grouped_pairs(30, 8, 5)
+    a, b = group_sampler(pairs, groups, seed=2), group_sampler(pairs, groups, seed=2)
+    assert list(a) == list(b) != list(group_sampler(pairs, groups, seed=3))
+    full = list(group_sampler(pairs, groups, seed=2, drop_last=True))
+    shares = [list(group_sampler(pairs, groups, seed=2, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert [x + y for x, y in zip(*shares)] == full
+
+
+def test_group_dense_batches_need_one_group_per_pair_and_no_length_sorting():
+    from embedforge.types import BatchGroups
+
+    with pytest.raises(ValueError, match="one group and one exclusion list per item"):
+        UniqueBatchSampler([("a",), ("b",)], 2, groups=BatchGroups(["g"], [()]))
+    with pytest.raises(ValueError, match="do not combine"):
+        UniqueBatchSampler(
+            [("a",), ("b",)], 2, lengths=[1, 2], mega_batch=2, groups=BatchGroups(["g"] * 2, [()] * 2)
+        )
+
+
+def test_datamodule_group_batches_reach_the_sampler():
+    from embedforge.types import BatchGroups
+
+    pairs, groups = grouped_pairs(20, 8, 1)
+    bg = BatchGroups(groups, [()] * len(pairs))
+    dl = PairDataModule(pairs, batch_size=8, seed=0, groups=bg).train_dataloader()
+    assert dl.batch_sampler.groups is bg
+
+
+def test_group_batches_on_ids_that_name_no_groups_give_the_plain_batches(tmp_path):
+    """A corpus whose ids the group pattern does not match (``doc0000``: legal-summarization)
+    batches exactly as with ``group_batches=false``, even with several queries per document."""
+    import json
+
+    from embedforge.data.sources import BeirSource
+
+    (tmp_path / "qrels").mkdir()
+    docs = [{"_id": f"doc{i:04d}", "title": "", "text": f"text {i}"} for i in range(30)]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "queries.jsonl").write_text("")
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    src = BeirSource(str(tmp_path), val_split=None, group_batches=True)
+    pairs = [
+        {"query": f"q{i}", "positive": f"text {i % 30}", "doc_id": f"doc{i % 30:04d}"}
+        for i in range(75)
+    ]
+    keys = [batch_keys(p) for p in pairs]
+    grouped = UniqueBatchSampler(keys, 8, seed=4, groups=src.batch_groups(pairs))
+    assert list(grouped) == list(UniqueBatchSampler(keys, 8, seed=4))

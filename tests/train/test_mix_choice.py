@@ -95,7 +95,7 @@ def fake_probe(scores: dict[int, list[float]]):
     """A probe that scores each candidate (known by its number of pairs) with ``scores`` per
     validation query, and moves the weights as training would."""
 
-    def probe(cfg, module, chosen, steps):
+    def probe(cfg, module, chosen, steps, groups=None):
         with torch.no_grad():
             for p in module.encoder.parameters():
                 p.add_(0.01)
@@ -257,3 +257,29 @@ def test_rng_kept_restores_every_random_state():
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(
         torch.rand(1), expected[2]
     )
+
+
+def test_each_probe_batches_as_the_run_does(run, monkeypatch):
+    """``batch_groups`` (the source's group-dense layout) reaches every probe for its own pairs,
+    and a real probe's sampler uses it."""
+    from embedforge.train.datamodule import PairDataModule
+    from embedforge.types import BatchGroups
+
+    cfg, module = run
+    mixed = pairs(0, "real") + pairs(1, "offline")
+    layouts = {}
+
+    def layout(chosen):
+        layouts[len(chosen)] = BatchGroups(["g"] * len(chosen), [()] * len(chosen))
+        return layouts[len(chosen)]
+
+    samplers = []
+    loader = PairDataModule.train_dataloader
+    monkeypatch.setattr(
+        PairDataModule,
+        "train_dataloader",
+        lambda self: samplers.append(self.groups) or loader(self),
+    )
+    choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module), layout)
+    assert sorted(layouts) == [20, 40]
+    assert samplers and all(any(g is lay for lay in layouts.values()) for g in samplers)

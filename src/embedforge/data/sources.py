@@ -4,8 +4,9 @@ A source is built from ``conf/data/<name>.yaml`` (YAML keys = constructor argume
 asks it for ``chunks()`` (documents a generator turns into pairs), ``real_pairs()`` (labelled
 pairs), ``val_set()`` (in-training validation) and ``eval_set()`` (the reported split). What a
 stage may need beyond that is declared here too, with a neutral default: ``train_qrels()`` (judged
-documents that mining must never use as negatives) and ``group_negatives`` /
-``with_group_negatives()`` (negatives drawn from the positive's group).
+documents that mining must never use as negatives), ``group_negatives`` /
+``with_group_negatives()`` (negatives drawn from the positive's group) and ``batch_groups()``
+(group-dense batches).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from embedforge.data.beir import BeirDataset, load_beir
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.retrieval import RetrievalSet
 from embedforge.io import iter_jsonl
-from embedforge.types import Chunk, Pair, doc_text
+from embedforge.types import BatchGroups, Chunk, Pair, doc_text
 
 
 class DataSource:
@@ -115,6 +116,10 @@ class DataSource:
             f"data source {self.name!r} has no document groups to draw negatives from"
         )
 
+    def batch_groups(self, pairs: list[Pair]) -> BatchGroups | None:
+        """Each pair's group for group-dense batches, or None when they are off (the default)."""
+        return None
+
     def summary(self) -> dict[str, Any]:
         return {"name": self.name}
 
@@ -180,6 +185,9 @@ class BeirSource(DataSource):
             positive's group (e.g. other passages of the same contract), never a document judged
             relevant to the query. In-batch negatives come from other groups and are easy when the
             eval task ranks one group's passages (``eval_corpus=same_group``); these are not.
+        group_batches: lay each group's pairs out together so a batch holds few groups and its
+            in-batch negatives come from the positive's group, at no extra encoding
+            (:meth:`batch_groups`); a pair without a corpus ``doc_id`` is its own group.
     """
 
     def __init__(
@@ -197,6 +205,7 @@ class BeirSource(DataSource):
         eval_max_docs: int | None = None,
         gen_max_docs: int | None = None,
         group_negatives: int = 0,
+        group_batches: bool = False,
         **kwargs: Any,
     ):
         super().__init__(name=name or Path(str(path)).name, **kwargs)
@@ -222,6 +231,7 @@ class BeirSource(DataSource):
         self.group_negatives = int(group_negatives or 0)
         if self.group_negatives < 0:
             raise EmbedforgeError(f"data.group_negatives must be >= 0, got {group_negatives}")
+        self.group_batches = bool(group_batches)
         self._ds: BeirDataset | None = None
         self._texts: dict[str, str] | None = None
 
@@ -338,10 +348,7 @@ class BeirSource(DataSource):
         """
         n = self.group_negatives
         all_ids = sorted(self.dataset.corpus)
-        by_group: dict[str, list[str]] = {}
-        for d in all_ids:
-            by_group.setdefault(self._group(d), []).append(d)
-        train_qrels = self.dataset.qrels.get(self.train_split, {})
+        by_group = self._by_group()
         counts = {"pairs": 0, "from_group": 0, "from_corpus": 0}
         out: list[Pair] = []
         for p in pairs:
@@ -352,10 +359,7 @@ class BeirSource(DataSource):
                     f" pair with query {p['query'][:60]!r} has {did!r}"
                 )
             did = str(did)
-            exclude = {did} | self.related(did, by_group[self._group(did)])
-            qid = p.get("query_id")
-            if qid is not None and str(qid) in train_qrels:
-                exclude |= {d for d, r in train_qrels[str(qid)].items() if r > 0}
+            exclude = {did} | self._not_negatives(p, did, by_group)
             rng = random.Random(f"{self.seed}|{p['query']}|{did}")
             pool = [d for d in by_group[self._group(did)] if d not in exclude]
             chosen = rng.sample(pool, min(n, len(pool)))
@@ -374,6 +378,46 @@ class BeirSource(DataSource):
             counts["pairs"] += 1
         if stats is not None:
             stats.update(counts, num=n, scope="group")
+        return out
+
+    def batch_groups(self, pairs: list[Pair]) -> BatchGroups | None:
+        """With ``group_batches``: each pair's group and the texts its query must not meet in its
+        batch: the documents of its group it never draws as a negative (:meth:`related`) and those
+        judged relevant to it in the training split.
+
+        The group is its positive's (``group_pattern`` group 1 of its ``doc_id``). A pair whose
+        positive has no group (no corpus ``doc_id``, or an id the pattern does not match) is a
+        group of its own, so it keeps its shuffled place: ids that name no groups give the
+        batches of ``group_batches=false``."""
+        if not self.group_batches:
+            return None
+        by_group = self._by_group()
+        groups: list[str] = []
+        exclude: list[tuple[str, ...]] = []
+        for i, p in enumerate(pairs):
+            did = str(p.get("doc_id"))
+            known = p.get("doc_id") is not None and did in self.dataset.corpus
+            m = self.group_pattern.match(did) if known else None
+            groups.append(m.group(1) if m else f"\x00pair {i}")  # no group: its shuffled place
+            not_negatives = self._not_negatives(p, did, by_group) - {did} if known else set()
+            exclude.append(tuple(sorted(self.texts[d] for d in not_negatives)))
+        return BatchGroups(groups, exclude)
+
+    def _by_group(self) -> dict[str, list[str]]:
+        """Every corpus document id by its group, in id order."""
+        by_group: dict[str, list[str]] = {}
+        for d in sorted(self.dataset.corpus):
+            by_group.setdefault(self._group(d), []).append(d)
+        return by_group
+
+    def _not_negatives(self, pair: Pair, doc_id: str, by_group: dict[str, list[str]]) -> set[str]:
+        """Documents that must never be ``pair``'s negative besides its positive ``doc_id``: its
+        :meth:`related` documents and every one judged relevant to its query in the training split."""
+        out = self.related(doc_id, by_group[self._group(doc_id)])
+        qid = pair.get("query_id")
+        train_qrels = self.dataset.qrels.get(self.train_split, {})
+        if qid is not None and str(qid) in train_qrels:
+            out |= {d for d, r in train_qrels[str(qid)].items() if r > 0}
         return out
 
     def chunks(self) -> list[Chunk]:

@@ -5,6 +5,13 @@ mega-batch is sorted by text length and cut into batches, and the batch order is
 encoder pads each forward pass to its longest text, so similar lengths in a batch waste less
 compute on padding, while each batch still draws its pairs (its in-batch negatives) at random
 from a span of ``M`` batches.
+
+Optionally group-dense (``data.group_batches``, :class:`BatchGroups`): the pairs of one group (one
+contract, one ICD-10 category, one web page) are laid out next to each other, so a batch holds
+few groups and every query meets its group's other documents as in-batch negatives: hard
+negatives at no extra encoding (topic-aware sampling, Hofstätter et al. 2021), where a drawn
+group negative costs one more text per pair. A pair never meets a document its query must not
+see as a negative (judged relevant to it, an ancestor or descendant code).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from embedforge.io import stable_hash
 from embedforge.train.distributed import same_on_every_rank
-from embedforge.types import DEFAULT_SCORE, Pair
+from embedforge.types import DEFAULT_SCORE, BatchGroups, Pair
 
 
 class PairDataset(Dataset):
@@ -38,7 +45,10 @@ class UniqueBatchSampler(Sampler[list[int]]):
     """Shuffled batches in which no key (query, positive or hard-negative text) appears twice.
 
     A duplicate positive in a batch would be a false in-batch negative for the other query. Items
-    that collide are deferred to the next batch, never dropped. Under DDP each rank takes its slice
+    that collide are deferred to the next batch, never dropped. With ``groups`` the shuffled order
+    is group-major (groups in shuffled order, each group's items shuffled), so batches are cut from
+    few groups, and an item also collides with a batch holding a document its query must not see
+    (``groups.exclude``), or whose queries must not see one of its documents. Under DDP each rank takes its slice
     of every global batch of ``batch_size`` (so ``batch_size`` is the global batch); every rank
     computes the same global batches from the same (seed, epoch).
 
@@ -51,6 +61,8 @@ class UniqueBatchSampler(Sampler[list[int]]):
         lengths: for each item, its length (:func:`pair_length`); needed by ``mega_batch``.
         mega_batch: group by length: sort each run of ``mega_batch`` shuffled global batches by
             ``lengths`` before cutting it into batches, then shuffle the batch order (None = off).
+        groups: group-dense batches (None = off); not with ``mega_batch`` (sorting by length
+            would scatter the groups).
     """
 
     def __init__(
@@ -63,6 +75,7 @@ class UniqueBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         lengths: list[int] | None = None,
         mega_batch: int | None = None,
+        groups: BatchGroups | None = None,
     ):
         self.keys = keys
         self.batch_size = int(batch_size)
@@ -80,6 +93,16 @@ class UniqueBatchSampler(Sampler[list[int]]):
         if self.mega_batch is not None and (lengths is None or len(lengths) != len(keys)):
             raise ValueError("length grouping (mega_batch) needs one length per item")
         self.lengths = lengths
+        if groups is not None and (
+            len(groups.groups) != len(keys) or len(groups.exclude) != len(keys)
+        ):
+            raise ValueError("group-dense batches need one group and one exclusion list per item")
+        if groups is not None and self.mega_batch is not None:
+            raise ValueError("group-dense batches and length grouping do not combine")
+        self.groups = groups
+        # the texts (as document keys) each item's query must not meet, and the ones it shows
+        self._excluded = [frozenset(("d", t) for t in ex) for ex in groups.exclude] if groups else []
+        self._docs = [frozenset(k for k in ks if k[0] == "d") for ks in keys] if groups else []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -90,17 +113,22 @@ class UniqueBatchSampler(Sampler[list[int]]):
         rng.shuffle(order)
         if self.mega_batch is not None:
             order = self._length_sorted(order)
+        if self.groups is not None:
+            order = self._group_major(order)
         batches: list[list[int]] = []
         pending: deque[int] = deque(order)
         while pending:  # every round takes >= 1 item (the first never collides), so this ends
             batch, used, deferred = [], set(), []
+            blocked: set[tuple[str, str]] = set()  # documents the batch's queries must not see
             while pending and len(batch) < self.batch_size:
                 i = pending.popleft()
-                if any(k in used for k in self.keys[i]):
+                if any(k in used for k in self.keys[i]) or self._conflicts(i, used, blocked):
                     deferred.append(i)
                 else:
                     batch.append(i)
                     used.update(self.keys[i])
+                    if self.groups is not None:
+                        blocked.update(self._excluded[i])
             pending.extendleft(reversed(deferred))  # deferred items lead the next batch
             batches.append(batch)
         if self.drop_last or self.num_replicas > 1:  # DDP ranks need equal shares
@@ -108,6 +136,22 @@ class UniqueBatchSampler(Sampler[list[int]]):
         if self.mega_batch is not None:  # else the epoch would run from short to long batches
             rng.shuffle(batches)
         return [b for b in batches if len(b) >= 2]  # a single pair has no in-batch negative
+
+    def _group_major(self, order: list[int]) -> list[int]:
+        """``order`` (shuffled) regrouped: each group's items together, in the order the groups
+        first appear in ``order``, so both the group order and the order within a group are
+        shuffled."""
+        by_group: dict[str, list[int]] = {}
+        for i in order:
+            by_group.setdefault(self.groups.groups[i], []).append(i)
+        return [i for members in by_group.values() for i in members]
+
+    def _conflicts(self, i: int, used: set, blocked: set) -> bool:
+        """Whether item ``i`` would show a batch query a document it must not see, or would see one
+        itself (group-dense batches only)."""
+        if self.groups is None:
+            return False
+        return bool(self._docs[i] & blocked) or any(k in used for k in self._excluded[i])
 
     def _length_sorted(self, order: list[int]) -> list[int]:
         """``order`` with each run of ``mega_batch`` batches sorted by length, alternately up and
@@ -227,7 +271,7 @@ class PairDataModule(pl.LightningDataModule):
 
     ``length_grouping``: mega-batch size in batches for length-grouped batches (None = off); see
     :class:`UniqueBatchSampler`. ``lengths``: each pair's length for it (:func:`token_lengths`;
-    None: :func:`pair_length`).
+    None: :func:`pair_length`). ``groups``: group-dense batches (None = off).
     """
 
     def __init__(
@@ -240,6 +284,7 @@ class PairDataModule(pl.LightningDataModule):
         drop_last: bool = False,
         length_grouping: int | None = None,
         lengths: Sequence[int] | None = None,
+        groups: BatchGroups | None = None,
     ):
         super().__init__()
         self.pairs = pairs
@@ -250,6 +295,7 @@ class PairDataModule(pl.LightningDataModule):
         self.drop_last = drop_last
         self.length_grouping = int(length_grouping) if length_grouping else None
         self.lengths = list(lengths) if lengths is not None else None
+        self.groups = groups
 
     def setup(self, stage: str) -> None:
         # under DDP every rank must train on rank 0's pairs (a different list means different
@@ -278,6 +324,7 @@ class PairDataModule(pl.LightningDataModule):
             rank,
             lengths=lengths,
             mega_batch=self.length_grouping,
+            groups=self.groups,
         )
         return DataLoader(
             PairDataset(self.pairs),

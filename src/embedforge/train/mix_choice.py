@@ -30,7 +30,7 @@ from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.eval.significance import paired_delta
 from embedforge.io import write_json
-from embedforge.types import Pair
+from embedforge.types import BatchGroups, Pair
 
 log = logging.getLogger("embedforge")
 
@@ -73,12 +73,14 @@ def choose_mix(
     val_set: RetrievalSet,
     world_size: int,
     new_module: Callable[[], Any],
+    batch_groups: Callable[[list[Pair]], BatchGroups | None] = lambda pairs: None,
 ) -> tuple[list[Pair], dict[str, Any] | None]:
     """The pairs the run trains on and the record of how they were chosen (None: not chosen).
 
     ``module`` is the run's :class:`~embedforge.train.module.ContrastiveModule` (its encoder holds
     the base weights, and holds them again on return); ``new_module()`` builds a fresh module
-    around the same encoder, as the run's is built, for each probe."""
+    around the same encoder, as the run's is built, for each probe; ``batch_groups(pairs)``
+    batches each probe as the run batches (``DataSource.batch_groups``)."""
     options = candidates(pairs)
     steps = probe_steps(cfg.data.get("mix_select_steps"), planned_steps(cfg, len(pairs)))
     if options is None or steps <= 0:
@@ -102,7 +104,7 @@ def choose_mix(
     results: dict[str, EvalResult] = {}
     for name, chosen in options.items():
         log.info("mix choice: %d steps on %s (%d pairs)", steps, name, len(chosen))
-        results[name] = probe(cfg, new_module(), chosen, steps)
+        results[name] = probe(cfg, new_module(), chosen, steps, batch_groups(chosen))
         module.encoder.load_state_dict(base_state)
     qids = sorted(results[REAL_ONLY].per_query)
     delta = paired_delta(
@@ -142,10 +144,17 @@ def choose_mix(
     return options[chosen_name], record
 
 
-def probe(cfg: DictConfig, module: Any, pairs: list[Pair], steps: int) -> EvalResult:
+def probe(
+    cfg: DictConfig,
+    module: Any,
+    pairs: list[Pair],
+    steps: int,
+    groups: BatchGroups | None = None,
+) -> EvalResult:
     """``steps`` optimizer steps of ``module`` (a fresh one: its optimizer and schedule start
-    anew) on ``pairs`` from its encoder's current weights, with the run's trainer settings but no
-    validation, checkpoints or logger; then its scores on its validation set, per query."""
+    anew) on ``pairs`` (group-dense batches with ``groups``) from its encoder's current weights,
+    with the run's trainer settings but no validation, checkpoints or logger; then its scores on
+    its validation set, per query."""
     from embedforge.train.datamodule import PairDataModule
 
     trainer = build(
@@ -163,6 +172,8 @@ def probe(cfg: DictConfig, module: Any, pairs: list[Pair], steps: int) -> EvalRe
         check_val_every_n_epoch=None,
         default_root_dir=str(Path(cfg.paths.output_dir) / "mix_probe"),
     )
-    dm = PairDataModule(pairs, cfg.data.batch_size, cfg.seed, cfg.data.num_workers, has_val=False)
+    dm = PairDataModule(
+        pairs, cfg.data.batch_size, cfg.seed, cfg.data.num_workers, has_val=False, groups=groups
+    )
     trainer.fit(module, datamodule=dm)
     return module.validation_result()
