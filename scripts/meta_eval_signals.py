@@ -71,6 +71,8 @@ SETS: dict[str, list[str]] = {
     "legal": ["experiment=legal_summarization"],  # the probe picks the strategies
     "cuad": [
         "experiment=offline_domain_adaptation",  # title; heading -> section, 1 same-contract neg.
+        "data.group_negatives=1",  # the recipe the table was measured with (before group batches)
+        "data.group_batches=false",
         "data.val_split=null",
         "data.gen_max_docs=1500",
     ],

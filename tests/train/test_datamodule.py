@@ -278,7 +278,9 @@ def group_sampler(pairs, groups, exclude=None, **kw):
 
     exclude = exclude or [()] * len(pairs)
     keys = [batch_keys(p) for p in pairs]
-    return UniqueBatchSampler(keys, kw.pop("batch_size", 8), groups=BatchGroups(groups, exclude), **kw)
+    return UniqueBatchSampler(
+        keys, kw.pop("batch_size", 8), groups=BatchGroups(groups, exclude), **kw
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -329,7 +331,11 @@ def test_group_dense_batches_need_one_group_per_pair_and_no_length_sorting():
         UniqueBatchSampler([("a",), ("b",)], 2, groups=BatchGroups(["g"], [()]))
     with pytest.raises(ValueError, match="do not combine"):
         UniqueBatchSampler(
-            [("a",), ("b",)], 2, lengths=[1, 2], mega_batch=2, groups=BatchGroups(["g"] * 2, [()] * 2)
+            [("a",), ("b",)],
+            2,
+            lengths=[1, 2],
+            mega_batch=2,
+            groups=BatchGroups(["g"] * 2, [()] * 2),
         )
 
 

@@ -101,7 +101,9 @@ class UniqueBatchSampler(Sampler[list[int]]):
             raise ValueError("group-dense batches and length grouping do not combine")
         self.groups = groups
         # the texts (as document keys) each item's query must not meet, and the ones it shows
-        self._excluded = [frozenset(("d", t) for t in ex) for ex in groups.exclude] if groups else []
+        self._excluded = (
+            [frozenset(("d", t) for t in ex) for ex in groups.exclude] if groups else []
+        )
         self._docs = [frozenset(k for k in ks if k[0] == "d") for ks in keys] if groups else []
 
     def set_epoch(self, epoch: int) -> None:
