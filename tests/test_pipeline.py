@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from embedforge.errors import EmbedforgeError
-from tests.conftest import LEGAL, ROOT, make_beir
+from tests.conftest import CUAD, LEGAL, ROOT, make_beir
 
 SCHEMA = {"ndcg@10", "recall@5", "mrr@10", "recall@100"}
 
@@ -569,3 +569,29 @@ def test_bad_generation_settings_fail_validation(compose, override, needle):
 
     with pytest.raises(EmbedforgeError, match=needle):
         validate(compose(override, "data.generate=true"))  # the demo is real-only by default
+
+
+def test_group_dense_batches_end_to_end_on_cuad(compose, tmp_path):
+    """`data.group_batches=true` (experiment=cuad's layout) trains on the real pairs without drawn
+    negatives and records how grouped its batches were in metrics.json."""
+    _, m = run_pipeline(
+        compose,
+        tmp_path,
+        "data=beir",
+        f"data.path={CUAD}",
+        "data.train_queries=true",
+        "data.generate=false",
+        "data.group_batches=true",
+        "data.max_train_pairs=200",
+        "data.eval_max_queries=20",
+        "data.eval_max_docs=120",
+        "data.val_max_queries=20",
+        "data.val_max_docs=120",
+        "data.batch_size=8",
+        "trainer.max_steps=2",
+    )
+    pairs = [json.loads(x) for x in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == 200 and not any(p.get("negatives") for p in pairs)
+    batches = m["training"]["batches"]
+    assert batches["layout"] == "group-dense" and batches["groups"] > 10
+    assert batches["groups_per_batch"] < batches["shuffled_groups_per_batch"]

@@ -929,6 +929,8 @@ def training_record(
         "max_seq_length": encoder.max_seq_length,
         # the first batch's activation estimate and whether layers were recomputed in backward
         "activations": getattr(trainer.lightning_module, "activation_plan", None),
+        # group-dense batches (data.group_batches): groups per batch, beside shuffled batches
+        "batches": getattr(trainer.datamodule, "layout", None),
     }
 
 

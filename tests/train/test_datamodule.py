@@ -344,8 +344,16 @@ def test_datamodule_group_batches_reach_the_sampler():
 
     pairs, groups = grouped_pairs(20, 8, 1)
     bg = BatchGroups(groups, [()] * len(pairs))
-    dl = PairDataModule(pairs, batch_size=8, seed=0, groups=bg).train_dataloader()
+    dm = PairDataModule(pairs, batch_size=8, seed=0, groups=bg)
+    dl = dm.train_dataloader()
     assert dl.batch_sampler.groups is bg
+    # the layout it records: groups per batch of the first epoch, beside shuffled batches
+    batches = dl.batch_sampler.global_batches()
+    mean = sum(len({groups[i] for i in b}) for b in batches) / len(batches)
+    assert dm.layout["groups"] == len(set(groups))
+    assert dm.layout["groups_per_batch"] == round(mean, 1)
+    assert dm.layout["groups_per_batch"] < dm.layout["shuffled_groups_per_batch"]
+    assert PairDataModule(pairs, batch_size=8).layout is None
 
 
 def test_group_batches_on_ids_that_name_no_groups_give_the_plain_batches(tmp_path):

@@ -17,6 +17,7 @@ see as a negative (judged relevant to it, an ancestor or descendant code).
 from __future__ import annotations
 
 import functools
+import logging
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from embedforge.io import stable_hash
 from embedforge.train.distributed import same_on_every_rank
 from embedforge.types import DEFAULT_SCORE, BatchGroups, Pair
+
+log = logging.getLogger("embedforge")
 
 
 class PairDataset(Dataset):
@@ -180,6 +183,25 @@ class UniqueBatchSampler(Sampler[list[int]]):
         return len(self.global_batches())
 
 
+def group_layout(sampler: UniqueBatchSampler) -> dict[str, Any]:
+    """How group-dense a group sampler's batches are: the mean number of groups a global batch of
+    its current epoch holds, beside the same pairs shuffled without groups (a pair whose positive
+    names no group counts as a group of its own)."""
+    groups = sampler.groups.groups
+
+    def per_batch(batches: list[list[int]]) -> float:
+        return round(sum(len({groups[i] for i in b}) for b in batches) / max(1, len(batches)), 1)
+
+    shuffled = UniqueBatchSampler(sampler.keys, sampler.batch_size, sampler.seed, sampler.drop_last)
+    shuffled.set_epoch(sampler.epoch)
+    return {
+        "layout": "group-dense",
+        "groups": len(set(groups)),
+        "groups_per_batch": per_batch(sampler.global_batches()),
+        "shuffled_groups_per_batch": per_batch(shuffled.global_batches()),
+    }
+
+
 def equal_negatives(
     pairs: list[Pair], seed: int, stats: dict[str, Any] | None = None
 ) -> list[Pair]:
@@ -298,6 +320,9 @@ class PairDataModule(pl.LightningDataModule):
         self.length_grouping = int(length_grouping) if length_grouping else None
         self.lengths = list(lengths) if lengths is not None else None
         self.groups = groups
+        #: with ``groups``: :func:`group_layout` of the first epoch (``metrics.json``
+        #: ``training.batches``)
+        self.layout: dict[str, Any] | None = None
 
     def setup(self, stage: str) -> None:
         # under DDP every rank must train on rank 0's pairs (a different list means different
@@ -328,6 +353,17 @@ class PairDataModule(pl.LightningDataModule):
             mega_batch=self.length_grouping,
             groups=self.groups,
         )
+        if self.groups is not None and self.layout is None:
+            self.layout = group_layout(sampler)
+            log.info(
+                "group-dense batches: %d pairs in %d groups, %.1f groups per batch of %d"
+                " (shuffled without groups: %.1f)",
+                len(self.pairs),
+                self.layout["groups"],
+                self.layout["groups_per_batch"],
+                self.batch_size,
+                self.layout["shuffled_groups_per_batch"],
+            )
         return DataLoader(
             PairDataset(self.pairs),
             batch_sampler=sampler,
