@@ -187,7 +187,7 @@ class BeirSource(DataSource):
             eval task ranks one group's passages (``eval_corpus=same_group``); these are not.
         group_batches: lay each group's pairs out together so a batch holds few groups and its
             in-batch negatives come from the positive's group, at no extra encoding
-            (:meth:`batch_groups`); a pair without a corpus ``doc_id`` is its own group.
+            (:meth:`batch_groups`); a pair whose positive names no group keeps its shuffled place.
     """
 
     def __init__(

@@ -51,9 +51,9 @@ class UniqueBatchSampler(Sampler[list[int]]):
     that collide are deferred to the next batch, never dropped. With ``groups`` the shuffled order
     is group-major (groups in shuffled order, each group's items shuffled), so batches are cut from
     few groups, and an item also collides with a batch holding a document its query must not see
-    (``groups.exclude``), or whose queries must not see one of its documents. Under DDP each rank takes its slice
-    of every global batch of ``batch_size`` (so ``batch_size`` is the global batch); every rank
-    computes the same global batches from the same (seed, epoch).
+    (``groups.exclude``), or whose queries must not see one of its documents. Under DDP each rank
+    takes its slice of every global batch of ``batch_size`` (so ``batch_size`` is the global
+    batch); every rank computes the same global batches from the same (seed, epoch).
 
     Args:
         keys: for each item, the strings that must be unique in a batch (:func:`batch_keys`).
