@@ -230,7 +230,9 @@ def test_a_run_with_real_and_generated_pairs_chooses_reports_and_trains_on_its_c
         "data.val_max_docs=120",
         "data.mix_select_steps=2",
         "data.batch_size=8",
+        "data.group_batches=true",  # as experiment=real_synthetic_mix (built on experiment=cuad)
     )
+    assert m["training"]["batches"]["layout"] == "group-dense"
     choice = m["mix_choice"]
     assert choice["chosen"] in (REAL_ONLY, MIXED) and choice["extra_steps"] == 4
     assert choice["val_set"] == m["val_set"]["name"] and m["val_set"]["kind"] == DEV_SPLIT
