@@ -19,8 +19,10 @@ Per dev set with real training queries (ICD-10, CUAD, medquad-qa):
    against the base, wall times and their ratio, peak RSS.
 
 Writes the JSON after every set (a killed run keeps what it measured) and prints the table of
-docs/real-queries.md. Runs share ``EMBEDFORGE_CACHE`` under ``--work`` (the base model's
-embeddings are encoded once for both).
+docs/real-queries.md. Every embedforge run starts from an empty embedding store
+(:func:`fresh_store`: its train seconds include encoding each in-training validation, never
+embeddings an earlier run with the same weights left behind); the datasets and the base model's
+eval results are shared under ``--work``/cache, as is everything the ST child encodes.
 """
 
 from __future__ import annotations
@@ -71,6 +73,20 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - t, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
     }
+
+
+def fresh_store(shared: Path, store: Path) -> Path:
+    """An embedding store for one embedforge run: no embeddings (each set of weights the run
+    validates is encoded within its timed training, as a user's first run would), the shared
+    cache's ``datasets`` and ``baselines`` (outside the train seconds) linked in."""
+    import shutil
+
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir(parents=True)
+    for sub in ("datasets", "baselines"):
+        (shared / sub).mkdir(parents=True, exist_ok=True)
+        (store / sub).symlink_to((shared / sub).resolve(), target_is_directory=True)
+    return store
 
 
 def st_child(run_dir: str, out_dir: str, lr: str = "run", seed: str = "run") -> dict[str, Any]:
@@ -173,7 +189,12 @@ def one_set(name: str, steps: int, args, env: dict[str, str]) -> dict[str, Any]:
         ef_proc = json.loads(ef_json.read_text())  # the run of an earlier invocation
     else:
         print(f"[{name}] embedforge train {' '.join(overrides)}", file=sys.stderr, flush=True)
-        ef_proc = run_child([str(exe), "train", *overrides], env, work / "embedforge.log")
+        store = fresh_store(Path(env["EMBEDFORGE_CACHE"]), work / "embedforge_store")
+        ef_proc = run_child(
+            [str(exe), "train", *overrides],
+            {**env, "EMBEDFORGE_CACHE": str(store)},
+            work / "embedforge.log",
+        )
         ef_json.write_text(json.dumps(ef_proc))
     m = json.loads((run_dir / "metrics.json").read_text())
     st_dir = (
