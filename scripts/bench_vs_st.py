@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -79,8 +80,6 @@ def fresh_store(shared: Path, store: Path) -> Path:
     """An embedding store for one embedforge run: no embeddings (each set of weights the run
     validates is encoded within its timed training, as a user's first run would), the shared
     cache's ``datasets`` and ``baselines`` (outside the train seconds) linked in."""
-    import shutil
-
     shutil.rmtree(store, ignore_errors=True)
     store.mkdir(parents=True)
     for sub in ("datasets", "baselines"):

@@ -76,18 +76,21 @@ def summarize(run: Path, points: dict[str, Any]) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())
     rows = [json.loads(line) for line in (run / "per_query.jsonl").open()]
     shipped = {r["qid"]: r["finetuned"] for r in rows}
+    # each alpha's per-query test scores; alpha 0 is the base model, scored by the run itself
+    scored = {str(a): p["test_per_query"] for a, p in points.items()}
+    if rows and all("baseline" in r for r in rows):
+        scored["0.0"] = {r["qid"]: r["baseline"] for r in rows}
     val = {0.0: metrics["val"]["base"], 1.0: metrics["monitor_value"]}
     val |= {float(a): p["val"]["ndcg@10"] for a, p in points.items()}
     pick = max(val, key=lambda a: (val[a], -a))  # eval.wise_alphas: ties nearest the base
+    # (alpha 1 is the shipped weights themselves: no delta entry, 0)
     test = {0.0: metrics["baseline"], 1.0: metrics["finetuned"]}
     test |= {float(a): p["test"] for a, p in points.items()}
     delta = {}
-    for a, p in points.items():
-        qids = sorted(set(p["test_per_query"]) & set(shipped))
+    for a, per_query in scored.items():
+        qids = sorted(set(per_query) & set(shipped))
         delta[a] = {
-            m: paired_delta(
-                [shipped[q][m] for q in qids], [p["test_per_query"][q][m] for q in qids]
-            )
+            m: paired_delta([shipped[q][m] for q in qids], [per_query[q][m] for q in qids])
             for m in METRICS
         }
     return {
