@@ -54,7 +54,7 @@ from embedforge.tracking import WandbRunLogger, finishes_wandb
 from embedforge.train.datamodule import PairDataModule, equal_negatives, token_lengths
 from embedforge.train.distributed import launch_rank_zero
 from embedforge.train.log_progress import LogLinesProgress, quiet_lightning
-from embedforge.train.mix_choice import choose_mix
+from embedforge.train.mix_choice import choose_mix, continuation
 from embedforge.train.module import ContrastiveModule
 from embedforge.train.wise import WiseCurve, interpolate, wise_select
 from embedforge.types import Pair
@@ -89,7 +89,7 @@ def run_stages(cfg: DictConfig) -> float:
     base = evaluate_base(cfg, module, train_set.eval_set, trainer, clock)
     train_set = choose_pairs(cfg, module, train_set, data, trainer, clock)
     guard = label_free_guard(cfg, data, train_set, encoder, trainer, clock)
-    fit(cfg, trainer, module, train_set.pairs, data, base, clock)
+    fit(cfg, trainer, module, train_set, data, base, clock)
     if not trainer.is_global_zero:  # under DDP every rank runs train(); rank 0 reports
         return float("nan")
     choice = select(cfg, module, trainer.checkpoint_callback, base, clock)
@@ -315,7 +315,7 @@ def choose_pairs(
             train_set.val_set,
             trainer.world_size,
             lambda: build_module(cfg, module.encoder, train_set.val_set),
-            data.batch_groups,
+            lambda pairs: train_datamodule(cfg, data, module, pairs),
         )
     if record is None:
         return train_set
@@ -498,17 +498,38 @@ def fit(
     cfg: DictConfig,
     trainer: pl.Trainer,
     module: ContrastiveModule,
-    pairs: list[Pair],
+    train_set: TrainingSet,
     data: DataSource,
     base: Base,
     clock: Clock,
 ) -> None:
-    """Log the config and the base model's validation, then train (resuming from ``last.ckpt``)."""
+    """Log the config and the base model's validation, then train: from ``last.ckpt`` when
+    resuming, else from the mix choice's winning probe when the run continues it
+    (:func:`~embedforge.train.mix_choice.continuation`), else from the base weights."""
     if trainer.logger:
         trainer.logger.log_hyperparams({**flatten(redacted_container(cfg)), **git_info()})
         trainer.logger.log_metrics(base.val, step=0)
+    dm = train_datamodule(cfg, data, module, train_set.pairs)
+    last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    probe = continuation(train_set.mix_choice)
+    resume_from = str(last) if cfg.get("resume") and last.exists() else probe
+    if resume_from and resume_from == probe:
+        log.info(
+            "training continues from the chosen probe's step %d", train_set.mix_choice["steps_each"]
+        )
+    with clock("train"):
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    if probe:  # last.ckpt holds everything a resume needs now
+        Path(probe).unlink(missing_ok=True)
+
+
+def train_datamodule(
+    cfg: DictConfig, data: DataSource, module: ContrastiveModule, pairs: list[Pair]
+) -> PairDataModule:
+    """The run's training batches of ``pairs`` (seeded order, length grouping, group-dense
+    layout); the mix choice's probes are served by the same."""
     grouping = data.length_grouping
-    dm = PairDataModule(
+    return PairDataModule(
         pairs,
         data.batch_size,
         cfg.seed,
@@ -518,10 +539,6 @@ def fit(
         lengths=token_lengths(pairs, module.encoder.token_counts) if grouping else None,
         groups=data.batch_groups(pairs),
     )
-    last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
-    resume_from = str(last) if cfg.get("resume") and last.exists() else None
-    with clock("train"):
-        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
 
 
 # ---------------------------------------------------------------------------------------- select

@@ -168,12 +168,17 @@ def _mix_choice(c: dict) -> list[str]:
         for name, t in c["tried"].items()
     )
     d = c["mixed_minus_real"]
+    continued = (
+        f"; training continued from the chosen probe's step {c['steps_each']}"
+        if c.get("continue_from")
+        else ""
+    )
     return [
         f"Training pairs chosen on validation: **{c['chosen']}** ({SHIP_METRIC} of"
         f" {c['n_queries']} real queries ({c['val_set']}) after {c['steps_each']} steps each from"
         f" the base: {scores}; generated pairs' effect {d['delta']:+.4f}"
         f" [{d['low']:+.4f}, {d['high']:+.4f}]; {c['extra_steps']} extra steps,"
-        f" {c['seconds']:.0f} s; `data.mix_select_steps=0`: off).",
+        f" {c['seconds']:.0f} s{continued}; `data.mix_select_steps=0`: off).",
         "",
     ]
 

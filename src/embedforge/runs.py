@@ -98,7 +98,8 @@ class RunMetrics:
         hard_negatives: counts of mined or group negatives, or None.
         generation: the generator's stats (offline: pairs per strategy, copy filter, probe table), or None.
         mix_choice: with real and generated pairs and real validation, the probes that chose the
-            pairs (``chosen``, ``tried``, ``mixed_minus_real`` with its interval, ``extra_steps``;
+            pairs (``chosen``, ``tried``, ``mixed_minus_real`` with its interval, ``extra_steps``,
+            ``continue_from``: the winning probe's checkpoint the run continued from;
             :mod:`embedforge.train.mix_choice`), or None.
         monitor: the validation metric that selects the model (``cfg.monitor``).
         monitor_value: its value for the shipped model.

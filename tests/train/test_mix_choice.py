@@ -19,9 +19,11 @@ from embedforge.train.mix_choice import (
     REAL_ONLY,
     candidates,
     choose_mix,
-    planned_steps,
+    continuation,
+    first_validation_step,
     probe,
     probe_steps,
+    schedule_steps,
 )
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -87,6 +89,13 @@ def fresh(cfg, module):
     return lambda: build_module(cfg, module.encoder, module.val_set)
 
 
+def batches(cfg):
+    """Serves pairs as the run's training does (``pipeline.train_datamodule`` without a source)."""
+    from embedforge.train.datamodule import PairDataModule
+
+    return lambda chosen: PairDataModule(chosen, cfg.data.batch_size, cfg.seed)
+
+
 def weights(module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.encoder.state_dict().items()}
 
@@ -95,12 +104,16 @@ def fake_probe(scores: dict[int, list[float]]):
     """A probe that scores each candidate (known by its number of pairs) with ``scores`` per
     validation query, and moves the weights as training would."""
 
-    def probe(cfg, module, chosen, steps, groups=None):
+    def probe(cfg, module, datamodule, steps, schedule, save_to=None):
         with torch.no_grad():
             for p in module.encoder.parameters():
                 p.add_(0.01)
-        per_query = {f"q{i}": {"ndcg@10": v} for i, v in enumerate(scores[len(chosen)])}
-        mean = sum(scores[len(chosen)]) / len(per_query)
+        if save_to is not None:
+            save_to.parent.mkdir(parents=True, exist_ok=True)
+            save_to.write_text("checkpoint")
+        n = len(datamodule.pairs)
+        per_query = {f"q{i}": {"ndcg@10": v} for i, v in enumerate(scores[n])}
+        mean = sum(scores[n]) / len(per_query)
         return EvalResult({"ndcg@10": mean}, per_query, len(per_query), 0, 20, {})
 
     return probe
@@ -118,7 +131,9 @@ def test_the_pairs_that_validate_better_train_the_run(
     scores = {20: [real_score] * 20, 80: [mixed_score] * 20}
     monkeypatch.setattr("embedforge.train.mix_choice.probe", fake_probe(scores))
     before = weights(module)
-    kept, record = choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module))
+    kept, record = choose_mix(
+        cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg)
+    )
     assert record["chosen"] == chosen
     assert kept == (mixed if chosen == MIXED else [p for p in mixed if p["source"] == "real"])
     tried = record["tried"]
@@ -143,7 +158,8 @@ def test_a_probe_trains_its_steps_from_the_given_weights_and_scores_validation(r
         ContrastiveModule, "training_step", lambda self, b, i: steps.append(i) or step(self, b, i)
     )
     before = weights(module)
-    result = probe(cfg, fresh(cfg, module)(), pairs(0, "real") + pairs(1, "offline"), 5)
+    data = batches(cfg)(pairs(0, "real") + pairs(1, "offline"))
+    result = probe(cfg, fresh(cfg, module)(), data, 5, 20)
     assert len(steps) == 5
     after = weights(module)
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -157,12 +173,14 @@ def test_a_resumed_run_trains_on_its_earlier_choice_without_probing(run, monkeyp
     monkeypatch.setattr(
         "embedforge.train.mix_choice.probe", fake_probe({20: [0.8] * 20, 80: [0.6] * 20})
     )
-    _, first = choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module))
+    _, first = choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg))
     monkeypatch.setattr(
         "embedforge.train.mix_choice.probe", lambda *a, **k: pytest.fail("probed again")
     )
     cfg.resume = True
-    kept, again = choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module))
+    kept, again = choose_mix(
+        cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg)
+    )
     assert again == json.loads(json.dumps(first)) and len(kept) == 20
 
 
@@ -185,18 +203,98 @@ def test_no_choice_where_there_is_nothing_to_choose_or_no_real_validation(run, m
         vset = val_set(HELD_OUT_SYNTHETIC)
     else:
         world = 2
-    kept, record = choose_mix(cfg, module, given, vset, world, fresh(cfg, module))
+    kept, record = choose_mix(cfg, module, given, vset, world, fresh(cfg, module), batches(cfg))
     assert kept is given and record is None
 
 
-def test_probe_length_and_the_runs_planned_steps(compose):
+def test_probe_length_and_the_runs_schedule(compose):
     assert probe_steps("auto", 60) == 15 and probe_steps("auto", 20) == 10
     assert probe_steps("auto", 6) == 6 and probe_steps(7, 60) == 7
     assert probe_steps(0, 60) == 0 and probe_steps(None, 60) == 0
-    assert planned_steps(compose("trainer.max_steps=60"), 10_000) == 60
-    cfg = compose("trainer.max_steps=-1", "trainer.max_epochs=2", "data.batch_size=32")
-    assert planned_steps(cfg, 100) == 8  # 2 x ceil(100 / 32)
     assert candidates([{"query": "a", "positive": "b"}] * 3) is None  # untagged pairs are real
+
+
+@pytest.mark.parametrize(
+    ("trainer", "n_batches", "steps", "first_val"),
+    [
+        (["trainer.max_epochs=1", "trainer.max_steps=60"], 400, 60, 50),  # every 50 steps
+        (["trainer.max_epochs=1", "trainer.max_steps=60"], 40, 40, 50),  # one epoch ends first
+        (["trainer.max_epochs=2", "trainer.max_steps=-1"], 40, 80, 50),
+        (["trainer.max_epochs=-1", "trainer.max_steps=7"], 3, 7, 50),
+        (
+            [
+                "trainer.max_epochs=3",
+                "trainer.max_steps=-1",
+                "trainer.val_check_interval=0.5",
+                "trainer.check_val_every_n_epoch=1",
+            ],
+            10,
+            30,
+            5,
+        ),
+        (["trainer.max_epochs=1", "trainer.val_check_interval='00:00:10:00'"], 10, 10, 1),
+        (
+            [
+                "trainer.max_epochs=1",
+                "trainer.max_steps=-1",
+                "trainer.val_check_interval=1.0",
+                "trainer.check_val_every_n_epoch=2",
+            ],
+            10,
+            10,
+            20,
+        ),
+        (
+            ["trainer.max_epochs=1", "trainer.max_steps=-1", "+trainer.limit_val_batches=0"],
+            10,
+            10,
+            None,
+        ),
+    ],
+)
+def test_the_runs_schedule_and_first_validation_before_a_trainer_exists(
+    compose, trainer, n_batches, steps, first_val
+):
+    """``schedule_steps`` is what Lightning's ``estimated_stepping_batches`` gives the run's
+    module (the probe's LR schedule must be the run's for the run to continue from it)."""
+
+    cfg = compose(*trainer)
+    assert schedule_steps(cfg.trainer, n_batches) == steps
+    assert first_validation_step(cfg.trainer, n_batches) == first_val
+    assert lightning_estimate(cfg, n_batches) == steps
+
+
+class Estimated(Exception):
+    pass
+
+
+def lightning_estimate(cfg, n_batches: int) -> int:
+    """Lightning's ``estimated_stepping_batches`` for a fit of ``n_batches`` batches an epoch
+    under ``cfg.trainer`` (read where the run's module reads it, then the fit is stopped)."""
+    import pytorch_lightning as pl
+
+    from embedforge.config import build
+
+    class Reader(pl.LightningModule):
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.zeros(n_batches, 1), batch_size=1)
+
+        def training_step(self, batch, batch_idx):
+            raise AssertionError("not reached")
+
+        def configure_optimizers(self):
+            raise Estimated(self.trainer.estimated_stepping_batches)
+
+    trainer = build(
+        cfg.trainer,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[],
+        enable_progress_bar=False,
+    )
+    with pytest.raises(Estimated) as e:
+        trainer.fit(Reader())
+    return e.value.args[0]
 
 
 @pytest.mark.parametrize("bad", ["lots", -1, 2.5, True])
@@ -231,10 +329,14 @@ def test_a_run_with_real_and_generated_pairs_chooses_reports_and_trains_on_its_c
         "data.mix_select_steps=2",
         "data.batch_size=8",
         "data.group_batches=true",  # as experiment=real_synthetic_mix (built on experiment=cuad)
+        "trainer.val_check_interval=3",  # after the probes' 2 steps: the run continues the winner
     )
     assert m["training"]["batches"]["layout"] == "group-dense"
     choice = m["mix_choice"]
-    assert choice["chosen"] in (REAL_ONLY, MIXED) and choice["extra_steps"] == 4
+    assert choice["chosen"] in (REAL_ONLY, MIXED) and choice["extra_steps"] == 2
+    assert choice["continue_from"] and not Path(choice["continue_from"]).exists()  # used, removed
+    assert not list((run / "mix_probe").glob("*.ckpt"))  # nor is the other probe's kept
+    assert m["training"]["steps"] == 4  # the run's 4 steps: the probe's 2, then 2 more
     assert choice["val_set"] == m["val_set"]["name"] and m["val_set"]["kind"] == DEV_SPLIT
     trained = [json.loads(x) for x in (run / "pairs.jsonl").read_text().splitlines()]
     assert len(trained) == choice["tried"][choice["chosen"]]["pairs"] == m["n_train_pairs"]
@@ -261,27 +363,86 @@ def test_rng_kept_restores_every_random_state():
     )
 
 
-def test_each_probe_batches_as_the_run_does(run, monkeypatch):
-    """``batch_groups`` (the source's group-dense layout) reaches every probe for its own pairs,
-    and a real probe's sampler uses it."""
+def test_each_probe_trains_on_the_batches_the_run_would_serve(run, monkeypatch):
+    """``datamodule(pairs)`` (``pipeline.train_datamodule``: the run's sampler, seed and layout)
+    serves each probe its own candidate."""
     from embedforge.train.datamodule import PairDataModule
-    from embedforge.types import BatchGroups
 
     cfg, module = run
+    cfg.data.mix_select_steps = 2
     mixed = pairs(0, "real") + pairs(1, "offline")
-    layouts = {}
+    made, served = [], []
 
-    def layout(chosen):
-        layouts[len(chosen)] = BatchGroups(["g"] * len(chosen), [()] * len(chosen))
-        return layouts[len(chosen)]
+    def datamodule(chosen):
+        made.append(batches(cfg)(chosen))
+        return made[-1]
 
-    samplers = []
     loader = PairDataModule.train_dataloader
     monkeypatch.setattr(
-        PairDataModule,
-        "train_dataloader",
-        lambda self: samplers.append(self.groups) or loader(self),
+        PairDataModule, "train_dataloader", lambda self: served.append(self) or loader(self)
     )
-    choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module), layout)
-    assert sorted(layouts) == [20, 40]
-    assert samplers and all(any(g is lay for lay in layouts.values()) for g in samplers)
+    choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module), datamodule)
+    assert sorted(len(dm.pairs) for dm in made) == [20, 40]
+    assert {id(dm) for dm in served} == {id(dm) for dm in made}
+
+
+def test_the_winning_probe_is_kept_for_the_run_when_it_ends_before_the_first_validation(
+    run, monkeypatch
+):
+    cfg, module = run
+    cfg.trainer.val_check_interval = 20  # the probes' 12 steps end before it
+    mixed = pairs(0, "real") + pairs(1, "offline", copies=3)
+    monkeypatch.setattr(
+        "embedforge.train.mix_choice.probe", fake_probe({20: [0.6] * 20, 80: [0.8] * 20})
+    )
+    _, record = choose_mix(cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg))
+    assert record["chosen"] == MIXED and record["extra_steps"] == 12  # only the other probe's
+    kept = Path(record["continue_from"])
+    assert kept.is_file() and sorted(kept.parent.glob("*.ckpt")) == [kept]  # the other removed
+    assert continuation(record) == str(kept)
+    kept.unlink()  # gone (pruned by hand): the run starts from the base weights instead
+    assert continuation(record) is None and continuation(None) is None
+
+
+def test_a_run_continued_from_its_winning_probe_ends_as_a_run_on_those_pairs_from_the_start(
+    compose, tiny_encoder, tmp_path
+):
+    """The probe trains the run's first steps (its batches, LR schedule, per-step seeds), so the
+    continued run's weights equal, bit for bit, those of a run given the chosen pairs."""
+    from embedforge.pipeline import build_module, build_trainer
+
+    def setup(name: str):
+        cfg = compose(
+            "model=tiny",
+            "trainer=debug",
+            "logger=none",
+            "optim.lr=3e-3",
+            "data.batch_size=8",
+            "data.mix_select_steps=3",
+            "trainer.max_steps=7",
+            "trainer.val_check_interval=4",
+            "module.activation_budget_gb=null",
+            f"paths.output_dir={tmp_path / name}",
+        )
+        return cfg, build_module(cfg, copy.deepcopy(tiny_encoder), val_set())
+
+    mixed = pairs(0, "real") + pairs(1, "offline", copies=3)
+    cfg, module = setup("continued")
+    kept, record = choose_mix(
+        cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg)
+    )
+    assert record["continue_from"] and record["steps_each"] == 3
+    continued = build_trainer(cfg)
+    trained = []
+    module.on_train_batch_start = lambda batch, i: trained.append(i)
+    continued.fit(module, datamodule=batches(cfg)(kept), ckpt_path=continuation(record))
+    assert len(trained) == 4  # only the steps after the probe's 3
+
+    cfg_b, plain = setup("from_the_start")
+    from_start = build_trainer(cfg_b)
+    from_start.fit(plain, datamodule=batches(cfg_b)(kept))
+    assert continued.global_step == from_start.global_step == 7
+    a, b = weights(module), weights(plain)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    best = [t.checkpoint_callback.best_model_score for t in (continued, from_start)]
+    assert best[0] is not None and torch.equal(best[0], best[1])  # the step-4 validation ran

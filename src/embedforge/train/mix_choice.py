@@ -2,26 +2,28 @@
 
 Generated pairs help where the base model has a domain to learn and hurt where it already knows
 it (docs/real-queries.md); a run whose validation set holds real queries can tell which. Before
-the main run, each candidate (the real pairs alone, and the configured mix) trains for
-``data.mix_select_steps`` steps from the base weights; both are scored on the real validation
-set, the one that validates better trains the run (a tie keeps the real pairs alone), and the
-base weights come back. The cost is the probes' steps plus two validations, logged and written to
+the main run, each candidate (the real pairs alone, and the configured mix) trains the run's
+first ``data.mix_select_steps`` steps from the base weights (its batches, LR schedule and per-step
+seeds); both are scored on the real validation set, the one that validates better trains the run
+(a tie keeps the real pairs alone), and the base weights come back. When the probes end before
+the run's first validation, the run continues from the winning probe's checkpoint, exactly as if
+it had trained on those pairs from the start, so the choice costs the other probe's steps plus
+two validations; otherwise the run starts again from the base weights. Logged and written to
 ``metrics.json`` ``mix_choice`` with the paired interval of the difference. The choice is kept
 in ``mix_choice.json`` in the run directory, so a resumed run trains on the same pairs without
-probing again.
-"""
+probing again."""
 
 from __future__ import annotations
 
 import copy
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from embedforge.config import build
@@ -30,12 +32,14 @@ from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.eval.significance import paired_delta
 from embedforge.io import write_json
-from embedforge.types import BatchGroups, Pair
+from embedforge.train.resume import ResumableTraining
+from embedforge.types import Pair
 
 log = logging.getLogger("embedforge")
 
 REAL_ONLY, MIXED = "real only", "real + generated"
 CHOICE_FILE = "mix_choice.json"
+PROBE_DIR = "mix_probe"  # the probes' trainer root and the winner's checkpoint
 
 
 def candidates(pairs: list[Pair]) -> dict[str, list[Pair]] | None:
@@ -47,13 +51,36 @@ def candidates(pairs: list[Pair]) -> dict[str, list[Pair]] | None:
     return {REAL_ONLY: real, MIXED: pairs}
 
 
-def planned_steps(cfg: DictConfig, n_pairs: int) -> int:
-    """Optimizer steps the main run will take on ``n_pairs`` pairs (``trainer.max_steps``, else
-    ``max_epochs`` passes of ``data.batch_size``)."""
-    max_steps = int(cfg.trainer.get("max_steps", -1) or -1)
-    per_epoch = math.ceil(n_pairs / int(cfg.data.batch_size))
-    by_epochs = int(cfg.trainer.get("max_epochs", 1) or 1) * per_epoch
-    return max_steps if max_steps > 0 else by_epochs
+def schedule_steps(trainer_cfg: DictConfig, n_batches: int) -> int:
+    """Optimizer steps a run with these trainer settings takes over ``n_batches`` batches an
+    epoch: Lightning's ``Trainer.estimated_stepping_batches`` (``max_steps``, else ``max_epochs``
+    passes; one step a batch, as ``trainer.accumulate_grad_batches`` must stay 1), computed before
+    a trainer exists, so that a probe trains the first steps of the run's own LR schedule."""
+    max_steps = int(trainer_cfg.get("max_steps", -1) or -1)
+    max_epochs = trainer_cfg.get("max_epochs")
+    max_epochs = 1000 if max_epochs is None and max_steps == -1 else int(max_epochs or -1)
+    if max_epochs == -1:
+        return max_steps
+    by_epochs = n_batches * max(max_epochs, 1)
+    return min(by_epochs, max_steps) if max_steps != -1 else by_epochs
+
+
+def first_validation_step(trainer_cfg: DictConfig, n_batches: int) -> int | None:
+    """The optimizer step after which the run validates first (None: it never validates; 1 for
+    a time-based interval: it may validate after any step)."""
+    if float(trainer_cfg.get("limit_val_batches", 1.0) or 0) == 0:
+        return None
+    interval = trainer_cfg.get("val_check_interval", 1.0)
+    every = trainer_cfg.get("check_val_every_n_epoch", 1)
+    if interval is None:
+        interval = 1.0
+    if isinstance(interval, bool) or not isinstance(interval, int | float):
+        return 1
+    if isinstance(interval, float):  # a fraction of an epoch
+        first = max(1, int(n_batches * interval))
+    else:
+        first = int(interval)
+    return first + (int(every) - 1) * n_batches if every else first
 
 
 def probe_steps(setting: Any, planned: int) -> int:
@@ -73,17 +100,21 @@ def choose_mix(
     val_set: RetrievalSet,
     world_size: int,
     new_module: Callable[[], Any],
-    batch_groups: Callable[[list[Pair]], BatchGroups | None] = lambda pairs: None,
+    datamodule: Callable[[list[Pair]], Any],
 ) -> tuple[list[Pair], dict[str, Any] | None]:
     """The pairs the run trains on and the record of how they were chosen (None: not chosen).
 
     ``module`` is the run's :class:`~embedforge.train.module.ContrastiveModule` (its encoder holds
     the base weights, and holds them again on return); ``new_module()`` builds a fresh module
-    around the same encoder, as the run's is built, for each probe; ``batch_groups(pairs)``
-    batches each probe as the run batches (``DataSource.batch_groups``)."""
+    around the same encoder, as the run's is built, for each probe; ``datamodule(pairs)`` serves
+    pairs as the run's training serves them (``pipeline.train_datamodule``: same sampler, seed
+    and batch layout). Each probe is the first steps of the run on its candidate; when they end
+    before the run's first validation, the winner's checkpoint is kept and the record's
+    ``continue_from`` names it: the run continues from it instead of training those steps again
+    (exactly, :mod:`embedforge.train.resume`)."""
     options = candidates(pairs)
-    steps = probe_steps(cfg.data.get("mix_select_steps"), planned_steps(cfg, len(pairs)))
-    if options is None or steps <= 0:
+    setting = cfg.data.get("mix_select_steps")
+    if options is None or probe_steps(setting, 1) <= 0:
         return pairs, None
     if world_size > 1:  # ranks > 0 hold no validation set (pipeline.rank0_pairs)
         log.info(
@@ -93,18 +124,28 @@ def choose_mix(
     if val_set.info.get("kind") not in (DEV_SPLIT, HELD_OUT_REAL):
         log.info("mix choice: off (validation is %s, not real queries)", val_set.info.get("kind"))
         return pairs, None
-    path = Path(cfg.paths.output_dir) / CHOICE_FILE
+    out = Path(cfg.paths.output_dir)
+    path = out / CHOICE_FILE
     if cfg.get("resume") and path.is_file():  # a resumed run trains on what it chose
         record = json.loads(path.read_text())
         if record.get("chosen") in options:
             log.info("mix choice: %s (from %s)", record["chosen"], path)
             return options[record["chosen"]], record
     t = time.perf_counter()
+    loaders = {name: datamodule(chosen) for name, chosen in options.items()}
+    batches = {name: len(dm.train_dataloader()) for name, dm in loaders.items()}
+    planned = {name: schedule_steps(cfg.trainer, n) for name, n in batches.items()}
+    steps = probe_steps(setting, planned[MIXED])
     base_state = copy.deepcopy(module.encoder.state_dict())
     results: dict[str, EvalResult] = {}
+    saved: dict[str, Path | None] = {}
     for name, chosen in options.items():
+        first = first_validation_step(cfg.trainer, batches[name])
+        keep = first is None or steps < first  # the run would not have validated meanwhile
+        saved[name] = out / PROBE_DIR / f"{name.replace(' ', '_').replace('+', 'and')}.ckpt"
+        saved[name] = saved[name] if keep else None
         log.info("mix choice: %d steps on %s (%d pairs)", steps, name, len(chosen))
-        results[name] = probe(cfg, new_module(), chosen, steps, batch_groups(chosen))
+        results[name] = probe(cfg, new_module(), loaders[name], steps, planned[name], saved[name])
         module.encoder.load_state_dict(base_state)
     qids = sorted(results[REAL_ONLY].per_query)
     delta = paired_delta(
@@ -113,10 +154,16 @@ def choose_mix(
         seed=int(cfg.seed),
     )
     chosen_name = MIXED if delta["delta"] > 0 else REAL_ONLY
+    for name, ckpt in saved.items():  # the other probe's checkpoint is of no further use
+        if name != chosen_name and ckpt is not None:
+            ckpt.unlink(missing_ok=True)
+    winner = saved[chosen_name]
     record = {
         "chosen": chosen_name,
         "steps_each": steps,
-        "extra_steps": 2 * steps,
+        # the winner's probe steps are the run's first steps when the run continues from them
+        "extra_steps": steps if winner else 2 * steps,
+        "continue_from": str(winner) if winner else None,
         "tried": {
             name: {"pairs": len(options[name]), f"val/{SHIP_METRIC}": r.metrics[SHIP_METRIC]}
             for name, r in results.items()
@@ -129,7 +176,7 @@ def choose_mix(
     write_json(path, record)
     log.info(
         "mix choice: %s (val %s of %d real queries: real only %.4f, real + generated %.4f,"
-        " difference %+.4f [%+.4f, %+.4f]; %d probe steps, %.0f s)",
+        " difference %+.4f [%+.4f, %+.4f]; %d probe steps, %.0f s)%s",
         chosen_name,
         SHIP_METRIC,
         len(qids),
@@ -140,29 +187,39 @@ def choose_mix(
         delta["high"],
         2 * steps,
         record["seconds"],
+        f"; the run continues from its step {steps}" if winner else "",
     )
     return options[chosen_name], record
+
+
+def continuation(record: dict[str, Any] | None) -> str | None:
+    """The checkpoint a run continues from after its mix choice (None: it starts from the base
+    weights, also when the checkpoint is gone: the same steps are then trained again)."""
+    ckpt = (record or {}).get("continue_from")
+    return ckpt if ckpt and Path(ckpt).is_file() else None
 
 
 def probe(
     cfg: DictConfig,
     module: Any,
-    pairs: list[Pair],
+    datamodule: Any,
     steps: int,
-    groups: BatchGroups | None = None,
+    schedule: int,
+    save_to: Path | None = None,
 ) -> EvalResult:
-    """``steps`` optimizer steps of ``module`` (a fresh one: its optimizer and schedule start
-    anew) on ``pairs`` (group-dense batches with ``groups``) from its encoder's current weights,
-    with the run's trainer settings but no validation, checkpoints or logger; then its scores on
-    its validation set, per query."""
-    from embedforge.train.datamodule import PairDataModule
-
+    """The first ``steps`` optimizer steps of the run on ``datamodule``'s pairs, from the
+    ``module``'s (a fresh one) encoder's current weights: the run's trainer settings, its LR
+    schedule of ``schedule`` steps and its per-step seeds, but no validation, logger or
+    checkpoint callback; ``save_to``: where the state after the last step is written (weights,
+    optimizer, schedule, data position), for the run to continue from. Then its scores on its
+    validation set, per query."""
     trainer = build(
         cfg.trainer,
         max_steps=steps,
         max_epochs=-1,
         logger=False,
-        callbacks=[],
+        callbacks=[ResumableTraining(int(cfg.seed))]
+        + ([SaveAtStep(steps, save_to)] if save_to else []),
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -170,10 +227,23 @@ def probe(
         limit_val_batches=0,
         val_check_interval=None,
         check_val_every_n_epoch=None,
-        default_root_dir=str(Path(cfg.paths.output_dir) / "mix_probe"),
+        default_root_dir=str(Path(cfg.paths.output_dir) / PROBE_DIR),
     )
-    dm = PairDataModule(
-        pairs, cfg.data.batch_size, cfg.seed, cfg.data.num_workers, has_val=False, groups=groups
-    )
-    trainer.fit(module, datamodule=dm)
+    module.schedule_steps = schedule
+    trainer.fit(module, datamodule=datamodule)
     return module.validation_result()
+
+
+class SaveAtStep(pl.Callback):
+    """Write the trainer's checkpoint after optimizer step ``step``, where
+    ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` (so a resume from it is exact)."""
+
+    def __init__(self, step: int, path: Path):
+        self.step, self.path = int(step), Path(path)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            trainer.save_checkpoint(tmp)
+            tmp.replace(self.path)

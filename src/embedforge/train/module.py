@@ -134,6 +134,9 @@ class ContrastiveModule(pl.LightningModule):
         self.activation_budget_gb = activation_budget_gb
         #: set on the first training batch: ``{estimate_gb, budget_gb, checkpointing}``
         self.activation_plan: dict[str, Any] | None = None
+        #: the LR schedule's length in steps when it is not this trainer's (a mix-choice probe
+        #: trains the first steps of the run's schedule); None: ``estimated_stepping_batches``
+        self.schedule_steps: int | None = None
         if self.l2sp_weight > 0:
             # frozen copy of the starting weights; not a parameter, not saved in checkpoints' state
             self._theta0 = [p.detach().clone() for p in self.encoder.parameters()]
@@ -451,7 +454,7 @@ class ContrastiveModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.encoder.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, int(self.schedule_steps or self.trainer.estimated_stepping_batches))
         warmup = int(math.ceil(self.warmup_ratio * total))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total, warmup))
         return {
