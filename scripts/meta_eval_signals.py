@@ -30,6 +30,10 @@ how well each candidate signal would have decided, on four sets that do have rea
      fine-tuning (mean share; 1 = the neighbourhoods did not move).
    - ``wise``: the WiSE curve on the cross-strategy set: NDCG@10 at alpha 1 minus alpha 0.5 (< 0:
      the half-way weights are better than the end; the fine-tuning overshot).
+   - ``lexical``: BM25's lead over the base model (NDCG@10, every probe query, with its paired
+     interval: ``lexical_low/high`` of base - BM25), before training and the same for every
+     run of a set: what a run's ``lexical_margin`` guard computes. It "ships" where BM25 is
+     significantly ahead. Filled in for rows from before it without rescoring the others.
 3. Per signal: Spearman correlation with the test delta NDCG@10 (with a bootstrap interval over
    runs) and the ship/no-ship table (ship when the signal says the model got better: delta > 0,
    wise >= 0; ``overlap`` at its best in-sample threshold, marked so), and what a guard built on
@@ -119,7 +123,7 @@ SUBSTITUTES = {
 }
 #: WiSE interpolations (alpha * fine-tuned + (1 - alpha) * base) scored on each run's test set
 TEST_ALPHAS = {"test_delta_half": 0.5, "test_delta_quarter": 0.25, "test_delta_eighth": 0.125}
-SIGNALS = ("val_synth", "xstrat", "pseudo", "overlap", "wise")
+SIGNALS = ("val_synth", "xstrat", "pseudo", "overlap", "wise", "lexical")
 HARM = -0.005  # the issue's bound: no shipped model below this test delta NDCG@10
 
 
@@ -150,7 +154,7 @@ class Probe:
         from omegaconf import OmegaConf
 
         from embedforge.config import build
-        from embedforge.generate.label_free import probe_set, pseudo_qrels_set
+        from embedforge.generate.label_free import lexical_margin, probe_set, pseudo_qrels_set
         from embedforge.models.store import EmbeddingStore
         from embedforge.runs import load_run
 
@@ -167,6 +171,19 @@ class Probe:
         self.base = self.encoder(self.cfg.model.name_or_path)
         self.base_state = {k: v.clone() for k, v in self.base.model.state_dict().items()}
         self.pseudo = pseudo_qrels_set(self.probe, self.base, self.max_queries)
+        self.lexical = lexical_margin(self.probe, self.base, seed=int(self.cfg.seed))
+
+    def lexical_fields(self) -> dict[str, Any]:
+        """The set's lexical margin (base - BM25 on every probe query; one value per set, as a
+        run's own ``lexical_margin`` guard computes it before training)."""
+        m = self.lexical
+        return {
+            "lexical": -m["margin"],  # BM25's lead over the base model (the signal's direction)
+            "lexical_margin": m["margin"],
+            "lexical_low": m["low"],
+            "lexical_high": m["high"],
+            "lexical_queries": m["n_queries"],
+        }
 
     def encoder(self, path: str | Path):
         from embedforge.models.encoder import Encoder
@@ -280,6 +297,12 @@ def guard(ship: list[bool], delta: list[float]) -> dict[str, Any]:
     }
 
 
+def bm25_ahead(r: dict) -> bool:
+    """The ``lexical_margin`` guard's decision: BM25 significantly ahead of the base model (the
+    upper bound of base - BM25 below 0)."""
+    return r.get("lexical_high") is not None and r["lexical_high"] < 0
+
+
 def policies(rows: list[dict]) -> dict[str, Any]:
     """Shipping rules over the runs, each judged by the test delta of what it ships (base: 0):
     a signal deciding whether to ship, and what (the trained weights or one of the
@@ -327,6 +350,15 @@ def policies(rows: list[dict]) -> dict[str, Any]:
         "alpha 0.25 if val_synth > 0, else base": judged(
             [r["test_delta_quarter"] if r["val_synth"] > 0 else 0.0 for r in have]
         ),
+        "alpha 0.25 if val_synth > 0 and BM25 significantly ahead, else base": judged(
+            [r["test_delta_quarter"] if r["val_synth"] > 0 and bm25_ahead(r) else 0.0 for r in have]
+        ),
+        "alpha 0.5 if val_synth > 0 and BM25 significantly ahead, else base": judged(
+            [r["test_delta_half"] if r["val_synth"] > 0 and bm25_ahead(r) else 0.0 for r in have]
+        ),
+        "alpha 1 if val_synth > 0 and BM25 significantly ahead, else base": judged(
+            [r["test_delta"] if r["val_synth"] > 0 and bm25_ahead(r) else 0.0 for r in have]
+        ),
         "alpha 0.125 if val_synth > 0, else base": judged(
             [r["test_delta_eighth"] if r["val_synth"] > 0 else 0.0 for r in have]
         ),
@@ -369,8 +401,10 @@ def analyse(rows: list[dict]) -> dict[str, Any]:
             continue
         xs, ds = [r[s] for r in have], [r["test_delta"] for r in have]
         rec: dict[str, Any] = {"n": len(have), "spearman": spearman(xs, ds)}
-        rec["within_set"] = within_set(have, s)
-        if s == "overlap":  # no natural zero: the best in-sample threshold (optimistic)
+        rec["within_set"] = within_set(have, s) if s != "lexical" else {}  # one value a set
+        if s == "lexical":
+            rec["guard"] = guard([bm25_ahead(r) for r in have], ds)
+        elif s == "overlap":  # no natural zero: the best in-sample threshold (optimistic)
             best = max(
                 (guard([x >= t for x in xs], ds) | {"threshold": t} for t in sorted(set(xs))),
                 key=lambda g: (-g["ship_harm"], g["gain_kept"] or 0),
@@ -385,10 +419,13 @@ def analyse(rows: list[dict]) -> dict[str, Any]:
 def table(rows: list[dict], analysis: dict) -> str:
     lines = [
         "| set | recipe | test ΔNDCG@10 [95% CI] | α 0.5 test Δ | α 0.25 test Δ | α 0.125 test Δ"
-        " | val_synth [95% CI] (queries) | xstrat | pseudo | overlap | wise |",
-        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        " | val_synth [95% CI] (queries) | xstrat | pseudo | overlap | wise"
+        " | BM25 lead [95% CI] |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     f = lambda v: "–" if v is None else f"{v:+.4f}"  # noqa: E731
+    neg = lambda v: None if v is None else -v  # noqa: E731
+    two = lambda v: "–" if v is None else f"{v:+.2f}"  # noqa: E731
     for r in rows:
         lines.append(
             f"| {r['set']} | {r['recipe']} | {r['test_delta']:+.4f} [{r['test_low']:+.3f},"
@@ -398,6 +435,8 @@ def table(rows: list[dict], analysis: dict) -> str:
             f" [{f(r.get('val_synth_low'))}, {f(r.get('val_synth_high'))}] ({r['val_queries']})"
             f" | {f(r.get('xstrat'))} |"
             f" {f(r.get('pseudo'))} | {r['overlap']:.3f} | {f(r.get('wise'))} |"
+            f" {f(r.get('lexical'))} [{f(neg(r.get('lexical_high')))},"
+            f" {f(neg(r.get('lexical_low')))}] |"
         )
     lines += [
         "",
@@ -418,7 +457,7 @@ def table(rows: list[dict], analysis: dict) -> str:
         name = s + (f" ≥ {g['threshold']:.3f} (in-sample)" if "threshold" in g else "")
         lines.append(
             f"| {name} | {a['n']} | {sp['rho']:+.3f} [{sp['low']:+.3f}, {sp['high']:+.3f}] |"
-            f" {a['within_set'].get('mean', float('nan')):+.2f} |"
+            f" {two(a['within_set'].get('mean'))} |"
             f" {g['ship_good']} | {g['ship_harm']} | {g['hold_good']} | {g['hold_harm']} |"
             f" {g['gain_kept']} |"
         )
@@ -484,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                 "lr": m["training"]["lr"],
                 "val_queries": m["val_set"]["n_queries"],
                 **probe.signals(run_dir, m),
+                **probe.lexical_fields(),
                 "load": loadavg(),
             }
             ordered = sorted(rows.values(), key=lambda r: (list(SETS).index(r["set"]), r["recipe"]))
@@ -493,6 +533,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(json.dumps(rows[(set_name, recipe)]), flush=True)
+        mine = [r for r in rows.values() if r["set"] == set_name]
+        if mine and any("lexical_margin" not in r for r in mine):  # rows from before the check
+            probe = probe or Probe(Path(mine[0]["run_dir"]), work / "cache" / "embeddings")
+            for r in mine:
+                r.update(probe.lexical_fields())
     ordered = sorted(rows.values(), key=lambda r: (list(SETS).index(r["set"]), r["recipe"]))
     analysis = analyse(ordered)
     out_path.write_text(

@@ -41,7 +41,7 @@ from embedforge.eval.ship import SHIP_METRIC, verdict
 from embedforge.eval.significance import delta_significance
 from embedforge.export.eval_backend import eval_encoder
 from embedforge.export.model_card import base_model_info, write_model_card
-from embedforge.generate.label_free import Guard, build_guard, trust_text
+from embedforge.generate.label_free import LEXICAL, Guard, build_guard, trust_text
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
 from embedforge.models import encoder as models_encoder
 from embedforge.models.encoder import Encoder
@@ -665,6 +665,23 @@ def label_free_guard(
         )
     if guard is None:
         log.warning("label-free guard: the documents give no %s query; off", settings.signal)
+    elif guard.signal == LEXICAL:
+        i = guard.info
+        log.info(
+            "label-free guard: on %d generated queries of the documents the base model scores"
+            " %.4f, BM25 %.4f (margin %+.4f [%+.4f, %+.4f]): %s",
+            i["n_queries"],
+            i["base"],
+            i["bm25"],
+            i["margin"],
+            i["low"],
+            i["high"],
+            "BM25 is ahead, fine-tuned weights may ship when validation rises"
+            if guard.decided
+            else "BM25 is not significantly ahead, so the base model will be shipped (offline pairs"
+            " were measured to help only where it is; eval.label_free_guard.signal="
+            "generated_validation ships on validation alone)",
+        )
     elif guard.rset is not None:
         log.info(
             "label-free guard: %s on %d queries, base %.4f",
@@ -694,7 +711,11 @@ def guarded(
     with clock("label_free_check"):
         record = guard.check(module.encoder)
     shown = guard.signal + (
-        f" {record['base']:.4f} -> {record['finetuned']:.4f}" if "delta" in record else " rose"
+        f" {record['base']:.4f} -> {record['finetuned']:.4f}"
+        if "delta" in record
+        else f" {record['margin']:+.4f} [{record['low']:+.4f}, {record['high']:+.4f}]"
+        if "margin" in record
+        else " rose"
     )
     if base.state is None:  # eval.keep_best=false: the trained weights ship, whatever it says
         log.info("label-free guard: %s (eval.keep_best=false: not acted on)", shown)
@@ -702,9 +723,9 @@ def guarded(
     if not record["supports"]:
         module.encoder.load_state_dict(base.state)
         log.warning(
-            "label-free guard: %s did not rise; the base model is shipped (validation on"
-            " generated pairs alone does not predict real retrieval)",
-            shown,
+            "label-free guard: %s; the base model is shipped (validation on generated pairs"
+            " alone does not predict real retrieval)",
+            shown + (": BM25 not significantly ahead" if "margin" in record else " did not rise"),
         )
         record = {**record, "shipped": "base", "overruled": choice.selected}
         return Choice("base", choice.val["base"], choice.val, choice.wise, label_free=record)

@@ -296,14 +296,26 @@ def _label_free(r: dict) -> list[str]:
         f" ({r['n_queries']} queries): base {r['base']:.4f}, fine-tuned {r['finetuned']:.4f}"
         f" ({r['delta']:+.4f}), {'rose' if r['supports'] else 'did not rise'}"
         if "delta" in r
+        else f" ({r['n_queries']} generated queries of {r['probe_docs']} documents, before"
+        f" training): base {r['base']:.4f}, BM25 {r['bm25']:.4f}, margin {r['margin']:+.4f}"
+        f" [{r['low']:+.4f}, {r['high']:+.4f}],"
+        f" {'BM25 ahead' if r['supports'] else 'BM25 not significantly ahead'}"
+        if "margin" in r
         else ""
     )
     trust = r.get("trust")
+    within = (
+        f" ({trust['within_set']:+.2f} within a set)"
+        if trust and trust.get("within_set") is not None
+        else f" (one value per corpus: {trust['corpora']} corpora, found on the same runs)"
+        if trust
+        else ""
+    )
     measured = (
         f" Over {trust['runs']} label-free runs on sets with real test queries this signal"
         f" predicted the test change with Spearman {trust['spearman']:+.2f}"
-        f" [{trust['low']:+.2f}, {trust['high']:+.2f}] ({trust['within_set']:+.2f} within a set);"
-        f" shipping the {trust['alpha']:g} interpolation only when it rose shipped"
+        f" [{trust['low']:+.2f}, {trust['high']:+.2f}]{within};"
+        f" shipping the {trust['alpha']:g} interpolation only when it {'held' if 'margin' in r else 'rose'} shipped"
         f" {trust['harm_shipped']}"
         f" harmful model(s) and kept {trust['gain_kept']:.0%} of the gain (docs/offline-pairs.md)."
         if trust

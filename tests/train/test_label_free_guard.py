@@ -1,18 +1,28 @@
 """The label-free guard: a run validated on generated pairs only ships its fine-tuned weights when
-the guard's signal (cross-strategy validation by default) rose too, and says what chose it."""
+the guard's check also supports it (by default: BM25 significantly ahead of the base model on the
+documents' own generated queries, checked before training), and says what chose it."""
 
 from __future__ import annotations
 
 import copy
 import functools
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from embedforge.errors import EmbedforgeError
 from embedforge.eval.retrieval import RetrievalSet
-from embedforge.generate.label_free import VALIDATION, Guard, build_guard, score
+from embedforge.generate.label_free import (
+    LEXICAL,
+    VALIDATION,
+    Guard,
+    build_guard,
+    lexical_margin,
+    probe_set,
+    score,
+)
 from tests.conftest import LEGAL
 
 RSET = RetrievalSet(
@@ -150,6 +160,82 @@ def test_build_guard_scores_the_base_model_on_held_out_strategies(tiny_encoder):
         build_guard("nope", chunks, set(), tiny_encoder)
 
 
+LEASES = [
+    {
+        "id": f"c{i}",
+        "title": f"Lease {w} schedule",
+        "text": f"the tenant of the {w} premises pays rent monthly and the landlord repairs the {w}"
+        f" roof; notices about the {w} go to the agent in writing " * 3,
+    }
+    for i, w in enumerate(
+        "harbor meadow quarry orchard foundry granary tannery vineyard brewery mill"
+        " smithy bakery chapel dairy forge kiln lodge manor pier wharf".split()
+    )
+]
+
+
+class Oracle:
+    """A base model that already knows the corpus: each probe query lands on its own passage."""
+
+    def __init__(self, probe):
+        self.row = {p["query"]: i for i, p in enumerate(probe.pairs)}
+        self.row |= {d: i for i, d in enumerate(probe.docs)}
+        self.n = len(probe.docs)
+
+    def encode(self, texts, kind, batch_size=64, show_progress=False):
+        out = np.zeros((len(texts), self.n), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, self.row[t]] = 1.0
+        return out
+
+
+def test_the_lexical_margin_is_the_base_models_ndcg_minus_bm25s_on_the_probe_queries(
+    tiny_encoder,
+):
+    probe = probe_set(LEASES, 20, seed=0)
+    weak = lexical_margin(probe, tiny_encoder)  # random weights: word overlap wins
+    assert weak["n_queries"] == len(probe.pairs) > 10 and weak["probe_docs"] == len(probe.docs)
+    assert weak["base"] == pytest.approx(
+        score(
+            tiny_encoder,
+            RetrievalSet(
+                corpus=probe.corpus(),
+                queries={f"q{i}": p["query"] for i, p in enumerate(probe.pairs)},
+                qrels={f"q{i}": {f"d{i}": 1} for i in range(len(probe.pairs))},
+            ),
+        ),
+        abs=1e-6,
+    )
+    assert weak["margin"] == pytest.approx(weak["base"] - weak["bm25"], abs=1e-6)
+    assert weak["bm25"] > weak["base"] and weak["high"] < 0  # BM25 significantly ahead
+    strong = lexical_margin(probe, Oracle(probe))
+    assert strong["base"] == 1.0 and strong["bm25"] == weak["bm25"] and strong["low"] >= 0
+
+
+def test_the_lexical_guard_decides_before_training_and_ships_only_where_bm25_leads(
+    tiny_encoder, trained
+):
+    from embedforge.pipeline import Clock, guarded
+
+    probe = probe_set(LEASES, 20, seed=0)
+    ahead = build_guard(LEXICAL, LEASES, set(), tiny_encoder, probe_docs=20, alpha=0.25)
+    assert ahead.decided is True and ahead.rset is None and ahead.info["high"] < 0
+    not_ahead = build_guard(LEXICAL, LEASES, set(), Oracle(probe), probe_docs=20, alpha=0.25)
+    assert not_ahead.decided is False
+    module, base = trained
+    before = weights(module)
+    kept = guarded(CFG, chosen(), not_ahead, module, base, Clock())
+    assert kept.selected == "base" and kept.label_free["overruled"] == "last"
+    assert kept.label_free["supports"] is False and kept.label_free["margin"] >= 0
+    assert all(torch.equal(base.state[k], v) for k, v in module.encoder.state_dict().items())
+    module.encoder.load_state_dict(before)
+    shipped = guarded(CFG, chosen(), ahead, module, base, Clock())
+    assert shipped.selected == "wise" and shipped.label_free["alpha"] == 0.25
+    assert shipped.label_free["signal"] == LEXICAL and shipped.label_free["trust"]["corpora"] == 4
+    # a margin the documents give no query for: no guard
+    assert build_guard(LEXICAL, [], set(), tiny_encoder) is None
+
+
 def test_the_validation_guard_adds_no_check(tiny_encoder):
     guard = build_guard(VALIDATION, [], set(), tiny_encoder, alpha=0.5)
     assert guard.rset is None and guard.alpha == 0.5
@@ -206,9 +292,13 @@ def test_a_label_free_run_records_and_reports_its_guard(compose, tmp_path):
 def test_a_label_free_run_says_what_chose_its_model(compose, tmp_path):
     m = label_free_run(compose, tmp_path, "optim.lr=1e-2", "data.val_max_base=null")
     r = m["label_free"]
-    assert r["signal"] == "generated_validation" and r["trust"]["runs"] == 28
+    assert r["signal"] == LEXICAL and r["trust"]["runs"] == 28
     report = (tmp_path / "report.md").read_text()
-    assert "**Model chosen without real queries: validation on generated pairs (over 28" in report
+    assert (
+        "**Model chosen without real queries: validation on generated pairs, checked against BM25"
+        " on the documents' own queries (over 28 label-free runs on 4 corpora" in report
+    )
+    assert "label_free_guard" in m["seconds"]  # measured before training
     # the tiny random model's generated validation does not rise: the base model ships, unchecked
     assert m["selected"] == "base" and r["checked"] is False and r["shipped"] == "base"
     assert "not needed, validation already kept the base model" in report
@@ -222,17 +312,19 @@ def test_by_default_a_label_free_run_ships_a_quarter_of_the_way_from_the_base_mo
     from embedforge.train.wise import interpolate
 
     settings = compose().eval.label_free_guard
-    assert settings.signal == VALIDATION and settings.alpha == 0.25
+    assert settings.signal == LEXICAL and settings.alpha == 0.25
     module, base = trained
     last = weights(module)
-    guard = build_guard(VALIDATION, [], set(), module.encoder, alpha=float(settings.alpha))
+    guard = build_guard(LEXICAL, LEASES, set(), module.encoder, alpha=float(settings.alpha))
+    assert guard.decided  # the random tiny model is behind BM25
     choice = guarded(CFG, chosen(), guard, module, base, Clock())
     want = interpolate(base.state, last, 0.25)
     assert all(torch.equal(want[k], v) for k, v in module.encoder.state_dict().items())
     assert choice.selected == "wise" and choice.label_free["alpha"] == 0.25
     line = _label_free(choice.label_free)[0]
     assert "the interpolation 0.25 x fine-tuned + 0.75 x base is shipped" in line
-    assert "shipping the 0.25 interpolation only when it rose shipped 4 harmful" in line
+    assert "shipping the 0.25 interpolation only when it held shipped 0 harmful" in line
+    assert "BM25 ahead" in line and "4 corpora" in line
 
 
 def test_a_run_with_real_validation_has_no_guard(compose, tmp_path):
