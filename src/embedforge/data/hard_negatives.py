@@ -251,7 +251,7 @@ class _BM25:
             import bm25s
         except ImportError:
             raise EmbedforgeError(
-                "data.hard_negatives.method=bm25 needs: pip install 'embedforge[lexical]'"
+                "data.hard_negatives.method=bm25 needs bm25s (an embedforge dependency): pip install bm25s"
             ) from None
         self._tokenize = lambda xs: bm25s.tokenize(
             xs, stopwords="en", return_ids=False, show_progress=False

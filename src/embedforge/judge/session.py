@@ -351,7 +351,9 @@ class _BM25:
         try:
             import bm25s
         except ImportError:
-            raise EmbedforgeError("--bm25 needs: pip install 'embedforge[lexical]'") from None
+            raise EmbedforgeError(
+                "--bm25 needs bm25s (an embedforge dependency): pip install bm25s"
+            ) from None
         self._tokenize = lambda xs: bm25s.tokenize(
             xs, stopwords="en", return_ids=False, show_progress=False
         )
