@@ -114,7 +114,7 @@ def choose_mix(
     (exactly, :mod:`embedforge.train.resume`)."""
     options = candidates(pairs)
     setting = cfg.data.get("mix_select_steps")
-    if options is None or probe_steps(setting, 1) <= 0:
+    if options is None or probe_steps(setting, 1) <= 0:  # nothing to choose, or turned off
         return pairs, None
     if world_size > 1:  # ranks > 0 hold no validation set (pipeline.rank0_pairs)
         log.info(
