@@ -64,8 +64,8 @@ def val_set(kind: str = DEV_SPLIT) -> RetrievalSet:
     )
 
 
-@pytest.fixture()
-def run(compose, tiny_encoder, tmp_path):
+def setup_run(compose, tiny_encoder, out, *overrides):
+    """A tiny run's config and module (a copy of the tiny encoder: the base weights)."""
     from embedforge.pipeline import build_module
 
     cfg = compose(
@@ -76,10 +76,15 @@ def run(compose, tiny_encoder, tmp_path):
         "data.batch_size=8",
         "data.mix_select_steps=12",
         "module.activation_budget_gb=null",
-        f"paths.output_dir={tmp_path}",
+        f"paths.output_dir={out}",
+        *overrides,
     )
-    module = build_module(cfg, copy.deepcopy(tiny_encoder), val_set())
-    return cfg, module
+    return cfg, build_module(cfg, copy.deepcopy(tiny_encoder), val_set())
+
+
+@pytest.fixture()
+def run(compose, tiny_encoder, tmp_path):
+    return setup_run(compose, tiny_encoder, tmp_path)
 
 
 def fresh(cfg, module):
@@ -409,22 +414,11 @@ def test_a_run_continued_from_its_winning_probe_ends_as_a_run_on_those_pairs_fro
 ):
     """The probe trains the run's first steps (its batches, LR schedule, per-step seeds), so the
     continued run's weights equal, bit for bit, those of a run given the chosen pairs."""
-    from embedforge.pipeline import build_module, build_trainer
+    from embedforge.pipeline import build_trainer
 
     def setup(name: str):
-        cfg = compose(
-            "model=tiny",
-            "trainer=debug",
-            "logger=none",
-            "optim.lr=3e-3",
-            "data.batch_size=8",
-            "data.mix_select_steps=3",
-            "trainer.max_steps=7",
-            "trainer.val_check_interval=4",
-            "module.activation_budget_gb=null",
-            f"paths.output_dir={tmp_path / name}",
-        )
-        return cfg, build_module(cfg, copy.deepcopy(tiny_encoder), val_set())
+        steps = ["data.mix_select_steps=3", "trainer.max_steps=7", "trainer.val_check_interval=4"]
+        return setup_run(compose, tiny_encoder, tmp_path / name, *steps)
 
     mixed = pairs(0, "real") + pairs(1, "offline", copies=3)
     cfg, module = setup("continued")
