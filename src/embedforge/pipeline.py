@@ -705,8 +705,8 @@ def guarded(
     at the guard's ``alpha`` (WiSE-FT; 1 = as trained); else the base model is shipped."""
     if guard is None:
         return choice
-    if choice.selected == "base":
-        record = {**guard.describe(), "checked": False, "shipped": "base"}
+    if choice.selected == "base":  # what the guard measured before training is kept
+        record = {**guard.describe(), **guard.info, "checked": False, "shipped": "base"}
         return dataclasses.replace(choice, label_free=record)
     with clock("label_free_check"):
         record = guard.check(module.encoder)

@@ -278,9 +278,15 @@ def _backend(m: RunMetrics) -> str:
 def _label_free(r: dict) -> list[str]:
     """The label-free guard's check (``metrics.json`` ``label_free``)."""
     if not r.get("checked", True):
+        margin = (
+            f" (before training: base {r['base']:.4f}, BM25 {r['bm25']:.4f}, margin"
+            f" {r['margin']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}])"
+            if "margin" in r
+            else ""
+        )
         return [
             f"Label-free guard ({r['signal']}): not needed, validation already kept the base"
-            " model.",
+            f" model{margin}.",
             "",
         ]
     verdict = (
