@@ -40,6 +40,7 @@ log = logging.getLogger("embedforge")
 REAL_ONLY, MIXED = "real only", "real + generated"
 CHOICE_FILE = "mix_choice.json"
 PROBE_DIR = "mix_probe"  # the probes' trainer root and the winner's checkpoint
+PROBE_FILES = {REAL_ONLY: "real_only.ckpt", MIXED: "real_and_generated.ckpt"}
 
 
 def candidates(pairs: list[Pair]) -> dict[str, list[Pair]] | None:
@@ -124,29 +125,14 @@ def choose_mix(
     if val_set.info.get("kind") not in (DEV_SPLIT, HELD_OUT_REAL):
         log.info("mix choice: off (validation is %s, not real queries)", val_set.info.get("kind"))
         return pairs, None
-    out = Path(cfg.paths.output_dir)
-    path = out / CHOICE_FILE
+    path = Path(cfg.paths.output_dir) / CHOICE_FILE
     if cfg.get("resume") and path.is_file():  # a resumed run trains on what it chose
         record = json.loads(path.read_text())
         if record.get("chosen") in options:
             log.info("mix choice: %s (from %s)", record["chosen"], path)
             return options[record["chosen"]], record
     t = time.perf_counter()
-    loaders = {name: datamodule(chosen) for name, chosen in options.items()}
-    batches = {name: len(dm.train_dataloader()) for name, dm in loaders.items()}
-    planned = {name: schedule_steps(cfg.trainer, n) for name, n in batches.items()}
-    steps = probe_steps(setting, planned[MIXED])
-    base_state = copy.deepcopy(module.encoder.state_dict())
-    results: dict[str, EvalResult] = {}
-    saved: dict[str, Path | None] = {}
-    for name, chosen in options.items():
-        first = first_validation_step(cfg.trainer, batches[name])
-        keep = first is None or steps < first  # the run would not have validated meanwhile
-        saved[name] = out / PROBE_DIR / f"{name.replace(' ', '_').replace('+', 'and')}.ckpt"
-        saved[name] = saved[name] if keep else None
-        log.info("mix choice: %d steps on %s (%d pairs)", steps, name, len(chosen))
-        results[name] = probe(cfg, new_module(), loaders[name], steps, planned[name], saved[name])
-        module.encoder.load_state_dict(base_state)
+    steps, results, saved = run_probes(cfg, module, options, new_module, datamodule, setting)
     qids = sorted(results[REAL_ONLY].per_query)
     delta = paired_delta(
         [results[REAL_ONLY].per_query[q][SHIP_METRIC] for q in qids],
@@ -190,6 +176,34 @@ def choose_mix(
         f"; the run continues from its step {steps}" if winner else "",
     )
     return options[chosen_name], record
+
+
+def run_probes(
+    cfg: DictConfig,
+    module: Any,
+    options: dict[str, list[Pair]],
+    new_module: Callable[[], Any],
+    datamodule: Callable[[list[Pair]], Any],
+    setting: Any,
+) -> tuple[int, dict[str, EvalResult], dict[str, Path | None]]:
+    """Train each candidate's probe from the base weights (restored after each) and score it on
+    validation: the probes' length, their results, and where each probe's checkpoint was kept
+    (None: the run would have validated within the probe's steps, so it cannot continue it)."""
+    loaders = {name: datamodule(chosen) for name, chosen in options.items()}
+    batches = {name: len(dm.train_dataloader()) for name, dm in loaders.items()}
+    planned = {name: schedule_steps(cfg.trainer, n) for name, n in batches.items()}
+    steps = probe_steps(setting, planned[MIXED])
+    base_state = copy.deepcopy(module.encoder.state_dict())
+    results: dict[str, EvalResult] = {}
+    saved: dict[str, Path | None] = {}
+    for name, chosen in options.items():
+        first = first_validation_step(cfg.trainer, batches[name])
+        keep = first is None or steps < first  # the run would not have validated meanwhile
+        saved[name] = Path(cfg.paths.output_dir) / PROBE_DIR / PROBE_FILES[name] if keep else None
+        log.info("mix choice: %d steps on %s (%d pairs)", steps, name, len(chosen))
+        results[name] = probe(cfg, new_module(), loaders[name], steps, planned[name], saved[name])
+        module.encoder.load_state_dict(base_state)
+    return steps, results, saved
 
 
 def continuation(record: dict[str, Any] | None) -> str | None:
