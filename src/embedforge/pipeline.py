@@ -710,13 +710,7 @@ def guarded(
         return dataclasses.replace(choice, label_free=record)
     with clock("label_free_check"):
         record = guard.check(module.encoder)
-    shown = guard.signal + (
-        f" {record['base']:.4f} -> {record['finetuned']:.4f}"
-        if "delta" in record
-        else f" {record['margin']:+.4f} [{record['low']:+.4f}, {record['high']:+.4f}]"
-        if "margin" in record
-        else " rose"
-    )
+    shown = guard.summary(record)
     if base.state is None:  # eval.keep_best=false: the trained weights ship, whatever it says
         log.info("label-free guard: %s (eval.keep_best=false: not acted on)", shown)
         return dataclasses.replace(choice, label_free={**record, "shipped": choice.selected})
@@ -725,7 +719,7 @@ def guarded(
         log.warning(
             "label-free guard: %s; the base model is shipped (validation on generated pairs"
             " alone does not predict real retrieval)",
-            shown + (": BM25 not significantly ahead" if "margin" in record else " did not rise"),
+            shown,
         )
         record = {**record, "shipped": "base", "overruled": choice.selected}
         return Choice("base", choice.val["base"], choice.val, choice.wise, label_free=record)

@@ -268,6 +268,17 @@ class Guard:
             "trust": MEASURED.get(self.signal),
         }
 
+    def summary(self, record: dict[str, Any]) -> str:
+        """One phrase for the log: the signal, what it read, and whether it supports shipping."""
+        if "delta" in record:
+            verdict = "" if record["supports"] else " did not rise"
+            return f"{self.signal} {record['base']:.4f} -> {record['finetuned']:.4f}{verdict}"
+        if "margin" in record:
+            verdict = "" if record["supports"] else ": BM25 not significantly ahead"
+            bounds = f"[{record['low']:+.4f}, {record['high']:+.4f}]"
+            return f"{self.signal} {record['margin']:+.4f} {bounds}{verdict}"
+        return f"{self.signal} rose"
+
     def check(self, encoder: Any) -> dict[str, Any]:
         """The record ``metrics.json`` keeps (``label_free``): the signal's base and fine-tuned
         values, whether it supports shipping (rose by more than ``min_delta``; always for
