@@ -6,7 +6,7 @@ from pathlib import Path
 
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.eval.significance import interval_text
-from embedforge.generate.label_free import trust_text
+from embedforge.generate.label_free import LEXICAL, trust_text
 from embedforge.io import atomic_write_text
 from embedforge.runs import RunMetrics
 
@@ -163,6 +163,16 @@ def _dims(m: RunMetrics) -> list[str]:
 
 def _mix_choice(c: dict) -> list[str]:
     """How real validation chose the training pairs (``metrics.json`` ``mix_choice``)."""
+    if c.get("decided_by") == LEXICAL:
+        m = c["lexical_margin"]
+        return [
+            f"Training pairs: **{c['chosen']}**, chosen without probes: on {m['n_queries']}"
+            f" offline queries of the documents the base model scores {m['base']:.4f} and BM25"
+            f" {m['bm25']:.4f} (margin {m['margin']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]),"
+            " so BM25 is not significantly ahead, where offline pairs were measured to help"
+            f" ({c['seconds']:.0f} s; `data.mix_select_check=null`: probe anyway).",
+            "",
+        ]
     scores = ", ".join(
         f"{name} {t[f'val/{SHIP_METRIC}']:.4f} ({t['pairs']:,} pairs)"
         for name, t in c["tried"].items()

@@ -189,6 +189,66 @@ def test_a_resumed_run_trains_on_its_earlier_choice_without_probing(run, monkeyp
     assert again == json.loads(json.dumps(first)) and len(kept) == 20
 
 
+def offline(shift: int, copies: int = 1) -> list[dict]:
+    """Generated pairs as the offline generator tags them (the pairs the lexical check speaks for)."""
+    return [{**p, "strategy": "keyphrase"} for p in pairs(shift, "offline", copies)]
+
+
+def margin_record(low: float, high: float) -> dict:
+    return {"n_queries": 50, "probe_docs": 60, "base": 0.5, "bm25": 0.5 - (low + high) / 2,
+            "margin": (low + high) / 2, "low": low, "high": high}  # fmt: skip
+
+
+def test_the_real_pairs_alone_unprobed_when_bm25_is_not_significantly_ahead(run, monkeypatch):
+    cfg, module = run
+    monkeypatch.setattr("embedforge.train.mix_choice.probe", lambda *a, **k: pytest.fail("probed"))
+    mixed = pairs(0, "real") + offline(1, copies=3)
+    asked = []
+    checked = margin_record(-0.02, 0.01)  # the interval spans 0: BM25 not significantly ahead
+    before = weights(module)
+    kept, record = choose_mix(
+        cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg),
+        lambda: asked.append(1) or checked,
+    )  # fmt: skip
+    assert asked == [1] and kept == [p for p in mixed if p["source"] == "real"]
+    assert record["chosen"] == REAL_ONLY and record["decided_by"] == "lexical_margin"
+    assert record["lexical_margin"] == checked and record["extra_steps"] == 0
+    assert record["pairs"] == {REAL_ONLY: 20, MIXED: 80} and continuation(record) is None
+    after = weights(module)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert json.loads((Path(cfg.paths.output_dir) / CHOICE_FILE).read_text()) == record
+
+
+def test_validation_chooses_when_bm25_is_significantly_ahead(run, monkeypatch):
+    cfg, module = run
+    scores = {20: [0.6] * 20, 80: [0.8] * 20}
+    monkeypatch.setattr("embedforge.train.mix_choice.probe", fake_probe(scores))
+    mixed = pairs(0, "real") + offline(1, copies=3)
+    checked = margin_record(-0.15, -0.05)
+    kept, record = choose_mix(
+        cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg), lambda: checked
+    )
+    assert kept == mixed and record["chosen"] == MIXED and record["decided_by"] == "validation"
+    assert record["lexical_margin"] == checked and record["extra_steps"] == 24
+
+
+@pytest.mark.parametrize("generated", ["llm", "untagged"])
+def test_the_lexical_check_is_not_asked_about_pairs_it_does_not_speak_for(
+    run, monkeypatch, generated
+):
+    cfg, module = run
+    monkeypatch.setattr(
+        "embedforge.train.mix_choice.probe", fake_probe({20: [0.8] * 20, 40: [0.6] * 20})
+    )
+    other = [{**p, "strategy": "llm"} for p in pairs(1, "llm")]
+    mixed = pairs(0, "real") + (other if generated == "llm" else pairs(1, "offline"))
+    never = lambda: pytest.fail("the lexical check was asked")  # noqa: E731
+    _, record = choose_mix(
+        cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg), never
+    )
+    assert record["decided_by"] == "validation" and record["lexical_margin"] is None
+
+
 @pytest.mark.parametrize(
     "case",
     ["off", "no generated pairs", "generated only", "synthetic validation", "ddp"],
@@ -349,6 +409,54 @@ def test_a_run_with_real_and_generated_pairs_chooses_reports_and_trains_on_its_c
     assert m["pairs_by_source"]["real"] == choice["tried"][REAL_ONLY]["pairs"]
     assert "mix_choice" in m["seconds"] and (run / CHOICE_FILE).is_file()
     assert "Training pairs chosen on validation" in (run / "report.md").read_text()
+    # asked first (the default data.mix_select_check): the tiny random model is far behind BM25
+    assert choice["decided_by"] == "validation" and choice["lexical_margin"]["high"] < 0
+
+
+def test_a_run_whose_corpus_gives_offline_pairs_nothing_to_teach_trains_on_real_pairs_unprobed(
+    compose, tmp_path, monkeypatch
+):
+    from tests.conftest import CUAD
+    from tests.test_pipeline import run_pipeline
+
+    checked = margin_record(-0.01, 0.03)
+    monkeypatch.setattr("embedforge.pipeline.corpus_margin", lambda *a, **k: checked)
+    monkeypatch.setattr("embedforge.train.mix_choice.probe", lambda *a, **k: pytest.fail("probed"))
+    run = tmp_path / "run"
+    _, m = run_pipeline(
+        compose,
+        run,
+        "data=beir",
+        f"data.path={CUAD}",
+        "data.train_queries=true",
+        "data.generate=true",
+        "data.gen_max_docs=40",
+        "data.eval_max_queries=20",
+        "data.eval_max_docs=120",
+        "data.val_max_queries=20",
+        "data.val_max_docs=120",
+        "data.batch_size=8",
+        "trainer.max_steps=3",
+    )
+    choice = m["mix_choice"]
+    assert choice["chosen"] == REAL_ONLY and choice["decided_by"] == "lexical_margin"
+    assert choice["lexical_margin"] == checked and m["training"]["steps"] == 3
+    trained = [json.loads(x) for x in (run / "pairs.jsonl").read_text().splitlines()]
+    assert {p["source"] for p in trained} == {"real"} and len(trained) == m["n_train_pairs"]
+    assert len(trained) == choice["pairs"][REAL_ONLY] < choice["pairs"][MIXED]
+    report = (run / "report.md").read_text()
+    assert "chosen without probes" in report and "margin -0.0100" not in report
+    assert "margin +0.0100 [-0.0100, +0.0300]" in report
+
+
+@pytest.mark.parametrize("bad", ["bm25", "yes"])
+def test_an_unknown_mix_check_is_a_one_line_error(compose, bad):
+    from embedforge.config import validate
+    from embedforge.errors import EmbedforgeError
+
+    with pytest.raises(EmbedforgeError, match="data.mix_select_check") as e:
+        validate(compose("model=tiny", f"data.mix_select_check={bad}"))
+    assert "\n" not in str(e.value)
 
 
 def test_rng_kept_restores_every_random_state():

@@ -36,6 +36,10 @@ class DataSource:
         mix_select_steps: with real and generated pairs and real validation, train the real pairs
             alone and the mix this many steps each and keep the one that validates better
             (:mod:`embedforge.train.mix_choice`); ``auto``: a quarter of the run; 0/null: off.
+        mix_select_check: ``lexical_margin``: before those probes, when the generated pairs are
+            offline ones, keep the real pairs alone without probing if BM25 is not significantly
+            ahead of the base model on the documents' own offline queries
+            (:func:`embedforge.generate.label_free.lexical_margin`); null: always probe.
         max_train_pairs: cap on the final training set (seeded sample), null = all.
         holdout: fraction of training pairs held out for validation when the source has no dev split.
         val_max_queries / val_max_docs: size of the in-training validation set (queries sampled; the
@@ -60,6 +64,7 @@ class DataSource:
         mix_real: int = 1,
         mix_synthetic: int = 3,
         mix_select_steps: int | str | None = "auto",
+        mix_select_check: str | None = "lexical_margin",
         max_train_pairs: int | None = None,
         holdout: float = 0.05,
         val_max_queries: int | None = 200,
@@ -76,6 +81,7 @@ class DataSource:
         self.mix_real = int(mix_real)
         self.mix_synthetic = int(mix_synthetic)
         self.mix_select_steps = mix_select_steps
+        self.mix_select_check = mix_select_check
         self.max_train_pairs = max_train_pairs
         self.holdout = float(holdout)
         self.val_max_queries = val_max_queries

@@ -132,6 +132,22 @@ def lexical_margin(
     }
 
 
+def bm25_ahead(margin: dict[str, Any], min_delta: float = 0.0) -> bool:
+    """Whether BM25 is significantly ahead of the base model in a :func:`lexical_margin` record
+    (its interval's upper bound below ``-min_delta``): the corpora where offline pairs were
+    measured to help."""
+    return margin["high"] < -min_delta
+
+
+def corpus_margin(
+    chunks: list[Chunk], base: Any, probe_docs: int = 400, batch_size: int = 64, seed: int = 0
+) -> dict[str, Any] | None:
+    """:func:`lexical_margin` on a :func:`probe_set` of ``probe_docs`` of ``chunks``; None when
+    the documents give no offline query."""
+    probe = probe_set(chunks, probe_docs, seed)
+    return lexical_margin(probe, base, batch_size, seed) if probe.pairs else None
+
+
 def pseudo_qrels_set(
     probe: ProbeSet, base: Any, max_queries: int = 120, k: int = 10, batch_size: int = 64
 ) -> RetrievalSet:
@@ -325,13 +341,13 @@ def build_guard(
         )
     if signal == VALIDATION:
         return Guard(signal, None, float("nan"), min_delta, alpha, batch_size)
-    probe = probe_set(chunks, probe_docs, seed)
     if signal == LEXICAL:
-        if not probe.pairs:
+        m = corpus_margin(chunks, base, probe_docs, batch_size, seed)
+        if m is None:
             return None
-        m = lexical_margin(probe, base, batch_size, seed)
-        ahead = m["high"] < -min_delta  # BM25 significantly ahead of the base model
+        ahead = bm25_ahead(m, min_delta)
         return Guard(signal, None, m["base"], min_delta, alpha, batch_size, m, decided=ahead)
+    probe = probe_set(chunks, probe_docs, seed)
     if signal == "cross_strategy":
         rset = cross_strategy_set(probe, trained, max_queries)
     else:

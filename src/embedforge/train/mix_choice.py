@@ -11,7 +11,14 @@ it had trained on those pairs from the start, so the choice costs the other prob
 two validations; otherwise the run starts again from the base weights. Logged and written to
 ``metrics.json`` ``mix_choice`` with the paired interval of the difference. The choice is kept
 in ``mix_choice.json`` in the run directory, so a resumed run trains on the same pairs without
-probing again."""
+probing again.
+
+The probes cost the losing candidate's steps and two validations, and where the generated pairs
+are offline ones they are first asked whether the corpus has anything for them to teach
+(``data.mix_select_check``): offline pairs were measured to help only where BM25 is significantly
+ahead of the base model on the documents' own offline queries
+(:func:`~embedforge.generate.label_free.lexical_margin`, docs/offline-pairs.md); where it is
+not, the run keeps the real pairs alone without probing."""
 
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ from embedforge.data.validation import DEV_SPLIT, HELD_OUT_REAL
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.eval.significance import paired_delta
+from embedforge.generate.label_free import LEXICAL, bm25_ahead
+from embedforge.generate.offline import STRATEGIES
 from embedforge.io import write_json
 from embedforge.train.resume import ResumableTraining
 from embedforge.types import Pair
@@ -50,6 +59,13 @@ def candidates(pairs: list[Pair]) -> dict[str, list[Pair]] | None:
     if len(real) < 2 or len(real) == len(pairs):
         return None
     return {REAL_ONLY: real, MIXED: pairs}
+
+
+def offline_generated(pairs: list[Pair]) -> bool:
+    """Whether every generated pair among ``pairs`` comes from an offline strategy (the pairs the
+    lexical check speaks for), and there is one."""
+    generated = [p for p in pairs if p.get("source", "real") != "real"]
+    return bool(generated) and all(p.get("strategy") in STRATEGIES for p in generated)
 
 
 def schedule_steps(trainer_cfg: DictConfig, n_batches: int) -> int:
@@ -102,6 +118,7 @@ def choose_mix(
     world_size: int,
     new_module: Callable[[], Any],
     datamodule: Callable[[list[Pair]], Any],
+    margin: Callable[[], dict[str, Any] | None] | None = None,
 ) -> tuple[list[Pair], dict[str, Any] | None]:
     """The pairs the run trains on and the record of how they were chosen (None: not chosen).
 
@@ -112,7 +129,10 @@ def choose_mix(
     and batch layout). Each probe is the first steps of the run on its candidate; when they end
     before the run's first validation, the winner's checkpoint is kept and the record's
     ``continue_from`` names it: the run continues from it instead of training those steps again
-    (exactly, :mod:`embedforge.train.resume`)."""
+    (exactly, :mod:`embedforge.train.resume`). ``margin()``, when given, measures the corpus's
+    :func:`~embedforge.generate.label_free.lexical_margin` with the base model (None: no offline
+    query): asked first when the generated pairs are offline ones, it keeps the real pairs alone
+    without probing unless BM25 is significantly ahead."""
     options = candidates(pairs)
     setting = cfg.data.get("mix_select_steps")
     if options is None or probe_steps(setting, 1) <= 0:  # nothing to choose, or turned off
@@ -132,6 +152,9 @@ def choose_mix(
             log.info("mix choice: %s (from %s)", record["chosen"], path)
             return options[record["chosen"]], record
     t = time.perf_counter()
+    checked = margin() if margin is not None and offline_generated(pairs) else None
+    if checked is not None and not bm25_ahead(checked):
+        return options[REAL_ONLY], lexical_choice(path, options, checked, time.perf_counter() - t)
     steps, results, saved = run_probes(cfg, module, options, new_module, datamodule, setting)
     qids = sorted(results[REAL_ONLY].per_query)
     delta = paired_delta(
@@ -146,6 +169,8 @@ def choose_mix(
     winner = saved[chosen_name]
     record = {
         "chosen": chosen_name,
+        "decided_by": "validation",
+        "lexical_margin": checked,  # asked first: BM25 was ahead (None: not asked)
         "steps_each": steps,
         # the winner's probe steps are the run's first steps when the run continues from them
         "extra_steps": steps if winner else 2 * steps,
@@ -176,6 +201,40 @@ def choose_mix(
         f"; the run continues from its step {steps}" if winner else "",
     )
     return options[chosen_name], record
+
+
+def lexical_choice(
+    path: Path, options: dict[str, list[Pair]], margin: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    """The record (written to ``path``) of a choice the lexical check made: the real pairs alone,
+    no probe trained."""
+    record = {
+        "chosen": REAL_ONLY,
+        "decided_by": LEXICAL,
+        "lexical_margin": margin,
+        "steps_each": 0,
+        "extra_steps": 0,
+        "continue_from": None,
+        "tried": {},
+        "pairs": {name: len(chosen) for name, chosen in options.items()},
+        "seconds": round(seconds, 1),
+    }
+    write_json(path, record)
+    log.info(
+        "mix choice: %s, without probes: on %d offline queries of the documents the base model"
+        " scores %.4f, BM25 %.4f (margin %+.4f [%+.4f, %+.4f]); BM25 is not significantly ahead,"
+        " and offline pairs were measured to help only where it is (%.0f s;"
+        " data.mix_select_check=null: probe anyway)",
+        REAL_ONLY,
+        margin["n_queries"],
+        margin["base"],
+        margin["bm25"],
+        margin["margin"],
+        margin["low"],
+        margin["high"],
+        seconds,
+    )
+    return record
 
 
 def run_probes(
