@@ -372,14 +372,13 @@ def test_bad_probe_length_is_a_one_line_error(compose, bad):
     assert "\n" not in str(e.value)
 
 
-def test_a_run_with_real_and_generated_pairs_chooses_reports_and_trains_on_its_choice(
-    compose, tmp_path
-):
+def cuad_mix_run(compose, run: Path, *overrides: str) -> dict:
+    """A tiny run on CUAD's real train queries plus offline pairs of 40 of its documents, dev-split
+    validation: its ``metrics.json``."""
     from tests.conftest import CUAD
     from tests.test_pipeline import run_pipeline
 
-    run = tmp_path / "run"
-    _, m = run_pipeline(
+    return run_pipeline(
         compose,
         run,
         "data=beir",
@@ -391,8 +390,19 @@ def test_a_run_with_real_and_generated_pairs_chooses_reports_and_trains_on_its_c
         "data.eval_max_docs=120",
         "data.val_max_queries=20",
         "data.val_max_docs=120",
-        "data.mix_select_steps=2",
         "data.batch_size=8",
+        *overrides,
+    )[1]
+
+
+def test_a_run_with_real_and_generated_pairs_chooses_reports_and_trains_on_its_choice(
+    compose, tmp_path
+):
+    run = tmp_path / "run"
+    m = cuad_mix_run(
+        compose,
+        run,
+        "data.mix_select_steps=2",
         "data.group_batches=true",  # as experiment=real_synthetic_mix (built on experiment=cuad)
         "trainer.val_check_interval=3",  # after the probes' 2 steps: the run continues the winner
     )
@@ -416,28 +426,11 @@ def test_a_run_with_real_and_generated_pairs_chooses_reports_and_trains_on_its_c
 def test_a_run_whose_corpus_gives_offline_pairs_nothing_to_teach_trains_on_real_pairs_unprobed(
     compose, tmp_path, monkeypatch
 ):
-    from tests.conftest import CUAD
-    from tests.test_pipeline import run_pipeline
-
     checked = margin_record(-0.01, 0.03)
     monkeypatch.setattr("embedforge.pipeline.corpus_margin", lambda *a, **k: checked)
     monkeypatch.setattr("embedforge.train.mix_choice.probe", lambda *a, **k: pytest.fail("probed"))
     run = tmp_path / "run"
-    _, m = run_pipeline(
-        compose,
-        run,
-        "data=beir",
-        f"data.path={CUAD}",
-        "data.train_queries=true",
-        "data.generate=true",
-        "data.gen_max_docs=40",
-        "data.eval_max_queries=20",
-        "data.eval_max_docs=120",
-        "data.val_max_queries=20",
-        "data.val_max_docs=120",
-        "data.batch_size=8",
-        "trainer.max_steps=3",
-    )
+    m = cuad_mix_run(compose, run, "trainer.max_steps=3")
     choice = m["mix_choice"]
     assert choice["chosen"] == REAL_ONLY and choice["decided_by"] == "lexical_margin"
     assert choice["lexical_margin"] == checked and m["training"]["steps"] == 3
