@@ -41,7 +41,7 @@ from embedforge.eval.ship import SHIP_METRIC, verdict
 from embedforge.eval.significance import delta_significance
 from embedforge.export.eval_backend import eval_encoder
 from embedforge.export.model_card import base_model_info, write_model_card
-from embedforge.generate.label_free import LEXICAL, Guard, build_guard, corpus_margin, trust_text
+from embedforge.generate.label_free import LEXICAL, Guard, build_guard, mix_check, trust_text
 from embedforge.io import file_hash, read_jsonl, stable_hash, write_json, write_jsonl
 from embedforge.models import encoder as models_encoder
 from embedforge.models.encoder import Encoder
@@ -308,10 +308,10 @@ def choose_pairs(
     :mod:`embedforge.train.mix_choice`); ``pairs.jsonl`` then holds what the run trains on. The
     random state is the same afterwards, so the run trains as if it had been given those pairs.
     ``data.mix_select_check: lexical_margin`` asks the corpus first (offline generated pairs)."""
-    margin = None
+    check = None
     if cfg.data.get("mix_select_check") == LEXICAL:  # the only check (config.validate)
-        margin = lambda: corpus_margin(  # noqa: E731
-            data.chunks(), module.encoder, batch_size=int(cfg.eval.batch_size), seed=int(cfg.seed)
+        check = lambda pairs: mix_check(  # noqa: E731
+            pairs, data.chunks, module.encoder, int(cfg.eval.batch_size), int(cfg.seed)
         )
     with clock("mix_choice"), rng_kept():
         pairs, record = choose_mix(
@@ -322,7 +322,7 @@ def choose_pairs(
             trainer.world_size,
             lambda: build_module(cfg, module.encoder, train_set.val_set),
             lambda pairs: train_datamodule(cfg, data, module, pairs),
-            margin,
+            check,
         )
     if record is None:
         return train_set

@@ -105,3 +105,28 @@ def test_neighbour_overlap_is_one_when_nothing_moved_and_falls_as_neighbourhoods
 def test_probe_set_of_few_documents(n_docs):
     probe = probe_set(chunks(n_docs), n_docs=400)
     assert len(probe.docs) == n_docs
+
+
+def test_the_mix_check_measures_the_corpus_margin_of_offline_generated_pairs(tiny_encoder):
+    from embedforge.generate.label_free import corpus_margin, mix_check
+
+    real = [{"query": "q", "positive": "p", "source": "real"}]
+    offline = [{"query": "k", "positive": "d", "source": "offline", "strategy": "keyphrase"}]
+    checked = mix_check(real + offline, chunks, tiny_encoder, seed=1)
+    margin = corpus_margin(chunks(), tiny_encoder, seed=1)
+    assert checked == {"signal": "lexical_margin", **margin, "bm25_ahead": margin["high"] < 0}
+
+
+@pytest.mark.parametrize("generated", ["llm", "untagged", "none"])
+def test_the_mix_check_does_not_speak_for_pairs_that_are_not_offline_ones(generated):
+    from embedforge.generate.label_free import mix_check
+
+    other = {
+        "llm": [{"query": "k", "positive": "d", "source": "llm", "strategy": "llm"}],
+        "untagged": [{"query": "k", "positive": "d", "source": "offline"}],
+        "none": [],
+    }[generated]
+    never = lambda: pytest.fail("the documents were sampled")  # noqa: E731
+    assert (
+        mix_check([{"query": "q", "positive": "p", "source": "real"}] + other, never, None) is None
+    )

@@ -195,8 +195,10 @@ def offline(shift: int, copies: int = 1) -> list[dict]:
 
 
 def margin_record(low: float, high: float) -> dict:
-    return {"n_queries": 50, "probe_docs": 60, "base": 0.5, "bm25": 0.5 - (low + high) / 2,
-            "margin": (low + high) / 2, "low": low, "high": high}  # fmt: skip
+    """What ``label_free.mix_check`` returns for a margin interval ``[low, high]``."""
+    return {"signal": "lexical_margin", "n_queries": 50, "probe_docs": 60, "base": 0.5,
+            "bm25": 0.5 - (low + high) / 2, "margin": (low + high) / 2, "low": low, "high": high,
+            "bm25_ahead": high < 0}  # fmt: skip
 
 
 def test_the_real_pairs_alone_unprobed_when_bm25_is_not_significantly_ahead(run, monkeypatch):
@@ -208,9 +210,9 @@ def test_the_real_pairs_alone_unprobed_when_bm25_is_not_significantly_ahead(run,
     before = weights(module)
     kept, record = choose_mix(
         cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg),
-        lambda: asked.append(1) or checked,
+        lambda given: asked.append(given) or checked,
     )  # fmt: skip
-    assert asked == [1] and kept == [p for p in mixed if p["source"] == "real"]
+    assert asked == [mixed] and kept == [p for p in mixed if p["source"] == "real"]
     assert record["chosen"] == REAL_ONLY and record["decided_by"] == "lexical_margin"
     assert record["lexical_margin"] == checked and record["extra_steps"] == 0
     assert record["pairs"] == {REAL_ONLY: 20, MIXED: 80} and continuation(record) is None
@@ -226,27 +228,10 @@ def test_validation_chooses_when_bm25_is_significantly_ahead(run, monkeypatch):
     mixed = pairs(0, "real") + offline(1, copies=3)
     checked = margin_record(-0.15, -0.05)
     kept, record = choose_mix(
-        cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg), lambda: checked
+        cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg), lambda _: checked
     )
     assert kept == mixed and record["chosen"] == MIXED and record["decided_by"] == "validation"
     assert record["lexical_margin"] == checked and record["extra_steps"] == 24
-
-
-@pytest.mark.parametrize("generated", ["llm", "untagged"])
-def test_the_lexical_check_is_not_asked_about_pairs_it_does_not_speak_for(
-    run, monkeypatch, generated
-):
-    cfg, module = run
-    monkeypatch.setattr(
-        "embedforge.train.mix_choice.probe", fake_probe({20: [0.8] * 20, 40: [0.6] * 20})
-    )
-    other = [{**p, "strategy": "llm"} for p in pairs(1, "llm")]
-    mixed = pairs(0, "real") + (other if generated == "llm" else pairs(1, "offline"))
-    never = lambda: pytest.fail("the lexical check was asked")  # noqa: E731
-    _, record = choose_mix(
-        cfg, module, mixed, module.val_set, 1, fresh(cfg, module), batches(cfg), never
-    )
-    assert record["decided_by"] == "validation" and record["lexical_margin"] is None
 
 
 @pytest.mark.parametrize(
@@ -427,7 +412,7 @@ def test_a_run_whose_corpus_gives_offline_pairs_nothing_to_teach_trains_on_real_
     compose, tmp_path, monkeypatch
 ):
     checked = margin_record(-0.01, 0.03)
-    monkeypatch.setattr("embedforge.pipeline.corpus_margin", lambda *a, **k: checked)
+    monkeypatch.setattr("embedforge.generate.label_free.corpus_margin", lambda *a, **k: checked)
     monkeypatch.setattr("embedforge.train.mix_choice.probe", lambda *a, **k: pytest.fail("probed"))
     run = tmp_path / "run"
     m = cuad_mix_run(compose, run, "trainer.max_steps=3")

@@ -28,6 +28,7 @@ report what that signal measured and how well it predicted real test changes (:d
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,31 @@ def corpus_margin(
     the documents give no offline query."""
     probe = probe_set(chunks, probe_docs, seed)
     return lexical_margin(probe, base, batch_size, seed) if probe.pairs else None
+
+
+def offline_generated(pairs: list[Pair]) -> bool:
+    """Whether ``pairs`` hold generated pairs and every one comes from an offline strategy: the
+    pairs :func:`lexical_margin` speaks for."""
+    from embedforge.generate.offline import STRATEGIES
+
+    generated = [p for p in pairs if p.get("source", "real") != "real"]
+    return bool(generated) and all(p.get("strategy") in STRATEGIES for p in generated)
+
+
+def mix_check(
+    pairs: list[Pair],
+    documents: Callable[[], list[Chunk]],
+    base: Any,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """For a run's mix choice (:mod:`embedforge.train.mix_choice`): the :func:`corpus_margin` of
+    its ``documents()`` with ``signal`` and ``bm25_ahead`` added, or None where the check does not
+    speak for the generated ``pairs`` (not offline ones) or the documents give no offline query."""
+    if not offline_generated(pairs):
+        return None
+    m = corpus_margin(documents(), base, batch_size=batch_size, seed=seed)
+    return None if m is None else {"signal": LEXICAL, **m, "bm25_ahead": bm25_ahead(m)}
 
 
 def pseudo_qrels_set(

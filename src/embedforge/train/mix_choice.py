@@ -38,8 +38,6 @@ from embedforge.data.validation import DEV_SPLIT, HELD_OUT_REAL
 from embedforge.eval.retrieval import EvalResult, RetrievalSet
 from embedforge.eval.ship import SHIP_METRIC
 from embedforge.eval.significance import paired_delta
-from embedforge.generate.label_free import LEXICAL, bm25_ahead
-from embedforge.generate.offline import STRATEGIES
 from embedforge.io import write_json
 from embedforge.train.resume import ResumableTraining
 from embedforge.types import Pair
@@ -59,13 +57,6 @@ def candidates(pairs: list[Pair]) -> dict[str, list[Pair]] | None:
     if len(real) < 2 or len(real) == len(pairs):
         return None
     return {REAL_ONLY: real, MIXED: pairs}
-
-
-def offline_generated(pairs: list[Pair]) -> bool:
-    """Whether every generated pair among ``pairs`` comes from an offline strategy (the pairs the
-    lexical check speaks for), and there is one."""
-    generated = [p for p in pairs if p.get("source", "real") != "real"]
-    return bool(generated) and all(p.get("strategy") in STRATEGIES for p in generated)
 
 
 def schedule_steps(trainer_cfg: DictConfig, n_batches: int) -> int:
@@ -118,7 +109,7 @@ def choose_mix(
     world_size: int,
     new_module: Callable[[], Any],
     datamodule: Callable[[list[Pair]], Any],
-    margin: Callable[[], dict[str, Any] | None] | None = None,
+    check: Callable[[list[Pair]], dict[str, Any] | None] | None = None,
 ) -> tuple[list[Pair], dict[str, Any] | None]:
     """The pairs the run trains on and the record of how they were chosen (None: not chosen).
 
@@ -129,10 +120,10 @@ def choose_mix(
     and batch layout). Each probe is the first steps of the run on its candidate; when they end
     before the run's first validation, the winner's checkpoint is kept and the record's
     ``continue_from`` names it: the run continues from it instead of training those steps again
-    (exactly, :mod:`embedforge.train.resume`). ``margin()``, when given, measures the corpus's
-    :func:`~embedforge.generate.label_free.lexical_margin` with the base model (None: no offline
-    query): asked first when the generated pairs are offline ones, it keeps the real pairs alone
-    without probing unless BM25 is significantly ahead."""
+    (exactly, :mod:`embedforge.train.resume`). ``check(pairs)``, when given, is asked first
+    (:func:`embedforge.generate.label_free.mix_check`: the corpus's lexical margin with the base
+    model, None where it does not speak for the generated pairs): unless its ``bm25_ahead``, the
+    real pairs alone train without probes."""
     options = candidates(pairs)
     setting = cfg.data.get("mix_select_steps")
     if options is None or probe_steps(setting, 1) <= 0:  # nothing to choose, or turned off
@@ -152,8 +143,8 @@ def choose_mix(
             log.info("mix choice: %s (from %s)", record["chosen"], path)
             return options[record["chosen"]], record
     t = time.perf_counter()
-    checked = margin() if margin is not None and offline_generated(pairs) else None
-    if checked is not None and not bm25_ahead(checked):
+    checked = check(pairs) if check is not None else None
+    if checked is not None and not checked["bm25_ahead"]:
         return options[REAL_ONLY], lexical_choice(path, options, checked, time.perf_counter() - t)
     steps, results, saved = run_probes(cfg, module, options, new_module, datamodule, setting)
     qids = sorted(results[REAL_ONLY].per_query)
@@ -170,7 +161,7 @@ def choose_mix(
     record = {
         "chosen": chosen_name,
         "decided_by": "validation",
-        "lexical_margin": checked,  # asked first: BM25 was ahead (None: not asked)
+        "lexical_margin": checked,  # asked first: BM25 was ahead (None: not asked or silent)
         "steps_each": steps,
         # the winner's probe steps are the run's first steps when the run continues from them
         "extra_steps": steps if winner else 2 * steps,
@@ -206,11 +197,11 @@ def choose_mix(
 def lexical_choice(
     path: Path, options: dict[str, list[Pair]], margin: dict[str, Any], seconds: float
 ) -> dict[str, Any]:
-    """The record (written to ``path``) of a choice the lexical check made: the real pairs alone,
+    """The record (written to ``path``) of a choice the corpus check made: the real pairs alone,
     no probe trained."""
     record = {
         "chosen": REAL_ONLY,
-        "decided_by": LEXICAL,
+        "decided_by": margin["signal"],
         "lexical_margin": margin,
         "steps_each": 0,
         "extra_steps": 0,
