@@ -235,10 +235,11 @@ def _validate_data(cfg: DictConfig) -> None:
             f"data.mix_select_steps must be auto, null or a non-negative integer, got {probe!r}"
         )
     check = _get(cfg, "data.mix_select_check", None)
-    if check not in (None, "lexical_margin"):
-        raise EmbedforgeError(
-            f"data.mix_select_check must be lexical_margin or null, got {check!r}"
-        )
+    if check is not None:
+        from embedforge.generate.label_free import LEXICAL
+
+        if check != LEXICAL:
+            raise EmbedforgeError(f"data.mix_select_check must be {LEXICAL} or null, got {check!r}")
     guard = _get(cfg, "eval.label_free_guard")
     if guard is not None and guard.get("signal") is not None:
         from embedforge.generate.label_free import MEASURES

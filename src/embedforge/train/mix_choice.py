@@ -146,7 +146,24 @@ def choose_mix(
     checked = check(pairs) if check is not None else None
     if checked is not None and not checked["bm25_ahead"]:
         return options[REAL_ONLY], lexical_choice(path, options, checked, time.perf_counter() - t)
-    steps, results, saved = run_probes(cfg, module, options, new_module, datamodule, setting)
+    probes = run_probes(cfg, module, options, new_module, datamodule, setting)
+    record = validation_choice(cfg, path, options, probes, checked, val_set, t)
+    return options[record["chosen"]], record
+
+
+def validation_choice(
+    cfg: DictConfig,
+    path: Path,
+    options: dict[str, list[Pair]],
+    probes: tuple[int, dict[str, EvalResult], dict[str, Path | None]],
+    checked: dict[str, Any] | None,
+    val_set: RetrievalSet,
+    started: float,
+) -> dict[str, Any]:
+    """The record (written to ``path``) of the choice the probes' validation made (a tie keeps
+    the real pairs alone); the losing probe's checkpoint is deleted. ``checked``: what the corpus
+    check said first (BM25 ahead), None when it was not asked or did not speak."""
+    steps, results, saved = probes
     qids = sorted(results[REAL_ONLY].per_query)
     delta = paired_delta(
         [results[REAL_ONLY].per_query[q][SHIP_METRIC] for q in qids],
@@ -161,7 +178,7 @@ def choose_mix(
     record = {
         "chosen": chosen_name,
         "decided_by": "validation",
-        "lexical_margin": checked,  # asked first: BM25 was ahead (None: not asked or silent)
+        "lexical_margin": checked,
         "steps_each": steps,
         # the winner's probe steps are the run's first steps when the run continues from them
         "extra_steps": steps if winner else 2 * steps,
@@ -173,7 +190,7 @@ def choose_mix(
         "mixed_minus_real": delta,
         "val_set": val_set.name,
         "n_queries": len(qids),
-        "seconds": round(time.perf_counter() - t, 1),
+        "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(path, record)
     log.info(
@@ -191,7 +208,7 @@ def choose_mix(
         record["seconds"],
         f"; the run continues from its step {steps}" if winner else "",
     )
-    return options[chosen_name], record
+    return record
 
 
 def lexical_choice(
